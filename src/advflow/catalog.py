@@ -1,0 +1,107 @@
+"""Names the workflow knows and where raw data lives. Imports nothing heavy, so the Snakefile
+can use it while parsing (config checks, a missing dataset reported before any job starts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+#: Every model name the workflow knows, in the order the report lists them.
+MODELS = ("good_init", "deep_conv", "vgg_like", "compressed", "distilled", "ensemble")
+#: Models trained from scratch on labels (compressed, distilled and ensemble derive from these).
+TRAINED_FROM_SCRATCH = ("good_init", "deep_conv", "vgg_like")
+
+
+class DatasetMissingError(FileNotFoundError):
+    """The raw dataset was not found; the message says where we looked and how to get it."""
+
+
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "synthetic")
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+MNIST_CLASSES = [str(i) for i in range(10)]
+
+#: Where each dataset is looked for when the config gives no path (first match wins).
+DEFAULT_LOCATIONS: dict[str, tuple[str, ...]] = {
+    "fashion_mnist": ("/usr/share/datasets/fashion-mnist", "data/raw/fashion-mnist"),
+    "mnist": ("/usr/share/datasets/mnist", "data/raw/mnist"),
+    "cifar10": ("data/raw/cifar-10-batches-py", "data/raw"),
+}
+
+HOW_TO_GET = {
+    "fashion_mnist": (
+        "Install Debian's package: `sudo apt-get install dataset-fashion-mnist` "
+        "(puts the IDX files under /usr/share/datasets/fashion-mnist), or set "
+        "`datasets.fashion_mnist.path` in the config to a folder holding "
+        "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+        "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]."
+    ),
+    "mnist": (
+        "Set `datasets.mnist.path` in the config to a folder holding the four MNIST IDX files "
+        "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
+        "t10k-labels-idx1-ubyte[.gz]), or set `datasets.mnist.download: true` on a machine with "
+        "network access."
+    ),
+    "cifar10": (
+        "Set `datasets.cifar10.path` in the config to the `cifar-10-batches-py` folder "
+        "(data_batch_1..5, test_batch, batches.meta from "
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz), or set "
+        "`datasets.cifar10.download: true` on a machine with network access."
+    ),
+}
+
+
+def find_idx(folder: Path, stem: str) -> Path | None:
+    # Distributions name the files "train-images-idx3-ubyte" or "train-images.idx3-ubyte".
+    for name in (stem, stem.replace("-idx", ".idx")):
+        for suffix in ("", ".gz"):
+            candidate = folder / f"{name}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+IDX_STEMS = {
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+
+
+def idx_folder_complete(folder: Path) -> bool:
+    return all(find_idx(folder, stem) for stem in IDX_STEMS.values())
+
+
+def cifar_folder(root: Path) -> Path | None:
+    for candidate in (root, root / "cifar-10-batches-py"):
+        if (candidate / "test_batch").is_file() and (candidate / "data_batch_1").is_file():
+            return candidate
+    return None
+
+
+def locate_dataset(name: str, settings: dict[str, Any] | None = None) -> Path | None:
+    """Return the folder that holds ``name``'s raw files, or raise :class:`DatasetMissingError`.
+
+    Returns ``None`` for the generated dataset and for a download that is still to happen.
+    """
+    settings = settings or {}
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    if name == "synthetic":
+        return None
+    candidates = [settings["path"]] if settings.get("path") else list(DEFAULT_LOCATIONS[name])
+    complete = cifar_folder if name == "cifar10" else (lambda f: f if idx_folder_complete(f) else None)
+    for candidate in candidates:
+        found = complete(Path(candidate))
+        if found is not None:
+            return found
+    if settings.get("download"):
+        return None
+    looked = ", ".join(str(Path(c).resolve()) for c in candidates)
+    raise DatasetMissingError(f"Dataset {name!r} not found. Looked in: {looked}. {HOW_TO_GET[name]}")
+
+

@@ -1,0 +1,118 @@
+"""Config checks with messages a user can act on, and the per-model settings the rules depend on.
+
+The JSON schema (``schemas/config.schema.yaml``) is the single statement of what is allowed;
+this module turns its violations into one message per problem that names the key, what was
+found, and what is allowed. Imports nothing heavy (the Snakefile calls it while parsing).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from advflow.catalog import MODELS
+
+_TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+               "object": "a mapping", "array": "a list", "null": "null"}
+
+#: Keys a model's own section can set that also have a run-wide default under ``training``.
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "train_size", "init", "channels_last", "log_every")
+#: Defaults used when neither ``training`` nor the model's section sets a key.
+TRAIN_DEFAULTS = {"epochs": 1, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "train_size": None,
+                  "init": "lsuv", "channels_last": True, "log_every": 20, "val_size": 1000}
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "distilled": {"temperature": 40.0, "teacher_epochs": None},
+    "compressed": {"target_ratio": 890411 / 1071542, "step": 0.05, "min_keep": 0.5, "max_rounds": 20,
+                   "finetune_epochs": 1, "finetune_size": None},
+    "ensemble": {"members": ["good_init", "deep_conv", "vgg_like"]},
+}
+
+
+class ConfigError(ValueError):
+    """The config breaks the schema or the workflow's rules; the message says how to fix it."""
+
+
+def load_schema(path: str | Path) -> dict[str, Any]:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def _key(path: Any) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = _key(error.absolute_path)
+    found = error.instance
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(k for k in found if k not in allowed)
+        where = f"under '{key}'" if error.absolute_path else "at the top level"
+        return (f"unknown config key {', '.join(repr(u) for u in unknown)} {where}; "
+                f"allowed: {', '.join(allowed)}")
+    if error.validator == "enum":
+        return f"config key '{key}' is {found!r}; allowed: {', '.join(repr(v) for v in error.validator_value)}"
+    if error.validator == "type":
+        expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        wanted = " or ".join(_TYPE_NAMES.get(t, t) for t in expected)
+        return f"config key '{key}' must be {wanted}; got {type(found).__name__} {found!r}"
+    if error.validator == "required":
+        return f"config is missing the key {error.message.split(' ')[0]} {'under ' + repr(key) if error.absolute_path else 'at the top level'}"
+    return f"config key '{key}': {error.message}"
+
+
+def config_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """One readable message per schema violation, then the cross-key rules the schema cannot state."""
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    messages = [_describe(e) for e in errors]
+    if messages:
+        return messages
+    models = config["models"]
+    if "compressed" in models and "good_init" not in models:
+        messages.append("models.compressed is Network Trimming of good_init: add 'good_init' under 'models'")
+    members = model_settings(config, "ensemble")["members"] if "ensemble" in models else []
+    missing = [m for m in members if m not in models]
+    if missing:
+        messages.append(f"models.ensemble.members names {', '.join(missing)}, which are not under 'models'; "
+                        f"add them or remove them from the members")
+    return messages
+
+
+def check_config(config: dict[str, Any], schema_path: str | Path) -> None:
+    """Raise :class:`ConfigError` listing every problem of ``config``."""
+    messages = config_errors(config, load_schema(schema_path))
+    if messages:
+        lines = "\n".join(f"  - {m}" for m in messages)
+        raise ConfigError(f"invalid config ({len(messages)} problem{'s' if len(messages) > 1 else ''}):\n{lines}\n"
+                          "See README.md, 'Config keys', for every key and its meaning.")
+
+
+def model_settings(config: dict[str, Any], model: str) -> dict[str, Any]:
+    """The complete settings of one model: defaults < ``training`` < ``models.<model>``.
+
+    This dict is a rule's ``params``, so changing any value reruns that model (and what uses it)
+    and nothing else.
+    """
+    if model not in MODELS:
+        raise ConfigError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
+    settings = {**TRAIN_DEFAULTS, **copy.deepcopy(MODEL_DEFAULTS.get(model, {}))}
+    settings.update(config.get("training") or {})
+    settings.update((config.get("models") or {}).get(model) or {})
+    if model == "distilled" and settings["teacher_epochs"] is None:
+        settings["teacher_epochs"] = settings["epochs"]
+    if model == "ensemble":
+        return {"members": list(settings["members"])}
+    return settings
+
+
+def teacher_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """Settings of the distillation teacher: the distilled model's, with ``teacher_epochs`` as its
+    epochs (so changing only the student's epochs does not retrain the teacher)."""
+    settings = model_settings(config, "distilled")
+    settings["epochs"] = settings.pop("teacher_epochs")
+    return settings

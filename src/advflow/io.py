@@ -1,0 +1,63 @@
+"""Writing results so that an interrupted job never leaves a file that looks complete.
+
+Every output is written under a temporary name in its own folder and renamed when complete;
+a rename within one filesystem is atomic, so a reader sees either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+
+
+class CorruptFileError(OSError):
+    """An input file exists but cannot be read (truncated or damaged)."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
+    """Open a new HDF5 file for writing that appears at ``path`` only once it is closed cleanly."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            yield h5
+
+
+def open_h5(path: str | Path) -> h5py.File:
+    """Open an HDF5 file for reading, with an error that names the file and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; run the workflow stage that writes it")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise CorruptFileError(
+            f"{path}: cannot be read as HDF5 ({err}); it is truncated or damaged. Delete it and rerun "
+            "the workflow to rebuild it."
+        ) from err
+
+
+def write_json(path: str | Path, record: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,190 @@
+"""Training with PyTorch Lightning: supervised training, defensive distillation, evaluation.
+
+Images travel as uint8 and are scaled to [-1, 1] on the device (:func:`advflow.data.to_model_space`),
+so a whole dataset fits in memory at a quarter of its float size.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from advflow.data import to_model_space
+
+log = logging.getLogger("advflow.training")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks the GPU when there is one and the CPU otherwise."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} was requested but no CUDA GPU is available; use device: auto or cpu")
+    return resolved
+
+
+@dataclass
+class TrainSettings:
+    """The settings of one training run; every field is part of the model's JSON record."""
+
+    epochs: int = 1
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    channels_last: bool = True
+    log_every: int = 20
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, settings: dict[str, Any]) -> "TrainSettings":
+        known = {k: settings[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "channels_last", "log_every")
+                 if k in settings}
+        return cls(**known)
+
+
+def split_indices(n: int, *, val_size: int, train_size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``n`` training images into (train, held-out validation) indices.
+
+    The validation part is never trained on; Network Trimming measures APoZ on it.
+    """
+    if val_size >= n:
+        raise ValueError(f"val_size ({val_size}) must be smaller than the training set ({n} images)")
+    order = np.random.default_rng(seed).permutation(n)
+    val, rest = order[:val_size], order[val_size:]
+    if train_size is not None:
+        rest = rest[:train_size]
+    return np.sort(rest), np.sort(val)
+
+
+class ClassifierModule(L.LightningModule):
+    """Cross-entropy on softmax(Z / T) against hard labels or soft label vectors.
+
+    T = 1 is ordinary training; T > 1 trains a distillation teacher or student
+    (Papernot et al. 2016, Eq. 1 of the paper's Q4). At inference the bare model is used, i.e. T = 1.
+    """
+
+    def __init__(self, model: nn.Module, settings: TrainSettings, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.model = model
+        self.settings = settings
+        self.temperature = float(temperature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, targets = batch
+        images = to_model_space(images.float())
+        if self.settings.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, targets
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        loss = F.cross_entropy(self.model(images) / self.temperature, targets)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.model.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay)
+
+
+class ProgressLog(L.Callback):
+    """Periodic progress lines for a rule's log file (a bar would be unreadable there)."""
+
+    def __init__(self, every: int) -> None:
+        self.every = max(1, every)
+        self.start = 0.0
+        self.seen = 0
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.start, self.seen = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.seen += len(batch[0])
+        total = trainer.num_training_batches
+        if (batch_idx + 1) % self.every == 0 or batch_idx + 1 == total:
+            rate = self.seen / max(time.perf_counter() - self.start, 1e-9)
+            loss = float(outputs["loss"]) if isinstance(outputs, dict) else float(outputs)
+            log.info("epoch %d/%d batch %d/%d loss %.4f (%.0f img/s)", trainer.current_epoch + 1,
+                     trainer.max_epochs, batch_idx + 1, total, loss, rate)
+
+
+def make_loader(images: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor, batch_size: int,
+                seed: int, shuffle: bool = True) -> DataLoader:
+    dataset = TensorDataset(torch.as_tensor(images), torch.as_tensor(targets))
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      pin_memory=torch.cuda.is_available())
+
+
+def make_trainer(settings: TrainSettings, device: torch.device, log_dir: str | None = None) -> L.Trainer:
+    from lightning.pytorch.loggers import CSVLogger
+
+    return L.Trainer(
+        max_epochs=settings.epochs,
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=[device.index or 0] if device.type == "cuda" else 1,
+        # Some CUDA kernels (e.g. scatter in max-pool backward) have no deterministic version: warn there.
+        deterministic=True if device.type == "cpu" else "warn",
+        logger=CSVLogger(log_dir, name="", version="") if log_dir else False,
+        enable_checkpointing=False,
+        enable_progress_bar=sys.stderr.isatty(),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[ProgressLog(settings.log_every)],
+    )
+
+
+def fit(model: nn.Module, images: np.ndarray, targets: np.ndarray | torch.Tensor, settings: TrainSettings, *,
+        seed: int, device: torch.device, temperature: float = 1.0, log_dir: str | None = None) -> dict[str, Any]:
+    """Train ``model`` in place on uint8 ``images`` and hard (int) or soft (float rows) ``targets``."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    module = ClassifierModule(model, settings, temperature)
+    trainer = make_trainer(settings, device, log_dir)
+    loader = make_loader(images, targets, settings.batch_size, seed)
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=loader)
+    seconds = time.perf_counter() - start
+    model.to(memory_format=torch.contiguous_format)
+    final_loss = trainer.callback_metrics.get("train_loss_epoch")
+    return {"seconds": round(seconds, 2), "images_per_second": round(len(images) * settings.epochs / seconds, 1),
+            "final_train_loss": None if final_loss is None else round(float(final_loss), 5),
+            "temperature": temperature}
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, device: torch.device,
+                   batch_size: int = 500) -> torch.Tensor:
+    """Logits (at T = 1) of uint8 ``images``, batched, returned on the CPU."""
+    model = model.to(device).eval()
+    images = torch.as_tensor(images)
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = to_model_space(images[start:start + batch_size].to(device).float())
+        out.append(model(batch.contiguous(memory_format=torch.channels_last)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray, device: torch.device) -> float:
+    logits = predict_logits(model, images, device)
+    return float((logits.argmax(1) == torch.as_tensor(labels)).float().mean())
+
+
+def soft_labels(teacher: nn.Module, images: np.ndarray, temperature: float, device: torch.device) -> torch.Tensor:
+    """Defensive distillation's soft labels: softmax(Z_teacher(x) / T) for every training image."""
+    return torch.softmax(predict_logits(teacher, images, device) / temperature, dim=1)

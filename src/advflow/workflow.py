@@ -1,0 +1,28 @@
+"""What every workflow script does first: send its output to the rule's log, set threads and device."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+
+def start(snakemake: Any) -> Any:
+    """Route stdout/stderr (including C-level output) to ``snakemake.log[0]``, configure logging,
+    use ``snakemake.threads`` threads, and return the torch device of the config's ``device``."""
+    if snakemake.log:
+        log_file = open(snakemake.log[0], "a", buffering=1)
+        os.dup2(log_file.fileno(), 1)
+        os.dup2(log_file.fileno(), 2)
+        sys.stdout = sys.stderr = log_file
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    import torch
+
+    from advflow.training import resolve_device
+
+    torch.set_num_threads(max(1, int(snakemake.threads)))
+    device = resolve_device(snakemake.config.get("device", "auto"))
+    logging.getLogger("advflow").info("rule %s: %d thread(s), device %s", snakemake.rule, snakemake.threads, device)
+    return device
