@@ -15,6 +15,6 @@ include: "rules/train.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_targets(),
-    default_target: True

@@ -1,5 +1,4 @@
 # Helpers of the workflow (no rules): config checks, wildcard constraints, input functions, targets.
-import os
 import sys
 from pathlib import Path
 
@@ -9,9 +8,10 @@ from snakemake.utils import validate
 # jobs (local, conda or Slurm) inherit this environment.
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (SRC, os.environ.get("PYTHONPATH")) if p
-)
+
+from advflow.workflow import export_pythonpath
+
+export_pythonpath(SRC)
 
 from advflow.catalog import DATASETS, TRAINED_FROM_SCRATCH, locate_dataset
 from advflow.config import check_config, model_settings, teacher_settings

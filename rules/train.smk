@@ -4,22 +4,22 @@ rule train_model:
     output:
         checkpoint="results/{dataset}/models/{model}.pt",
         record="results/{dataset}/models/{model}.json",
-    wildcard_constraints:
-        model="|".join(TRAINED_FROM_SCRATCH),
-    params:
-        settings=train_settings,
-        seed=config["seed"],
     log:
         "results/{dataset}/logs/train/{model}.log",
     benchmark:
         "results/{dataset}/benchmarks/train/{model}.tsv"
+    wildcard_constraints:
+        model="|".join(TRAINED_FROM_SCRATCH),
+    conda:
+        "../envs/advflow.yaml"
     threads: 4
     resources:
         mem_mb=6000,
         runtime=240,
         gpu=gpu_request(),
-    conda:
-        "../envs/advflow.yaml"
+    params:
+        settings=train_settings,
+        seed=config["seed"],
     script:
         "../workflow_scripts/train_model.py"
 
@@ -30,20 +30,20 @@ rule train_distillation_teacher:
     output:
         checkpoint="results/{dataset}/models/distilled_teacher.pt",
         record="results/{dataset}/models/distilled_teacher.json",
-    params:
-        settings=distill_teacher_settings,
-        seed=config["seed"],
     log:
         "results/{dataset}/logs/train/distilled_teacher.log",
     benchmark:
         "results/{dataset}/benchmarks/train/distilled_teacher.tsv"
+    conda:
+        "../envs/advflow.yaml"
     threads: 4
     resources:
         mem_mb=6000,
         runtime=240,
         gpu=gpu_request(),
-    conda:
-        "../envs/advflow.yaml"
+    params:
+        settings=distill_teacher_settings,
+        seed=config["seed"],
     script:
         "../workflow_scripts/train_teacher.py"
 
@@ -56,20 +56,20 @@ rule distill:
         checkpoint="results/{dataset}/models/distilled.pt",
         record="results/{dataset}/models/distilled.json",
         soft_labels="results/{dataset}/models/distilled_soft_labels.h5",
-    params:
-        settings=distilled_settings,
-        seed=config["seed"],
     log:
         "results/{dataset}/logs/train/distilled.log",
     benchmark:
         "results/{dataset}/benchmarks/train/distilled.tsv"
+    conda:
+        "../envs/advflow.yaml"
     threads: 4
     resources:
         mem_mb=6000,
         runtime=240,
         gpu=gpu_request(),
-    conda:
-        "../envs/advflow.yaml"
+    params:
+        settings=distilled_settings,
+        seed=config["seed"],
     script:
         "../workflow_scripts/distill.py"
 
@@ -82,20 +82,20 @@ rule compress:
         checkpoint="results/{dataset}/models/compressed.pt",
         record="results/{dataset}/models/compressed.json",
         rounds="results/{dataset}/models/compressed_trimming.csv",
-    params:
-        settings=compressed_settings,
-        seed=config["seed"],
     log:
         "results/{dataset}/logs/train/compressed.log",
     benchmark:
         "results/{dataset}/benchmarks/train/compressed.tsv"
+    conda:
+        "../envs/advflow.yaml"
     threads: 4
     resources:
         mem_mb=6000,
         runtime=240,
         gpu=gpu_request(),
-    conda:
-        "../envs/advflow.yaml"
+    params:
+        settings=compressed_settings,
+        seed=config["seed"],
     script:
         "../workflow_scripts/compress.py"
 
@@ -107,19 +107,19 @@ rule ensemble:
     output:
         checkpoint="results/{dataset}/models/ensemble.pt",
         record="results/{dataset}/models/ensemble.json",
-    params:
-        settings=ensemble_settings,
-        seed=config["seed"],
     log:
         "results/{dataset}/logs/train/ensemble.log",
     benchmark:
         "results/{dataset}/benchmarks/train/ensemble.tsv"
+    conda:
+        "../envs/advflow.yaml"
     threads: 4
     resources:
         mem_mb=4000,
         runtime=60,
         gpu=gpu_request(),
-    conda:
-        "../envs/advflow.yaml"
+    params:
+        settings=ensemble_settings,
+        seed=config["seed"],
     script:
         "../workflow_scripts/ensemble.py"

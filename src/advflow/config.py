@@ -20,9 +20,10 @@ _TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a strin
                "object": "a mapping", "array": "a list", "null": "null"}
 
 #: Keys a model's own section can set that also have a run-wide default under ``training``.
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "train_size", "init", "channels_last", "log_every")
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "lr_schedule", "train_size", "init", "channels_last", "log_every")
 #: Defaults used when neither ``training`` nor the model's section sets a key.
-TRAIN_DEFAULTS = {"epochs": 1, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "train_size": None,
+TRAIN_DEFAULTS = {"epochs": 1, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "lr_schedule": "onecycle",
+                  "train_size": None,
                   "init": "lsuv", "channels_last": True, "log_every": 20, "val_size": 1000}
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "distilled": {"temperature": 40.0, "teacher_epochs": None},

@@ -187,8 +187,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.
     except FileNotFoundError:
         raise
     except Exception as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise OSError(
-            f"{path}: not a readable advflow checkpoint ({err}). Delete it and rerun the workflow "
+            f"{path}: not a readable advflow checkpoint ({reason}). Delete it and rerun the workflow "
             "to retrain the model."
         ) from err
     return model.to(device).eval()

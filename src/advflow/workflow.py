@@ -8,6 +8,12 @@ import sys
 from typing import Any
 
 
+def export_pythonpath(src: str) -> None:
+    """Put ``src`` first on PYTHONPATH so every job (local, conda or cluster) imports this checkout."""
+    others = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != src]
+    os.environ["PYTHONPATH"] = os.pathsep.join([src, *others])
+
+
 def start(snakemake: Any) -> Any:
     """Route stdout/stderr (including C-level output) to ``snakemake.log[0]``, configure logging,
     use ``snakemake.threads`` threads, and return the torch device of the config's ``device``."""

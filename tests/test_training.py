@@ -1,0 +1,51 @@
+"""Training: seeded repeatability, the held-out split, defensive distillation's soft labels."""
+
+import numpy as np
+import torch
+
+from advflow.models import ConvNet, architecture
+from advflow.training import TrainSettings, fit, predict_logits, soft_labels, split_indices
+
+
+def toy_data(n=60):
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 3
+    images = (rng.random((n, 1, 8, 8)) * 80 + labels[:, None, None, None] * 80).astype(np.uint8)
+    return images, labels
+
+
+def train_once(images, labels, seed):
+    torch.manual_seed(seed)
+    model = ConvNet(architecture("deep_conv", 1, (8, 8), 3))
+    fit(model, images, labels, TrainSettings(epochs=2, batch_size=16, log_every=100), seed=seed,
+        device=torch.device("cpu"))
+    return model
+
+
+def test_training_with_the_same_seed_is_repeatable():
+    images, labels = toy_data()
+    a, b = train_once(images, labels, seed=3), train_once(images, labels, seed=3)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    c = train_once(images, labels, seed=4)
+    assert not torch.equal(a.fc[0].weight, c.fc[0].weight)
+
+
+def test_split_keeps_held_out_images_out_of_training():
+    train, val = split_indices(1000, val_size=100, train_size=500, seed=0)
+    assert len(train) == 500 and len(val) == 100
+    assert not set(train) & set(val)
+    again, _ = split_indices(1000, val_size=100, train_size=500, seed=0)
+    assert np.array_equal(train, again)
+
+
+def test_soft_labels_are_the_teachers_softmax_at_temperature_40():
+    images, _ = toy_data(12)
+    torch.manual_seed(0)
+    teacher = ConvNet(architecture("good_init", 1, (8, 8), 3))
+    logits = predict_logits(teacher, images, torch.device("cpu"))
+    labels = soft_labels(teacher, images, 40.0, torch.device("cpu"))
+    torch.testing.assert_close(labels, torch.softmax(logits / 40.0, dim=1))
+    torch.testing.assert_close(labels.sum(1), torch.ones(12))
+    # T = 40 flattens the distribution compared with T = 1.
+    assert labels.max(1).values.mean() < torch.softmax(logits, 1).max(1).values.mean()
