@@ -1,0 +1,30 @@
+# The two commands of the README:
+#   make run    set up a fresh machine and run the default workflow (data -> trained model zoo)
+#   make test   set up and run the test suite
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CORES ?= all
+
+.PHONY: setup data run test lint benchmark
+
+setup:
+	$(PYTHON) -m pip install -e ".[test]"
+
+# Debian's Fashion-MNIST (IDX files under /usr/share/datasets/fashion-mnist).
+data:
+	@[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || \
+	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist)
+
+run: setup data
+	$(PYTHON) -m snakemake --cores $(CORES)
+
+test: setup data
+	$(PYTHON) -m pytest -v
+
+lint:
+	$(PYTHON) -m snakemake --lint --configfile configs/tiny.yaml
+	$(PYTHON) -m snakefmt --check Snakefile rules/
+
+benchmark:
+	$(PYTHON) benchmarks/lightning_overhead.py
+	bash benchmarks/default_workflow.sh
