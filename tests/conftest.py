@@ -8,10 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import logging
+
+import numpy as np
 import pytest
+import torch
+from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+
+from advflow.data import to_model_space  # noqa: E402
+from advflow.models import ConvNet, architecture  # noqa: E402
+from advflow.training import TrainSettings, fit  # noqa: E402
 
 
 def snakemake(*args: str, workdir: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -50,3 +59,53 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(REPO / "configs" / "tiny.yaml", workdir / "tiny.yaml")
     snakemake("--cores", "2", "--configfile", "tiny.yaml", workdir=workdir)
     return workdir
+
+
+# ------------------------------------------------------------ a small trained model for attack tests
+
+BLOB_CLASSES = 4
+BLOB_SIZE = 12
+
+
+def blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 12x12 images of a dark noisy background with one bright 3x3 blob; the class is the
+    quadrant of the blob, so increasing pixels elsewhere can move an image to any other class."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % BLOB_CLASSES
+    images = rng.integers(0, 60, (n, 1, BLOB_SIZE, BLOB_SIZE))
+    half = BLOB_SIZE // 2
+    for i, label in enumerate(labels):
+        row, col = divmod(int(label), 2)
+        y, x = row * half + rng.integers(0, half - 3), col * half + rng.integers(0, half - 3)
+        images[i, 0, y:y + 3, x:x + 3] = rng.integers(180, 256, (3, 3))
+    return images.astype(np.uint8), labels
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model(one_thread) -> nn.Module:
+    """deep_conv trained for ~2 s on blobs; classifies every test seed correctly."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    images, labels = blobs(400, seed=0)
+    torch.manual_seed(0)
+    net = ConvNet(architecture("deep_conv", 1, (BLOB_SIZE, BLOB_SIZE), BLOB_CLASSES))
+    fit(net, images, labels, TrainSettings(epochs=3, batch_size=32, lr=3e-3, log_every=1000), seed=0,
+        device=torch.device("cpu"))
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def seeds(model) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = blobs(16, seed=1)
+    x = torch.as_tensor(to_model_space(images.astype(np.float32)))
+    y = torch.as_tensor(labels)
+    with torch.no_grad():
+        assert torch.equal(model(x).argmax(1), y), "the fixture model must classify its seeds correctly"
+    return x, y

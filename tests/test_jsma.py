@@ -1,0 +1,185 @@
+"""JSMA (Papernot et al. 2016) and its adaptive variant (Carlini & Wagner 2016): the box, the L0 budget,
+success flags, the least-perturbation target, trajectories, distillation's vanishing gradients and
+batching."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from advflow.attacks import jsma, jsma_least_perturbation
+from conftest import BLOB_CLASSES, BLOB_SIZE
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+NUM_CLASSES, SIZE = BLOB_CLASSES, BLOB_SIZE
+F = SIZE * SIZE
+
+
+class Scaled(nn.Module):
+    """A 'distilled-like' model: the same network's logits times ``factor``, so softmax at T = 1
+    saturates to exactly one-hot in float32, as on a model distilled at T = ``factor``."""
+
+    def __init__(self, base: nn.Module, factor: float) -> None:
+        super().__init__()
+        self.base, self.factor = base, factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) * self.factor
+
+
+def test_adversarial_inputs_stay_in_the_box(model, seeds):
+    x, y = seeds
+    for theta in (1.5, -1.5):  # large steps, so that clipping happens
+        result = jsma(model, x, (y + 1) % NUM_CLASSES, theta=theta, gamma=0.3)
+        adv = result.adversarial
+        assert adv.min() >= -1.0 and adv.max() <= 1.0
+        bound = 1.0 if theta > 0 else -1.0
+        assert ((adv == bound) & (x != bound)).any(), "the test should exercise clipping"
+
+
+def test_at_most_ceil_gamma_f_features_change(model, seeds):
+    x, y = seeds
+    for gamma in (0.05, 0.1, 0.25):
+        result = jsma(model, x, (y + 2) % NUM_CLASSES, theta=0.5, gamma=gamma)
+        l0 = (result.adversarial != x).flatten(1).sum(1)
+        assert torch.equal(result.l0, l0)
+        assert int(l0.max()) <= math.ceil(gamma * F)
+        assert int(result.iterations.max()) <= math.floor(gamma * F / 2)
+        assert int(l0.max()) > 0
+
+
+def test_success_flags_agree_with_the_models_predictions(model, seeds):
+    x, y = seeds
+    target = (y + 1) % NUM_CLASSES
+    result = jsma(model, x, target, theta=1.0, gamma=0.2)
+    with torch.no_grad():
+        predicted = model(result.adversarial).argmax(1)
+    assert torch.equal(result.prediction, predicted)
+    assert torch.equal(result.success, predicted == target)
+    assert result.success.any() and not result.success.all(), "the test should see both outcomes"
+    # A seed already classified as its target is returned unchanged after zero iterations.
+    same = jsma(model, x[:2], y[:2], theta=1.0, gamma=0.2)
+    assert same.success.all() and torch.equal(same.adversarial, x[:2]) and same.iterations.sum() == 0
+
+
+def test_least_perturbation_picks_the_successful_target_with_the_smallest_l0(model, seeds):
+    x, y = seeds
+    x, y = x[:8], y[:8]
+    kwargs = dict(theta=1.0, gamma=0.2)
+    chosen = jsma_least_perturbation(model, x, y, num_classes=NUM_CLASSES, **kwargs)
+    per_target = [jsma(model, x, torch.full_like(y, c), **kwargs) for c in range(NUM_CLASSES)]
+    assert (chosen.target != y).all()
+    choices_mattered = False
+    for i in range(len(x)):
+        others = [c for c in range(NUM_CLASSES) if c != int(y[i])]
+        ok = [c for c in others if per_target[c].success[i]]
+        t = int(chosen.target[i])
+        assert torch.equal(chosen.adversarial[i], per_target[t].adversarial[i])
+        if ok:
+            choices_mattered |= len({int(per_target[c].l0[i]) for c in ok}) > 1
+            assert chosen.success[i]
+            assert int(chosen.l0[i]) == min(int(per_target[c].l0[i]) for c in ok)
+        else:
+            assert not chosen.success[i]
+            assert int(chosen.l0[i]) == min(int(per_target[c].l0[i]) for c in others)
+    assert chosen.success.float().mean() >= 0.5
+    assert choices_mattered, "some input should have successful targets of different L0"
+
+
+def test_trajectory_runs_from_the_seed_to_the_adversarial_input(model, seeds):
+    x, y = seeds
+    x, y = x[:6], y[:6]
+    result = jsma(model, x, (y + 1) % NUM_CLASSES, theta=1.0, gamma=0.2, record_trajectory=True)
+    assert result.trajectory is not None and len(result.trajectory) == len(x)
+    for i, steps in enumerate(result.trajectory):
+        assert steps.shape == (int(result.iterations[i]) + 1, *x.shape[1:])
+        assert torch.equal(steps[0], x[i])
+        assert torch.equal(steps[-1], result.adversarial[i])
+        # Every iteration moves at most two features (two, unless one was already at the bound).
+        assert ((steps[1:] != steps[:-1]).flatten(1).sum(1) <= 2).all()
+    untracked = jsma(model, x, (y + 1) % NUM_CLASSES, theta=1.0, gamma=0.2)
+    assert untracked.trajectory is None and torch.equal(untracked.adversarial, result.adversarial)
+
+
+def test_adaptive_attack_succeeds_where_saturated_softmax_hides_the_gradient(model, seeds):
+    x, y = seeds
+    factor = 60.0
+    distilled = Scaled(model, factor).eval()
+    target = (y + 1) % NUM_CLASSES
+    # Precondition: in float32 softmax(Z) is exactly one-hot, so its Jacobian is exactly zero.
+    probe = x.clone().requires_grad_(True)
+    probs = torch.softmax(distilled(probe), dim=1)
+    assert ((probs == 0) | (probs == 1)).all()
+    (grad,) = torch.autograd.grad(probs.gather(1, target[:, None]).sum(), probe)
+    assert (grad == 0).all()
+
+    regular = jsma(distilled, x, target, theta=1.0, gamma=0.4, temperature=1.0)
+    assert not regular.success.any()
+    assert (regular.iterations == 0).all()  # no admissible pair: the saliency map is all zero
+    adaptive = jsma(distilled, x, target, theta=1.0, gamma=0.4, temperature=factor)
+    assert adaptive.success.float().mean() > 0.5
+
+
+def test_batched_attack_equals_one_input_at_a_time(model, seeds):
+    x, y = seeds
+    x, y = x[:8], y[:8]
+    target = (y + 3) % NUM_CLASSES
+    batched = jsma(model, x, target, theta=1.0, gamma=0.2, record_trajectory=True)
+    assert len(set(batched.iterations.tolist())) > 1, "inputs should finish at different iterations"
+    for i in range(len(x)):
+        single = jsma(model, x[i:i + 1], target[i:i + 1], theta=1.0, gamma=0.2, record_trajectory=True)
+        assert torch.equal(single.adversarial[0], batched.adversarial[i])
+        assert torch.equal(single.iterations[0], batched.iterations[i])
+        assert torch.equal(single.success[0], batched.success[i])
+        assert torch.equal(single.trajectory[0], batched.trajectory[i])
+    # Splitting the batch internally changes nothing either.
+    split = jsma(model, x, target, theta=1.0, gamma=0.2, batch_size=3)
+    assert torch.equal(split.adversarial, batched.adversarial)
+
+
+def test_decreasing_features_and_bad_arguments(model, seeds):
+    x, y = seeds
+    result = jsma(model, x[:4], (y[:4] + 1) % NUM_CLASSES, theta=-0.5, gamma=0.1)
+    assert (result.adversarial <= x[:4]).all()
+    with pytest.raises(ValueError, match="box"):
+        jsma(model, x[:2] * 3, y[:2])
+    with pytest.raises(ValueError, match="theta"):
+        jsma(model, x[:2], y[:2], theta=0.0)
+    with pytest.raises(ValueError, match="labels"):
+        jsma_least_perturbation(model, x[:2], y[:2] + NUM_CLASSES, num_classes=NUM_CLASSES)
+
+
+def test_pair_search_matches_the_saliency_map_definition():
+    from advflow.attacks.jsma import _best_pairs
+
+    gen = torch.Generator().manual_seed(0)
+    n, f = 6, 10
+    d_target = torch.randn(n, f, generator=gen)
+    d_others = torch.randn(n, f, generator=gen)
+    domain = torch.rand(n, f, generator=gen) > 0.3
+    domain[-1] = False  # nothing admissible
+    domain[-1, :2] = True
+    d_target[-1, :2], d_others[-1, :2] = -1.0, 1.0
+    for increasing in (True, False):
+        p, q, found = _best_pairs(d_target, d_others, domain, increasing)
+        for i in range(n):
+            best, pair = 0.0, None  # the definition, pair by pair, in float64
+            for a in range(f):
+                for b in range(a + 1, f):
+                    if not (domain[i, a] and domain[i, b]):
+                        continue
+                    alpha = float(d_target[i, a]) + float(d_target[i, b])
+                    beta = float(d_others[i, a]) + float(d_others[i, b])
+                    admissible = alpha > 0 > beta if increasing else alpha < 0 < beta
+                    if admissible and abs(alpha) * abs(beta) > best:
+                        best, pair = abs(alpha) * abs(beta), {a, b}
+            assert bool(found[i]) == (pair is not None)
+            if pair is not None:
+                assert {int(p[i]), int(q[i])} == pair
+        # Tiny derivatives (a nearly saturated softmax) give the same pairs: no underflow to "none".
+        tiny = _best_pairs(d_target * 1e-30, d_others * 1e-30, domain, increasing)
+        assert torch.equal(tiny[0], p) and torch.equal(tiny[1], q) and torch.equal(tiny[2], found)
