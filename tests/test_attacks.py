@@ -15,6 +15,7 @@ SETTINGS = {
     "pgd": {"epsilon": 0.1, "alpha": 0.01, "steps": 20},
     "jsma": {"theta": 1.0, "gamma": 0.1},
     "jsma_adaptive": {"theta": 1.0, "gamma": 0.2, "temperature": 40.0},
+    "jsma_control": {"theta": 1.0, "gamma": 0.2, "temperature": 1.0},
     "deepfool": {"steps": 50, "overshoot": 0.02},
     "cw": {"binary_search_steps": 4, "steps": 50, "stepsize": 0.01, "kappa": 0.0, "c": 0.25},
     "ead_l1": {"binary_search_steps": 4, "steps": 50, "stepsize": 0.01, "kappa": 0.0, "c": 0.25, "beta": 0.1},
@@ -60,7 +61,7 @@ def test_every_attack_stays_in_the_box_and_its_success_flags_agree_with_predicti
     r = (adv - x).flatten(1)
     if name in ("fgsm", "igsm", "pgd"):
         assert r.abs().max() <= SETTINGS[name]["epsilon"] + 1e-6
-    if name in ("jsma", "jsma_adaptive"):
+    if name.startswith("jsma"):
         budget = SETTINGS[name]["gamma"] * x[0].numel()
         assert int((r != 0).sum(1).max()) <= budget
     if name in ("deepfool", "cw", "ead_l1", "ead_en"):

@@ -40,7 +40,7 @@ def test_tiny_config_trains_all_six_models_end_to_end(tiny_run):
     for rule in ("train/good_init", "train/compressed", "train/distilled", "train/ensemble"):
         assert (tiny_run / "results" / "synthetic" / "logs" / f"{rule}.log").stat().st_size > 0
         assert (tiny_run / "results" / "synthetic" / "benchmarks" / f"{rule}.tsv").exists()
-    assert "epoch 1/3 batch" in (tiny_run / "results/synthetic/logs/train/good_init.log").read_text()
+    assert "epoch 1/10 batch" in (tiny_run / "results/synthetic/logs/train/good_init.log").read_text()
 
 
 @pytest.mark.slow

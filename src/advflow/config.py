@@ -76,6 +76,13 @@ def config_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
     models = config["models"]
     if "compressed" in models and "good_init" not in models:
         messages.append("models.compressed is Network Trimming of good_init: add 'good_init' under 'models'")
+    for target in config.get("attack_sets") or {}:
+        if target not in models:
+            messages.append(f"attack_sets.{target} names a model that is not under 'models'; add it there")
+    for group in config.get("transfer_groups") or []:
+        for name in group:
+            if name not in models:
+                messages.append(f"transfer_groups names {name!r}, which is not under 'models'; add it there")
     members = model_settings(config, "ensemble")["members"] if "ensemble" in models else []
     missing = [m for m in members if m not in models]
     if missing:
@@ -116,4 +123,37 @@ def teacher_settings(config: dict[str, Any]) -> dict[str, Any]:
     epochs (so changing only the student's epochs does not retrain the teacher)."""
     settings = model_settings(config, "distilled")
     settings["epochs"] = settings.pop("teacher_epochs")
+    return settings
+
+
+#: The paper's attack settings (Section IV-A) and seed 003's, in the models' [-1, 1] space.
+ATTACK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fgsm": {"epsilon": 0.025},
+    "igsm": {"epsilon": 0.025, "alpha": 0.002, "steps": 20},
+    "pgd": {"epsilon": 0.1, "alpha": 0.01, "steps": 40},
+    "jsma": {"theta": 0.1, "gamma": 0.1},
+    "jsma_adaptive": {"theta": 0.4, "gamma": 0.2},
+    "deepfool": {"steps": 50, "overshoot": 0.02, "candidates": 10},
+    "cw": {"binary_search_steps": 5, "steps": 100, "stepsize": 0.01, "kappa": 0.0, "c": 0.25},
+    "ead_l1": {"binary_search_steps": 5, "steps": 100, "stepsize": 0.01, "kappa": 0.0, "c": 0.25, "beta": 0.1},
+    "ead_en": {"binary_search_steps": 5, "steps": 100, "stepsize": 0.01, "kappa": 0.0, "c": 0.25, "beta": 0.1},
+}
+
+
+def attack_settings(config: dict[str, Any], attack: str) -> dict[str, Any]:
+    """The complete settings of one attack (defaults < ``attacks.<attack>``): a rule's ``params``.
+
+    The adaptive JSMA runs at the distilled model's temperature; ``jsma_control`` is the regular
+    JSMA (T = 1) with the adaptive attack's theta and gamma.
+    """
+    attacks = config.get("attacks") or {}
+    if attack == "jsma_control":
+        settings = attack_settings(config, "jsma_adaptive")
+        settings["temperature"] = 1.0
+        return settings
+    if attack not in ATTACK_DEFAULTS:
+        raise ConfigError(f"unknown attack {attack!r}; allowed: {', '.join([*ATTACK_DEFAULTS, 'jsma_control'])}")
+    settings = {**ATTACK_DEFAULTS[attack], **(attacks.get(attack) or {})}
+    if attack == "jsma_adaptive":
+        settings["temperature"] = float(model_settings(config, "distilled")["temperature"])
     return settings

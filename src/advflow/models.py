@@ -19,10 +19,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import torch
 from torch import nn
 
 from advflow.catalog import MODELS, TRAINED_FROM_SCRATCH  # noqa: F401 (re-exported)
+from advflow.data import to_model_space
 from advflow.io import atomic_path
 
 
@@ -193,3 +196,17 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.
             "to retrain the model."
         ) from err
     return model.to(device).eval()
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, device: torch.device,
+                   batch_size: int = 500) -> torch.Tensor:
+    """Logits (at T = 1) of uint8 ``images``, batched, returned on the CPU."""
+    model = model.to(device).eval().to(memory_format=torch.channels_last)
+    images = torch.as_tensor(images)
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = to_model_space(images[start:start + batch_size].to(device).float())
+        out.append(model(batch.contiguous(memory_format=torch.channels_last)).float().cpu())
+    model.to(memory_format=torch.contiguous_format)
+    return torch.cat(out) if out else torch.empty(0)

@@ -25,13 +25,10 @@ def start(snakemake: Any) -> Any:
         sys.stdout = sys.stderr = log_file
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    import lightning.pytorch  # noqa: F401 (configures its logger on import)
     import torch
 
-    from advflow.training import resolve_device
+    from advflow.device import resolve_device
 
-    # Lightning prints through its own handler and through the root logger: keep one copy, timestamped.
-    logging.getLogger("lightning.pytorch").handlers.clear()
     # A deprecation inside Lightning's own code, repeated at every fit; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 

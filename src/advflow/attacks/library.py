@@ -22,8 +22,9 @@ from advflow.attacks.jsma import jsma_least_perturbation
 log = logging.getLogger("advflow.attacks")
 
 #: Every attack the workflow knows, with the norm its distortion is measured in (Table II's "norm").
+#: ``jsma_control`` is the regular JSMA (T = 1) with ``jsma_adaptive``'s theta and gamma (the paper's Q4).
 ATTACK_NORMS = {"fgsm": "linf", "igsm": "linf", "pgd": "linf", "jsma": "l0", "jsma_adaptive": "l0",
-                "deepfool": "l2", "cw": "l2", "ead_l1": "l1", "ead_en": "l1"}
+                "jsma_control": "l0", "deepfool": "l2", "cw": "l2", "ead_l1": "l1", "ead_en": "l1"}
 ATTACKS = tuple(ATTACK_NORMS)
 BOUNDS = (-1.0, 1.0)
 
@@ -82,7 +83,7 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, labels: torch.Tenso
     for first in range(0, len(x), batch_size):
         batch = x[first:first + batch_size].to(device)
         truth = labels[first:first + batch_size].to(device)
-        if name in ("jsma", "jsma_adaptive"):
+        if name in ("jsma", "jsma_adaptive", "jsma_control"):
             result = jsma_least_perturbation(model, batch, truth, num_classes=num_classes, theta=settings["theta"],
                                              gamma=settings["gamma"], temperature=settings.get("temperature", 1.0),
                                              clip=BOUNDS)

@@ -1,0 +1,97 @@
+rule select_inputs:
+    input:
+        data="data/{dataset}.h5",
+        models=profile_models,
+    output:
+        normal_train="results/{dataset}/inputs/normal_train.h5",
+        normal_test="results/{dataset}/inputs/normal_test.h5",
+    params:
+        n=config["inputs"]["n"],
+        seed=config["seed"],
+    log:
+        "results/{dataset}/logs/inputs.log",
+    benchmark:
+        "results/{dataset}/benchmarks/inputs.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=gpu_request(),
+    conda:
+        "../envs/advflow.yaml"
+    script:
+        "../workflow_scripts/select_inputs.py"
+
+
+rule attack:
+    input:
+        model="results/{dataset}/models/{target}.pt",
+        seeds="results/{dataset}/inputs/normal_test.h5",
+    output:
+        "results/{dataset}/adv/{target}/{attack}.h5",
+    wildcard_constraints:
+        target="|".join(MODEL_NAMES),
+        attack="|".join(ATTACK_NAMES),
+    params:
+        settings=attack_params,
+        seed=config["seed"],
+        batch_size=config["attacks"].get("batch_size", 100),
+    log:
+        "results/{dataset}/logs/attack/{target}/{attack}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/attack/{target}/{attack}.tsv"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=gpu_request(),
+    conda:
+        "../envs/advflow.yaml"
+    script:
+        "../workflow_scripts/attack.py"
+
+
+rule jsma_trajectories:
+    input:
+        model="results/{dataset}/models/{target}.pt",
+        seeds="results/{dataset}/inputs/normal_test.h5",
+    output:
+        "results/{dataset}/trajectories/{target}/jsma.h5",
+    wildcard_constraints:
+        target="|".join(MODEL_NAMES),
+    params:
+        settings=jsma_params,
+        n=config["trajectories"]["n"],
+    log:
+        "results/{dataset}/logs/trajectories/{target}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/trajectories/{target}.tsv"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=gpu_request(),
+    conda:
+        "../envs/advflow.yaml"
+    script:
+        "../workflow_scripts/trajectories.py"
+
+
+rule attack_tables:
+    input:
+        sets=adversarial_sets,
+        models=transfer_models,
+    output:
+        attacks="results/{dataset}/tables/attacks.csv",
+        transferability="results/{dataset}/tables/transferability.csv",
+    params:
+        transfer=transfer_pairs,
+    log:
+        "results/{dataset}/logs/attack_tables.log",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=0,
+    conda:
+        "../envs/advflow.yaml"
+    script:
+        "../workflow_scripts/attack_tables.py"

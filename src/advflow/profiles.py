@@ -1,0 +1,64 @@
+"""Input profiles (SPEC, "Experiments"): the normal inputs every experiment starts from.
+
+``normal_train``: N random training images. ``normal_test``: N test images classified correctly by
+every model they are used on; these are the attack seeds.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from advflow.data import Dataset, load_prepared
+from advflow.io import atomic_h5, open_h5
+from advflow.models import load_checkpoint, predict_logits
+
+log = logging.getLogger("advflow.profiles")
+
+
+def correctly_classified(models: list[torch.nn.Module], images: np.ndarray, labels: np.ndarray,
+                         device: torch.device) -> np.ndarray:
+    """Boolean mask of the images every model classifies correctly."""
+    mask = np.ones(len(labels), dtype=bool)
+    for model in models:
+        mask &= predict_logits(model, images, device).argmax(1).numpy() == labels
+    return mask
+
+
+def _write(path: str | Path, dataset: Dataset, split: str, indices: np.ndarray, description: str) -> None:
+    part = getattr(dataset, split)
+    with atomic_h5(path) as h5:
+        h5.create_dataset("images", data=part.images[indices])
+        h5.create_dataset("labels", data=part.labels[indices])
+        h5.create_dataset("indices", data=indices)
+        h5.attrs["split"] = split
+        h5.attrs["description"] = description
+
+
+def select_profiles(data_path: str | Path, model_paths: list[str | Path], *, n: int, seed: int,
+                    device: torch.device, out_train: str | Path, out_test: str | Path) -> None:
+    """Write ``normal_train`` and ``normal_test`` (the attack seeds) as HDF5 files."""
+    dataset = load_prepared(data_path)
+    rng = np.random.default_rng(seed)
+    train = np.sort(rng.choice(len(dataset.train.labels), size=min(n, len(dataset.train.labels)), replace=False))
+    _write(out_train, dataset, "train", train, f"{len(train)} random training images (seed {seed})")
+    models = [load_checkpoint(p, device) for p in model_paths]
+    mask = correctly_classified(models, dataset.test.images, dataset.test.labels, device)
+    candidates = np.flatnonzero(mask)
+    if len(candidates) < n:
+        raise RuntimeError(f"only {len(candidates)} test images are classified correctly by every model "
+                           f"({', '.join(m.arch['name'] for m in models)}); lower inputs.n to at most that")
+    test = np.sort(rng.choice(candidates, size=n, replace=False))
+    names = ", ".join(m.arch["name"] for m in models)
+    _write(out_test, dataset, "test", test, f"{n} test images classified correctly by {names} (seed {seed})")
+    log.info("profiles: %d training images; %d of %d test images are correct on every model, %d drawn",
+             len(train), len(candidates), len(mask), n)
+
+
+def load_profile(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images uint8, labels, indices into the split) of a profile file."""
+    with open_h5(path) as h5:
+        return h5["images"][:], h5["labels"][:], h5["indices"][:]

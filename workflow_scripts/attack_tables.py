@@ -1,0 +1,10 @@
+"""Rule attack_tables: Table II / VIII (attacks.csv) and Table VI (transferability.csv)."""
+from advflow.workflow import start
+
+sm = snakemake  # noqa: F821 (the object Snakemake passes to scripts)
+device = start(sm)
+
+from advflow.adversarial import write_tables  # noqa: E402
+
+write_tables(list(sm.input.sets), [tuple(p) for p in sm.params.transfer], device, sm.output.attacks,
+             sm.output.transferability)
