@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import h5py
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -73,17 +74,28 @@ def test_tiny_run_is_up_to_date_after_it_finishes(tiny_run):
     assert planned_jobs(snakemake("-n", "--configfile", "tiny.yaml", workdir=tiny_run)) == {}
 
 
+# Every attack set starts from the same seeds, test images every attacked model classifies correctly,
+# so a retrained model reruns the seed selection and the attack stage after it.
+ATTACK_STAGE = {"select_inputs": 1, "attack": 22, "jsma_trajectories": 1, "attack_tables": 1, "all": 1}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("change, expected", [
-    (lambda c: c["models"]["deep_conv"].update(epochs=5), {"train_model": 1, "ensemble": 1, "all": 1}),
-    (lambda c: c["models"]["distilled"].update(epochs=5), {"distill": 1, "all": 1}),
+    (lambda c: c["models"]["deep_conv"].update(epochs=5), {"train_model": 1, "ensemble": 1, **ATTACK_STAGE}),
+    (lambda c: c["models"]["distilled"].update(epochs=5), {"distill": 1, **ATTACK_STAGE}),
     (lambda c: c["models"]["distilled"].update(teacher_epochs=5),
-     {"train_distillation_teacher": 1, "distill": 1, "all": 1}),
+     {"train_distillation_teacher": 1, "distill": 1, **ATTACK_STAGE}),
     (lambda c: c["models"]["good_init"].update(lr=0.01),
-     {"train_model": 1, "compress": 1, "ensemble": 1, "all": 1}),
-    (lambda c: c["models"]["compressed"].update(step=0.2), {"compress": 1, "all": 1}),
+     {"train_model": 1, "compress": 1, "ensemble": 1, **ATTACK_STAGE}),
+    (lambda c: c["models"]["compressed"].update(step=0.2), {"compress": 1, **ATTACK_STAGE}),
+    # An attack's setting reruns that attack's sets (one per target) and the tables, nothing upstream.
+    (lambda c: c["attacks"].update(fgsm={"epsilon": 0.05}), {"attack": 5, "attack_tables": 1, "all": 1}),
+    (lambda c: c["attacks"]["jsma"].update(theta=0.5),
+     {"attack": 5, "jsma_trajectories": 1, "attack_tables": 1, "all": 1}),
+    (lambda c: c["attacks"]["jsma_adaptive"].update(gamma=0.3), {"attack": 2, "attack_tables": 1, "all": 1}),
+    (lambda c: c["inputs"].update(n=5), ATTACK_STAGE),
 ])
-def test_changing_one_model_setting_reruns_only_what_depends_on_it(tiny_run, tmp_path, change, expected):
+def test_changing_one_setting_reruns_only_what_depends_on_it(tiny_run, tmp_path, change, expected):
     config = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
     for name in config["models"]:
         config["models"][name] = config["models"][name] or {}
@@ -104,3 +116,55 @@ def test_snakefmt_is_clean():
     files = [str(REPO / "Snakefile"), *map(str, sorted((REPO / "rules").glob("*.smk")))]
     result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_every_adversarial_set_with_its_records_and_tables(tiny_run):
+    import csv
+
+    import numpy as np
+
+    from advflow.adversarial import summarize
+
+    results = tiny_run / "results" / "synthetic"
+    config = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
+    rows = {(r["target"], r["attack"]): r for r in csv.DictReader(open(results / "tables" / "attacks.csv"))}
+    with h5py.File(results / "inputs" / "normal_test.h5") as h5:
+        seeds = h5["images"][:]
+    for target, attacks in config["attack_sets"].items():
+        for attack in attacks:
+            path = results / "adv" / target / f"{attack}.h5"
+            with h5py.File(path) as h5:
+                adv, success = h5["adversarial"][:], h5["success"][:]
+                assert adv.shape == seeds.shape and adv.min() >= -1 and adv.max() <= 1
+                assert np.array_equal(h5["success"][:], h5["pred_after"][:] != h5["labels"][:])
+                assert np.array_equal(h5["pred_before"][:], h5["labels"][:])  # seeds are correct on the target
+                assert {"l0", "l1", "l2", "linf"} <= set(h5["norms_r"]) and h5.attrs["attack"] == attack
+            expected = summarize(path)
+            row = rows[(target, attack)]
+            assert float(row["success_rate"]) == pytest.approx(expected["success_rate"])
+            assert row["norm"] == expected["norm"] and int(row["attacked"]) == len(success)
+    transfer = list(csv.DictReader(open(results / "tables" / "transferability.csv")))
+    assert {(r["target"], r["measured_on"]) for r in transfer} >= {
+        ("good_init", "compressed"), ("compressed", "good_init"), ("deep_conv", "vgg_like"),
+        ("ensemble", "good_init"), ("ensemble", "deep_conv"), ("ensemble", "vgg_like")}
+
+
+@pytest.mark.slow
+def test_jsma_trajectory_starts_at_the_seed_and_ends_at_the_adversarial_input(tiny_run):
+    from advflow.data import to_model_space
+
+    results = tiny_run / "results" / "synthetic"
+    with h5py.File(results / "inputs" / "normal_test.h5") as h5:
+        seeds = to_model_space(h5["images"][:].astype("float32"))
+    with h5py.File(results / "adv" / "good_init" / "jsma.h5") as h5:
+        adversarial = h5["adversarial"][:]
+    with h5py.File(results / "trajectories" / "good_init" / "jsma.h5") as h5:
+        assert len(h5["steps"]) == 2
+        for i in range(2):
+            steps = h5["steps"][str(i)][:]
+            assert np.allclose(steps[0], seeds[i])
+            assert np.allclose(steps[-1], adversarial[i])
+            assert len(steps) == h5["iterations"][i] + 1
+            changed = (steps[-1] != steps[0]).sum()
+            assert changed <= 0.1 * steps[0].size + 1e-9
