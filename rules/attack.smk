@@ -5,19 +5,19 @@ rule select_inputs:
     output:
         normal_train="results/{dataset}/inputs/normal_train.h5",
         normal_test="results/{dataset}/inputs/normal_test.h5",
-    params:
-        n=config["inputs"]["n"],
-        seed=config["seed"],
     log:
         "results/{dataset}/logs/inputs.log",
     benchmark:
         "results/{dataset}/benchmarks/inputs.tsv"
+    conda:
+        "../envs/advflow.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
         gpu=gpu_request(),
-    conda:
-        "../envs/advflow.yaml"
+    params:
+        n=config["inputs"]["n"],
+        seed=config["seed"],
     script:
         "../workflow_scripts/select_inputs.py"
 
@@ -28,24 +28,24 @@ rule attack:
         seeds="results/{dataset}/inputs/normal_test.h5",
     output:
         "results/{dataset}/adv/{target}/{attack}.h5",
-    wildcard_constraints:
-        target="|".join(MODEL_NAMES),
-        attack="|".join(ATTACK_NAMES),
-    params:
-        settings=attack_params,
-        seed=config["seed"],
-        batch_size=config["attacks"].get("batch_size", 100),
     log:
         "results/{dataset}/logs/attack/{target}/{attack}.log",
     benchmark:
         "results/{dataset}/benchmarks/attack/{target}/{attack}.tsv"
+    wildcard_constraints:
+        target="|".join(MODEL_NAMES),
+        attack="|".join(ATTACK_NAMES),
+    conda:
+        "../envs/advflow.yaml"
     threads: 4
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=gpu_request(),
-    conda:
-        "../envs/advflow.yaml"
+    params:
+        settings=attack_params,
+        seed=config["seed"],
+        batch_size=config["attacks"].get("batch_size", 100),
     script:
         "../workflow_scripts/attack.py"
 
@@ -56,22 +56,22 @@ rule jsma_trajectories:
         seeds="results/{dataset}/inputs/normal_test.h5",
     output:
         "results/{dataset}/trajectories/{target}/jsma.h5",
-    wildcard_constraints:
-        target="|".join(MODEL_NAMES),
-    params:
-        settings=jsma_params,
-        n=config["trajectories"]["n"],
     log:
         "results/{dataset}/logs/trajectories/{target}.log",
     benchmark:
         "results/{dataset}/benchmarks/trajectories/{target}.tsv"
+    wildcard_constraints:
+        target="|".join(MODEL_NAMES),
+    conda:
+        "../envs/advflow.yaml"
     threads: 4
     resources:
         mem_mb=8000,
         runtime=120,
         gpu=gpu_request(),
-    conda:
-        "../envs/advflow.yaml"
+    params:
+        settings=jsma_params,
+        n=config["trajectories"]["n"],
     script:
         "../workflow_scripts/trajectories.py"
 
@@ -83,15 +83,15 @@ rule attack_tables:
     output:
         attacks="results/{dataset}/tables/attacks.csv",
         transferability="results/{dataset}/tables/transferability.csv",
-    params:
-        transfer=transfer_pairs,
     log:
         "results/{dataset}/logs/attack_tables.log",
+    conda:
+        "../envs/advflow.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
         gpu=0,
-    conda:
-        "../envs/advflow.yaml"
+    params:
+        transfer=transfer_pairs,
     script:
         "../workflow_scripts/attack_tables.py"

@@ -18,6 +18,7 @@ from advflow.catalog import MODELS as MODEL_NAMES
 from advflow.config import (
     ATTACK_DEFAULTS,
     attack_settings,
+    canonical,
     check_config,
     model_settings,
     teacher_settings,
@@ -45,7 +46,7 @@ wildcard_constraints:
 
 def dataset_settings(wildcards):
     """The dataset's own section of the config (where it lives, or how it is generated)."""
-    return (config.get("datasets") or {}).get(wildcards.dataset) or {}
+    return canonical((config.get("datasets") or {}).get(wildcards.dataset) or {})
 
 
 # A missing dataset stops the run before any job starts, with where we looked and how to get it.
@@ -54,19 +55,19 @@ if not Path(f"data/{DATASET}.h5").exists():
 
 
 def train_settings(wildcards):
-    return model_settings(config, wildcards.model)
+    return canonical(model_settings(config, wildcards.model))
 
 
 def distilled_settings(wildcards):
-    return model_settings(config, "distilled")
+    return canonical(model_settings(config, "distilled"))
 
 
 def distill_teacher_settings(wildcards):
-    return teacher_settings(config)
+    return canonical(teacher_settings(config))
 
 
 def compressed_settings(wildcards):
-    return model_settings(config, "compressed")
+    return canonical(model_settings(config, "compressed"))
 
 
 def ensemble_members(wildcards):
@@ -75,7 +76,7 @@ def ensemble_members(wildcards):
 
 
 def ensemble_settings(wildcards):
-    return model_settings(config, "ensemble")
+    return canonical(model_settings(config, "ensemble"))
 
 
 def gpu_request():
@@ -89,11 +90,11 @@ def profile_models(wildcards):
 
 
 def attack_params(wildcards):
-    return attack_settings(config, wildcards.attack)
+    return canonical(attack_settings(config, wildcards.attack))
 
 
 def jsma_params(wildcards):
-    return attack_settings(config, "jsma")
+    return canonical(attack_settings(config, "jsma"))
 
 
 def set_list(dataset):
@@ -110,14 +111,21 @@ def adversarial_sets(wildcards):
 
 def transfer_pairs(wildcards):
     """(set, measuring model) pairs of Table VI: a set crafted on a member of a transfer group is
-    measured on every other member; a set crafted on the ensemble, on each of its members."""
+    measured on every other member; a set crafted on the ensemble, on each of its members.
+    """
     groups = [list(g) for g in config.get("transfer_groups") or []]
     if "ensemble" in config["models"]:
         groups.append(["ensemble", *model_settings(config, "ensemble")["members"]])
     pairs = []
     for target, attacks in ATTACK_SETS.items():
         measured = sorted(
-            {m for g in groups if target in g for m in g if m != target and m != "ensemble"}
+            {
+                m
+                for g in groups
+                if target in g
+                for m in g
+                if m != target and m != "ensemble"
+            }
         )
         for attack in attacks:
             for model in measured:

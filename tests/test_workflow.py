@@ -101,7 +101,7 @@ def test_changing_one_setting_reruns_only_what_depends_on_it(tiny_run, tmp_path,
         config["models"][name] = config["models"][name] or {}
     change(config)
     changed = tiny_run / f"changed-{tmp_path.name}.yaml"
-    changed.write_text(yaml.safe_dump(config))
+    changed.write_text(yaml.safe_dump(config))  # sorted keys: order must not matter
     assert planned_jobs(snakemake("-n", "--configfile", changed.name, workdir=tiny_run)) == expected
 
 

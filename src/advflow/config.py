@@ -37,6 +37,16 @@ class ConfigError(ValueError):
     """The config breaks the schema or the workflow's rules; the message says how to fix it."""
 
 
+def canonical(value: Any) -> Any:
+    """``value`` with every mapping's keys sorted. Snakemake compares ``params`` as written, so a rule's
+    settings are passed in this form: reordering keys in a YAML file then reruns nothing."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
 def load_schema(path: str | Path) -> dict[str, Any]:
     with open(path) as fh:
         return yaml.safe_load(fh)
