@@ -95,6 +95,7 @@ def distill(data_path: str | Path, teacher_pt: str | Path, settings: dict[str, A
     train_idx, _ = _split(dataset, settings, seed)
     images = dataset.train.images[train_idx]
     teacher = load_checkpoint(teacher_pt, device)
+    teacher_record = json.loads(Path(teacher_pt).with_suffix(".json").read_text())  # written beside it
     targets = soft_labels(teacher, images, temperature, device)
     with atomic_h5(out_soft_labels) as h5:
         h5.create_dataset("indices", data=train_idx)
@@ -108,8 +109,7 @@ def distill(data_path: str | Path, teacher_pt: str | Path, settings: dict[str, A
                   temperature=temperature, log_dir=log_dir)
     return _write_model(student, "distilled", dataset, settings, seed, device, out_pt, out_json,
                         train_images=int(len(images)), history=history, temperature=temperature,
-                        teacher={"checkpoint": str(teacher_pt), "test_accuracy": round(accuracy(
-                            teacher, dataset.test.images, dataset.test.labels, device), 5)})
+                        teacher={"checkpoint": str(teacher_pt), "test_accuracy": teacher_record["test_accuracy"]})
 
 
 def compress(data_path: str | Path, base_pt: str | Path, settings: dict[str, Any], *, seed: int,
