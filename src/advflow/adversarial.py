@@ -51,10 +51,7 @@ def craft_set(attack: str, target_path: str | Path, seeds_path: str | Path, sett
     before = predict_logits(model, images, device).argmax(1)
     outcome = run_attack(attack, model, x, y, settings, num_classes=num_classes, device=device, seed=seed,
                          batch_size=batch_size)
-    with torch.no_grad():
-        logits = torch.cat([model(outcome.adversarial[i:i + batch_size].to(device)).cpu()
-                            for i in range(0, len(x), batch_size)])
-    confidence = torch.softmax(logits, 1).gather(1, outcome.prediction[:, None]).squeeze(1)
+    confidence = torch.softmax(outcome.logits, 1).gather(1, outcome.prediction[:, None]).squeeze(1)
     name = model.arch["name"]
     with atomic_h5(out_path) as h5:
         h5.create_dataset("adversarial", data=outcome.adversarial.numpy().astype(np.float32), compression="gzip")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advflow.catalog import MODELS, TRAINED_FROM_SCRATCH  # noqa: F401 (re-exported)
+from advflow.catalog import MODELS
 from advflow.data import to_model_space
 from advflow.io import atomic_path
 

@@ -123,11 +123,11 @@ def compress(data_path: str | Path, base_pt: str | Path, settings: dict[str, Any
     target = int(round(settings["target_ratio"] * count_parameters(base)))
     rng = np.random.default_rng(seed)
 
-    def fine_tune(model: ConvNet, round_index: int, epochs: int | None = None) -> None:
+    def fine_tune(model: ConvNet, round_index: int) -> None:
         idx = train_idx
         if settings.get("finetune_size") and settings["finetune_size"] < len(idx):
             idx = np.sort(rng.choice(idx, settings["finetune_size"], replace=False))
-        run = TrainSettings.from_config({**settings, "epochs": epochs or settings["finetune_epochs"]})
+        run = TrainSettings.from_config({**settings, "epochs": settings["finetune_epochs"]})
         if run.epochs > 0:
             fit(model, dataset.train.images[idx], dataset.train.labels[idx], run, seed=seed + round_index,
                 device=device, log_dir=None)

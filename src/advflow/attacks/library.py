@@ -34,7 +34,8 @@ class AttackOutcome:
     """Adversarial images and per-input facts, in the order of the inputs."""
 
     adversarial: torch.Tensor  # (N, C, H, W) in [-1, 1], on the CPU
-    prediction: torch.Tensor  # (N,) argmax of the logits on ``adversarial``
+    logits: torch.Tensor  # (N, classes) of the model on ``adversarial``
+    prediction: torch.Tensor  # (N,) argmax of ``logits``
     success: torch.Tensor  # (N,) prediction != label
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. JSMA's chosen target
 
@@ -63,11 +64,6 @@ def _foolbox_attack(name: str, settings: dict[str, Any]) -> tuple[Any, float | N
             initial_stepsize=settings["stepsize"], confidence=settings["kappa"], initial_const=settings["c"],
             regularization=settings["beta"], decision_rule="L1" if name == "ead_l1" else "EN"), None)
     raise ValueError(f"unknown attack {name!r}; allowed: {', '.join(ATTACKS)}")
-
-
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(1)
 
 
 def run_attack(name: str, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, settings: dict[str, Any], *,
@@ -100,7 +96,8 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, labels: torch.Tenso
         done = min(first + batch_size, len(x))
         log.info("%s: %d/%d inputs (%.1f s)", name, done, len(x), time.perf_counter() - start)
     adv = torch.cat(adversarial)
-    prediction = torch.cat([_predict(model, adv[i:i + batch_size].to(device)).cpu()
-                            for i in range(0, len(adv), batch_size)])
-    return AttackOutcome(adversarial=adv, prediction=prediction, success=prediction != labels.cpu(),
+    with torch.no_grad():
+        logits = torch.cat([model(adv[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(adv), batch_size)])
+    prediction = logits.argmax(1)
+    return AttackOutcome(adversarial=adv, logits=logits, prediction=prediction, success=prediction != labels.cpu(),
                          extra={k: torch.cat(v) for k, v in extras.items()})
