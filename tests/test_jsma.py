@@ -4,6 +4,7 @@ batching."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -117,10 +118,10 @@ def test_adaptive_attack_succeeds_where_saturated_softmax_hides_the_gradient(mod
     (grad,) = torch.autograd.grad(probs.gather(1, target[:, None]).sum(), probe)
     assert (grad == 0).all()
 
-    regular = jsma(distilled, x, target, theta=1.0, gamma=0.4, temperature=1.0)
+    regular = jsma(distilled, x, target, theta=1.0, gamma=0.6, temperature=1.0)
     assert not regular.success.any()
     assert (regular.iterations == 0).all()  # no admissible pair: the saliency map is all zero
-    adaptive = jsma(distilled, x, target, theta=1.0, gamma=0.4, temperature=factor)
+    adaptive = jsma(distilled, x, target, theta=1.0, gamma=0.6, temperature=factor)
     assert adaptive.success.float().mean() > 0.5
 
 
@@ -159,15 +160,17 @@ def test_pair_search_matches_the_saliency_map_definition():
     gen = torch.Generator().manual_seed(0)
     n, f = 6, 10
     d_target = torch.randn(n, f, generator=gen)
-    d_others = torch.randn(n, f, generator=gen)
+    d_others = -d_target  # the rows of a softmax Jacobian sum to zero (next test)
     domain = torch.rand(n, f, generator=gen) > 0.3
     domain[-1] = False  # nothing admissible
     domain[-1, :2] = True
-    d_target[-1, :2], d_others[-1, :2] = -1.0, 1.0
+    d_target[-1, :2] = -1.0
     for increasing in (True, False):
-        p, q, found = _best_pairs(d_target, d_others, domain, increasing)
+        if not increasing:
+            d_target[-1, :2] = 1.0
+        p, q, found = _best_pairs(d_target, domain, increasing)
         for i in range(n):
-            best, pair = 0.0, None  # the definition, pair by pair, in float64
+            best, pair = 0.0, None  # Papernot's definition, pair by pair, in float64
             for a in range(f):
                 for b in range(a + 1, f):
                     if not (domain[i, a] and domain[i, b]):
@@ -181,5 +184,20 @@ def test_pair_search_matches_the_saliency_map_definition():
             if pair is not None:
                 assert {int(p[i]), int(q[i])} == pair
         # Tiny derivatives (a nearly saturated softmax) give the same pairs: no underflow to "none".
-        tiny = _best_pairs(d_target * 1e-30, d_others * 1e-30, domain, increasing)
+        tiny = _best_pairs(d_target * 1e-30, domain, increasing)
         assert torch.equal(tiny[0], p) and torch.equal(tiny[1], q) and torch.equal(tiny[2], found)
+
+
+def test_one_backward_pass_gives_both_rows_of_the_saliency_map(model, seeds):
+    """sum_{j != t} dF_j/dx = -dF_t/dx for F = softmax(Z / T): computed in float64 both ways."""
+    from advflow.attacks.jsma import _target_derivative
+
+    x, y = seeds
+    net = copy.deepcopy(model).double()
+    xd, target = x[:4].double(), (y[:4] + 2) % NUM_CLASSES
+    _, d_target = _target_derivative(net, xd, target, 3.0)
+    probe = xd.clone().requires_grad_(True)
+    probs = torch.softmax(net(probe) / 3.0, dim=1)
+    others = probs.masked_fill(torch.nn.functional.one_hot(target, NUM_CLASSES).bool(), 0.0).sum()
+    (d_others,) = torch.autograd.grad(others, probe)
+    torch.testing.assert_close(d_others.flatten(1), -d_target, rtol=1e-9, atol=1e-12)
