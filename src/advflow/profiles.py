@@ -28,6 +28,25 @@ def correctly_classified(models: list[torch.nn.Module], images: np.ndarray, labe
     return mask
 
 
+def _first_correct(models: list[torch.nn.Module], images: np.ndarray, labels: np.ndarray, *, n: int,
+                   rng: np.random.Generator, device: torch.device) -> tuple[np.ndarray, int, int]:
+    """The first ``n`` images, in a seeded random order, that every model classifies correctly (sorted),
+    with how many were checked and found correct. Images are checked in chunks, so a small N does not
+    classify the whole split."""
+    order = rng.permutation(len(labels))
+    chunk = max(64, 2 * n)
+    kept: list[np.ndarray] = []
+    checked = 0
+    for start in range(0, len(order), chunk):
+        part = order[start:start + chunk]
+        kept.append(part[correctly_classified(models, images[part], labels[part], device)])
+        checked += len(part)
+        if sum(len(k) for k in kept) >= n:
+            break
+    correct = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+    return np.sort(correct[:n]), checked, len(correct)
+
+
 def _write(path: str | Path, dataset: Dataset, split: str, indices: np.ndarray, description: str) -> None:
     part = getattr(dataset, split)
     with atomic_h5(path) as h5:
@@ -46,16 +65,15 @@ def select_profiles(data_path: str | Path, model_paths: list[str | Path], *, n: 
     train = np.sort(rng.choice(len(dataset.train.labels), size=min(n, len(dataset.train.labels)), replace=False))
     _write(out_train, dataset, "train", train, f"{len(train)} random training images (seed {seed})")
     models = [load_checkpoint(p, device) for p in model_paths]
-    mask = correctly_classified(models, dataset.test.images, dataset.test.labels, device)
-    candidates = np.flatnonzero(mask)
-    if len(candidates) < n:
-        raise RuntimeError(f"only {len(candidates)} test images are classified correctly by every model "
+    test, checked, found = _first_correct(models, dataset.test.images, dataset.test.labels, n=n, rng=rng,
+                                          device=device)
+    if len(test) < n:
+        raise RuntimeError(f"only {len(test)} test images are classified correctly by every model "
                            f"({', '.join(m.arch['name'] for m in models)}); lower inputs.n to at most that")
-    test = np.sort(rng.choice(candidates, size=n, replace=False))
     names = ", ".join(m.arch["name"] for m in models)
     _write(out_test, dataset, "test", test, f"{n} test images classified correctly by {names} (seed {seed})")
-    log.info("profiles: %d training images; %d of %d test images are correct on every model, %d drawn",
-             len(train), len(candidates), len(mask), n)
+    log.info("profiles: %d training images; %d of %d test images checked (in seeded random order) were correct "
+             "on every model, the first %d kept", len(train), found, checked, n)
 
 
 def load_profile(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
