@@ -17,7 +17,7 @@ SETTINGS = {
     "jsma_adaptive": {"theta": 1.0, "gamma": 0.2, "temperature": 40.0},
     "jsma_control": {"theta": 1.0, "gamma": 0.2, "temperature": 1.0},
     "deepfool": {"steps": 50, "overshoot": 0.02},
-    "cw": {"binary_search_steps": 4, "steps": 50, "stepsize": 0.01, "kappa": 0.0, "c": 0.25},
+    "cw": {"binary_search_steps": 4, "steps": 50, "stepsize": 0.05, "kappa": 0.0, "c": 0.25},
     "ead_l1": {"binary_search_steps": 4, "steps": 50, "stepsize": 0.01, "kappa": 0.0, "c": 0.25, "beta": 0.1},
     "ead_en": {"binary_search_steps": 4, "steps": 50, "stepsize": 0.01, "kappa": 0.0, "c": 0.25, "beta": 0.1},
 }
@@ -71,3 +71,14 @@ def test_every_attack_stays_in_the_box_and_its_success_flags_agree_with_predicti
 def test_unknown_attack_name_lists_the_allowed_ones(model, seeds):
     with pytest.raises(ValueError, match="unknown attack 'fgm'; allowed: fgsm, igsm, pgd"):
         run_attack("fgm", model, *seeds, {}, num_classes=BLOB_CLASSES)
+
+
+@pytest.mark.parametrize("name", ["cw", "ead_l1", "ead_en"])
+def test_failed_optimisation_attacks_return_their_seed_not_a_blank_image(name, model, seeds):
+    x, y = seeds
+    hopeless = {**SETTINGS[name], "binary_search_steps": 1, "steps": 2, "c": 1e-6}
+    outcome = run_attack(name, model, x, y, hopeless, num_classes=BLOB_CLASSES)
+    failed = ~outcome.success
+    assert failed.any(), "the budget is meant to be too small for some inputs"
+    assert torch.equal(outcome.adversarial[failed], x[failed])
+    assert not (outcome.adversarial.flatten(1) == 0).all(1).any()

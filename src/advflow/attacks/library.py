@@ -27,6 +27,7 @@ ATTACK_NORMS = {"fgsm": "linf", "igsm": "linf", "pgd": "linf", "jsma": "l0", "js
                 "jsma_control": "l0", "deepfool": "l2", "cw": "l2", "ead_l1": "l1", "ead_en": "l1"}
 ATTACKS = tuple(ATTACK_NORMS)
 BOUNDS = (-1.0, 1.0)
+_ZERO_ON_FAILURE = ("cw", "ead_l1", "ead_en")
 
 
 @dataclass
@@ -92,6 +93,14 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, labels: torch.Tenso
             attack, epsilon = _foolbox_attack(name, settings)
             fmodel = fb.PyTorchModel(model, bounds=BOUNDS, device=device)
             _, clipped, _ = attack(fmodel, batch, fb.criteria.Misclassification(truth), epsilons=epsilon)
+            if name in _ZERO_ON_FAILURE:
+                # Foolbox's C&W and EAD start their best-so-far from an all-zero image and return it
+                # where no adversarial was found (and Foolbox then calls it a success whenever the model
+                # misclassifies a blank image). An optimum of exactly zero in every pixel does not occur
+                # in their tanh / shrinkage spaces, so an all-zero output marks a failed attempt: its
+                # honest record is the seed itself (perturbation 0, success False).
+                blank = (clipped.flatten(1) == 0).all(1) & ~(batch.flatten(1) == 0).all(1)
+                clipped = torch.where(blank.view(-1, *[1] * (batch.dim() - 1)), batch, clipped)
             adversarial.append(clipped.detach().clamp(*BOUNDS).cpu())
         done = min(first + batch_size, len(x))
         log.info("%s: %d/%d inputs (%.1f s)", name, done, len(x), time.perf_counter() - start)
