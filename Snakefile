@@ -13,6 +13,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/attack.smk"
+include: "rules/information.smk"
 
 
 rule all:

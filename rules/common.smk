@@ -15,6 +15,7 @@ export_pythonpath(SRC)
 
 from advflow.catalog import DATASETS, TRAINED_FROM_SCRATCH, locate_dataset
 from advflow.catalog import MODELS as MODEL_NAMES
+from advflow.catalog import PROFILES, set_path
 from advflow.config import (
     ATTACK_DEFAULTS,
     attack_settings,
@@ -38,6 +39,14 @@ ATTACK_SETS = {t: list(a) for t, a in (config.get("attack_sets") or {}).items() 
 config.setdefault("inputs", {}).setdefault("n", 20)
 config.setdefault("trajectories", {}).setdefault("n", 3)
 config.setdefault("attacks", {})
+FEATURES = {
+    "dtype": "float16",
+    "compression": "gzip",
+    "compression_level": 4,
+    "batch_size": 100,
+    **(config.get("features") or {}),
+}
+MI = {"buckets": 8, "batch_size": 16, **(config.get("mi") or {})}
 
 
 wildcard_constraints:
@@ -142,6 +151,47 @@ def transfer_models(wildcards):
     return sorted({model for _, model in transfer_pairs(wildcards)})
 
 
+def measurements():
+    """(measuring model, set) pairs the experiments need (SPEC, "Experiments"): every adversarial set
+    on its target, and on the other members of each transfer group it belongs to when they were
+    attacked the same way (Q3: good_init vs compressed; Q5: the three architectures); the normal
+    profiles on every measuring model; the JSMA trajectories on good_init (Q1). The ensemble has no
+    feature maps of its own: its sets enter Table VI, not the MI stages."""
+    pairs = set()
+    for target, attacks in ATTACK_SETS.items():
+        if target == "ensemble":
+            continue
+        pairs.update((target, f"{attack}@{target}") for attack in attacks)
+        for group in config.get("transfer_groups") or []:
+            if target not in group:
+                continue
+            for model in group:
+                if model not in (target, "ensemble"):
+                    shared = set(attacks) & set(ATTACK_SETS.get(model, []))
+                    pairs.update((model, f"{attack}@{target}") for attack in shared)
+    for model in {m for m, _ in pairs}:
+        pairs.update((model, profile) for profile in PROFILES)
+    if trajectory_wanted():
+        pairs.add(("good_init", "trajectory@good_init"))
+    return sorted(pairs)
+
+
+def trajectory_wanted():
+    return (
+        "jsma" in ATTACK_SETS.get("good_init", []) and config["trajectories"]["n"] > 0
+    )
+
+
+def measured_set(wildcards):
+    return set_path(f"results/{wildcards.dataset}", wildcards.set)
+
+
+def features_params(wildcards):
+    return canonical(
+        {k: FEATURES[k] for k in ("dtype", "compression", "compression_level")}
+    )
+
+
 def final_targets():
     targets = [f"{RESULTS}/models/{m}.json" for m in MODELS]
     if ATTACK_SETS:
@@ -149,6 +199,7 @@ def final_targets():
             f"{RESULTS}/tables/attacks.csv",
             f"{RESULTS}/tables/transferability.csv",
         ]
-    if "jsma" in ATTACK_SETS.get("good_init", []) and config["trajectories"]["n"] > 0:
+    if trajectory_wanted():
         targets.append(f"{RESULTS}/trajectories/good_init/jsma.h5")
+    targets += [f"{RESULTS}/paths/{m}/{s}.csv" for m, s in measurements()]
     return targets

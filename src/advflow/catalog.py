@@ -105,3 +105,17 @@ def locate_dataset(name: str, settings: dict[str, Any] | None = None) -> Path | 
     raise DatasetMissingError(f"Dataset {name!r} not found. Looked in: {looked}. {HOW_TO_GET[name]}")
 
 
+PROFILES = ("normal_train", "normal_test")
+
+
+def set_path(results: str, name: str) -> str:
+    """Where the inputs of set ``name`` live under ``results`` (``results/{dataset}``)."""
+    if name in PROFILES:
+        return f"{results}/inputs/{name}.h5"
+    attack, sep, target = name.partition("@")
+    if not sep or not attack or not target:
+        raise ValueError(f"unknown set {name!r}: a set is normal_train, normal_test, {{attack}}@{{target}} "
+                         "or trajectory@{target}")
+    if attack == "trajectory":
+        return f"{results}/trajectories/{target}/jsma.h5"
+    return f"{results}/adv/{target}/{attack}.h5"

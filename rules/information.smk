@@ -1,0 +1,50 @@
+rule features:
+    input:
+        model="results/{dataset}/models/{model}.pt",
+        inputs=measured_set,
+    output:
+        "results/{dataset}/features/{model}/{set}.h5",
+    log:
+        "results/{dataset}/logs/features/{model}/{set}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/features/{model}/{set}.tsv"
+    wildcard_constraints:
+        model="|".join(MODEL_NAMES),
+    conda:
+        "../envs/advflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=gpu_request(),
+    params:
+        storage=features_params,
+        batch_size=FEATURES["batch_size"],
+    script:
+        "../workflow_scripts/features.py"
+
+
+rule mi:
+    input:
+        "results/{dataset}/features/{model}/{set}.h5",
+    output:
+        mi="results/{dataset}/mi/{model}/{set}.h5",
+        paths="results/{dataset}/paths/{model}/{set}.csv",
+    log:
+        "results/{dataset}/logs/mi/{model}/{set}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/mi/{model}/{set}.tsv"
+    wildcard_constraints:
+        model="|".join(MODEL_NAMES),
+    conda:
+        "../envs/advflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=gpu_request(),
+    params:
+        buckets=MI["buckets"],
+        batch_size=MI["batch_size"],
+    script:
+        "../workflow_scripts/mi.py"

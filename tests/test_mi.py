@@ -1,0 +1,166 @@
+"""Feature-map mutual information and information paths: sklearn's mutual_info_score on the same bucket
+ids (random maps, maps of different sizes, constant maps, ties at vmin, other bucket counts), the SPEC's
+bucket formula, entropy, symmetry, invariance to positive affine rescaling, and the path distance.
+
+References are computed independently of advflow: pooling by numpy reshape-max, bucket ids by the
+formula ceil(B (v - vmin) / (vmax - vmin)) clamped to 1..B in numpy float64, MI by sklearn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import entropy
+from sklearn.metrics import mutual_info_score
+
+from advflow.mi import bucketize, layer_mi, mi_matrix
+from advflow.paths import path_distance
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TOL = 1e-5
+
+
+def spec_ids(maps: np.ndarray, buckets: int) -> np.ndarray:
+    """0-based bucket ids of maps (..., P), each on its own range, by the SPEC's formula in float64."""
+    v = np.asarray(maps, dtype=np.float64)
+    vmin, vmax = v.min(axis=-1, keepdims=True), v.max(axis=-1, keepdims=True)
+    span = np.where(vmax > vmin, vmax - vmin, 1.0)
+    return (np.clip(np.ceil(buckets * (v - vmin) / span), 1, buckets) - 1).astype(np.int64)
+
+
+def numpy_pool(maps: np.ndarray, size: int) -> np.ndarray:
+    """Max-pool (N, n, H, H) maps down to (N, n, size, size) with non-overlapping windows."""
+    n, c, h = maps.shape[:3]
+    f = h // size
+    return maps.reshape(n, c, size, f, size, f).max(axis=(3, 5))
+
+
+def sklearn_matrix(a_ids: np.ndarray, b_ids: np.ndarray) -> np.ndarray:
+    """(N, n_a, n_b) of mutual_info_score over every pair of id rows."""
+    return np.array([[[mutual_info_score(a, b) for b in b_row] for a in a_row] for a_row, b_row in zip(a_ids, b_ids)])
+
+
+def random_maps(*shape: int, seed: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("max_elements", [None, 1000])
+def test_mi_equals_sklearn_mutual_info_score_on_the_same_bucket_ids_for_random_maps(max_elements):
+    a_ids, b_ids = bucketize(random_maps(3, 6, 64, seed=0)), bucketize(random_maps(3, 5, 64, seed=1))
+    b_ids[1, 2] = (a_ids[1, 3] + 1) % 8  # one dependent pair: its MI is the entropy of a_ids[1, 3]
+    ours = mi_matrix(a_ids, b_ids, max_elements=max_elements)
+    np.testing.assert_allclose(ours.numpy(), sklearn_matrix(a_ids.numpy(), b_ids.numpy()), rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("image, layer, channels", [(32, 32, 3), (32, 16, 3), (32, 8, 3), (28, 14, 1), (28, 7, 1)])
+def test_layer_mi_equals_sklearn_on_the_bucket_ids_of_independently_pooled_maps_of_different_sizes(image, layer,
+                                                                                                   channels):
+    target_size = image // 4
+    source = random_maps(2, channels, image, image, seed=2)
+    maps = random_maps(2, 4, layer, layer, seed=3).relu()
+    target = random_maps(2, 5, target_size, target_size, seed=4).relu()
+    S, T = layer_mi(maps, source, target)
+    assert S.shape == (2, 4, channels) and T.shape == (2, 4, 5)
+
+    # S: the input is pooled down to the layer's size; T: the layer down to the target's size.
+    source_ids = spec_ids(numpy_pool(source.numpy(), layer).reshape(2, channels, -1), 8)
+    np.testing.assert_allclose(S.numpy(), sklearn_matrix(spec_ids(maps.flatten(2).numpy(), 8), source_ids),
+                               rtol=0, atol=TOL)
+    layer_ids = spec_ids(numpy_pool(maps.numpy(), target_size).reshape(2, 4, -1), 8)
+    np.testing.assert_allclose(T.numpy(), sklearn_matrix(layer_ids, spec_ids(target.flatten(2).numpy(), 8)),
+                               rtol=0, atol=TOL)
+
+
+def test_constant_maps_have_mi_zero_and_never_nan():
+    maps = random_maps(2, 4, 8, 8, seed=5)
+    maps[0, 1] = 0.0  # a dead ReLU map
+    maps[1, 2] = 3.5
+    source = random_maps(2, 3, 16, 16, seed=6)
+    source[1] = -1.0  # every channel of the second input constant
+    target = maps.clone()
+    S, T = layer_mi(maps, source, target)
+    assert not S.isnan().any() and not T.isnan().any()
+    for matrix in (S, T):
+        assert torch.all(matrix[0, 1] == 0) and torch.all(matrix[1, 2] == 0)
+    assert torch.all(T[0, :, 1] == 0) and torch.all(S[1] == 0)
+    ids = spec_ids(maps.flatten(2).numpy(), 8)
+    np.testing.assert_allclose(T.numpy(), sklearn_matrix(ids, ids), rtol=0, atol=TOL)
+
+
+def test_ties_at_vmin_join_bucket_one_and_mi_matches_sklearn():
+    maps = random_maps(2, 5, 256, seed=7).relu()  # about half of every map ties at vmin = 0
+    maps[1, 4, :200] = maps[1, 4].min()  # and one map mostly at its minimum
+    ids = bucketize(maps)
+    assert torch.all(ids[maps == maps.amin(dim=-1, keepdim=True)] == 0)
+    np.testing.assert_array_equal(ids.numpy(), spec_ids(maps.numpy(), 8))
+    other = bucketize(random_maps(2, 3, 256, seed=8).relu())
+    np.testing.assert_allclose(mi_matrix(ids, other).numpy(), sklearn_matrix(ids.numpy(), other.numpy()),
+                               rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("buckets", [2, 5, 16])
+def test_mi_matches_sklearn_for_bucket_counts_other_than_8(buckets):
+    a_ids = bucketize(random_maps(2, 4, 1024, seed=9), buckets)
+    b_ids = bucketize(random_maps(2, 3, 1024, seed=10) + random_maps(2, 3, 1024, seed=9)[:, :3], buckets)
+    assert int(a_ids.max()) == buckets - 1
+    np.testing.assert_allclose(mi_matrix(a_ids, b_ids, buckets).numpy(),
+                               sklearn_matrix(a_ids.numpy(), b_ids.numpy()), rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("buckets", [2, 5, 8, 16])
+def test_bucketize_matches_the_spec_formula_computed_with_numpy_including_values_on_bucket_edges(buckets):
+    # vmin = -1, vmax = 3: the edges vmin + 4 j / B. Those exact in float32 (all of them for B = 2, 8, 16;
+    # vmin and vmax for B = 5) must land in bucket j (1-based), vmin in bucket 1; every value must match
+    # the formula evaluated in numpy on the same float32 values.
+    edges = -1.0 + 4.0 * torch.arange(buckets + 1, dtype=torch.float64) / buckets
+    maps = torch.cat([edges.float(), torch.rand(200, generator=torch.Generator().manual_seed(11)) * 4 - 1])
+    ids = bucketize(maps, buckets)
+    np.testing.assert_array_equal(ids.numpy(), spec_ids(maps.numpy(), buckets))
+    exact = torch.isclose(edges.float().double(), edges, rtol=0, atol=0)
+    expected_edge_ids = torch.cat([torch.tensor([0]), torch.arange(buckets)])
+    assert torch.equal(ids[:buckets + 1][exact], expected_edge_ids[exact])
+    # Float64 maps, a batch of them, and values a hair above an edge (which must go up one bucket).
+    batch = torch.rand(3, 4, 50, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
+    batch[0, 0, :3] = torch.tensor([0.0, 1.0, 0.5 + 1e-12], dtype=torch.float64)
+    batch[0, 0, 3:] = batch[0, 0, 3:].clamp(0.01, 0.99)
+    ids = bucketize(batch, buckets)
+    np.testing.assert_array_equal(ids.numpy(), spec_ids(batch.numpy(), buckets))
+    if buckets % 2 == 0:
+        assert int(ids[0, 0, 2]) == buckets // 2  # 0.5 is the edge after bucket B/2; above it is B/2 + 1
+
+
+def test_mi_of_a_map_with_itself_is_its_entropy():
+    ids = bucketize(random_maps(2, 6, 64, seed=13).relu())
+    ours = mi_matrix(ids, ids).diagonal(dim1=1, dim2=2)
+    expected = [[entropy(np.bincount(row, minlength=8)) for row in maps] for maps in ids.numpy()]
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=0, atol=TOL)
+
+
+def test_mi_is_symmetric():
+    a_ids, b_ids = bucketize(random_maps(2, 5, 100, seed=14)), bucketize(random_maps(2, 7, 100, seed=15))
+    torch.testing.assert_close(mi_matrix(a_ids, b_ids), mi_matrix(b_ids, a_ids).transpose(1, 2), rtol=0, atol=1e-6)
+
+
+def test_mi_is_unchanged_when_a_map_is_rescaled_as_a_m_plus_b_with_a_positive():
+    maps = random_maps(2, 4, 16, 16, seed=16)
+    source, target = random_maps(2, 3, 32, 32, seed=17), random_maps(2, 5, 8, 8, seed=18)
+    S, T = layer_mi(maps, source, target)
+    S2, T2 = layer_mi(2.5 * maps - 0.75, 0.5 * source + 4.0, 3.0 * target + 1.0)
+    torch.testing.assert_close(S2, S, rtol=0, atol=1e-6)
+    torch.testing.assert_close(T2, T, rtol=0, atol=1e-6)
+
+
+def test_path_distance_is_the_mean_absolute_difference_over_layers():
+    assert float(path_distance(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 2.0, 1.0]))) == 1.0
+    mu1 = random_maps(4, 15, seed=19)
+    mu2 = random_maps(15, seed=20)
+    expected = np.abs(mu1.numpy() - mu2.numpy()).mean(axis=1)
+    np.testing.assert_allclose(path_distance(mu1, mu2).numpy(), expected, rtol=1e-6)
+
+
+def test_path_distance_with_mismatched_layer_counts_raises():
+    with pytest.raises(ValueError, match="same number of layers K; got 15 and 14"):
+        path_distance(torch.zeros(15), torch.zeros(14))
+    with pytest.raises(ValueError, match="same number of layers K"):
+        path_distance(torch.zeros(3, 15), torch.zeros(3, 14))
