@@ -47,6 +47,9 @@ FEATURES = {
     **(config.get("features") or {}),
 }
 MI = {"buckets": 8, "batch_size": 16, **(config.get("mi") or {})}
+# Batch sizes change no result, so they are not params (changing them reruns nothing); the scripts
+# read them from the config.
+config["features"], config["mi"] = FEATURES, MI
 
 
 wildcard_constraints:

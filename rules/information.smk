@@ -19,7 +19,6 @@ rule features:
         gpu=gpu_request(),
     params:
         storage=features_params,
-        batch_size=FEATURES["batch_size"],
     script:
         "../workflow_scripts/features.py"
 
@@ -45,6 +44,5 @@ rule mi:
         gpu=gpu_request(),
     params:
         buckets=MI["buckets"],
-        batch_size=MI["batch_size"],
     script:
         "../workflow_scripts/mi.py"

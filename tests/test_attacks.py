@@ -82,3 +82,14 @@ def test_failed_optimisation_attacks_return_their_seed_not_a_blank_image(name, m
     assert failed.any(), "the budget is meant to be too small for some inputs"
     assert torch.equal(outcome.adversarial[failed], x[failed])
     assert not (outcome.adversarial.flatten(1) == 0).all(1).any()
+
+
+def test_long_attacks_log_progress_while_a_batch_runs(model, seeds, caplog, monkeypatch):
+    from advflow.attacks import library
+
+    monkeypatch.setattr(library._Heartbeat.__init__, "__defaults__", (0.0,))  # a line at every query
+    x, y = seeds
+    with caplog.at_level("INFO", logger="advflow.attacks"):
+        run_attack("cw", model, x[:4], y[:4], SETTINGS["cw"], num_classes=BLOB_CLASSES)
+    beats = [r.getMessage() for r in caplog.records if "model queries so far" in r.getMessage()]
+    assert len(beats) > 10 and beats[0].startswith("cw: batch 1/1")

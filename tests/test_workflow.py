@@ -19,11 +19,12 @@ from advflow.training import soft_labels
 from conftest import REPO, planned_jobs, snakemake
 
 
-def test_dry_run_of_the_default_config_plans_data_and_training(tmp_path):
+def test_dry_run_of_the_default_config_plans_every_stage(tmp_path):
     result = snakemake("-n", "--configfile", str(REPO / "config.yaml"), workdir=tmp_path)
     assert planned_jobs(result) == {
         "prepare_data": 1, "train_model": 3, "train_distillation_teacher": 1, "distill": 1, "compress": 1,
-        "ensemble": 1, "all": 1,
+        "ensemble": 1, "select_inputs": 1, "attack": 22, "jsma_trajectories": 1, "attack_tables": 1,
+        "features": MEASUREMENTS, "mi": MEASUREMENTS, "all": 1,
     }
 
 
@@ -76,7 +77,12 @@ def test_tiny_run_is_up_to_date_after_it_finishes(tiny_run):
 
 # Every attack set starts from the same seeds, test images every attacked model classifies correctly,
 # so a retrained model reruns the seed selection and the attack stage after it.
-ATTACK_STAGE = {"select_inputs": 1, "attack": 22, "jsma_trajectories": 1, "attack_tables": 1, "all": 1}
+# (measuring model, set) pairs of the study's matrix (tiny and default configs alike): good_init 20
+# (2 profiles, its 8 sets, FGSM/JSMA/C&W of compressed, deep_conv and vgg_like, the trajectories),
+# compressed 8, deep_conv 11, vgg_like 11, distilled 4.
+MEASUREMENTS = 54
+ATTACK_STAGE = {"select_inputs": 1, "attack": 22, "jsma_trajectories": 1, "attack_tables": 1,
+                "features": MEASUREMENTS, "mi": MEASUREMENTS, "all": 1}
 
 
 @pytest.mark.slow
@@ -88,12 +94,21 @@ ATTACK_STAGE = {"select_inputs": 1, "attack": 22, "jsma_trajectories": 1, "attac
     (lambda c: c["models"]["good_init"].update(lr=0.01),
      {"train_model": 1, "compress": 1, "ensemble": 1, **ATTACK_STAGE}),
     (lambda c: c["models"]["compressed"].update(step=0.2), {"compress": 1, **ATTACK_STAGE}),
-    # An attack's setting reruns that attack's sets (one per target) and the tables, nothing upstream.
-    (lambda c: c["attacks"].update(fgsm={"epsilon": 0.05}), {"attack": 5, "attack_tables": 1, "all": 1}),
+    # An attack's setting reruns that attack's sets (one per target), the tables and the sets'
+    # measurements (FGSM: 4 on good_init's set, 2 on compressed's, 3 each on deep_conv's and vgg_like's;
+    # the ensemble's set is not measured), nothing upstream.
+    (lambda c: c["attacks"].update(fgsm={"epsilon": 0.05}),
+     {"attack": 5, "attack_tables": 1, "features": 12, "mi": 12, "all": 1}),
     (lambda c: c["attacks"]["jsma"].update(theta=0.5),
-     {"attack": 5, "jsma_trajectories": 1, "attack_tables": 1, "all": 1}),
-    (lambda c: c["attacks"]["jsma_adaptive"].update(gamma=0.3), {"attack": 2, "attack_tables": 1, "all": 1}),
+     {"attack": 5, "jsma_trajectories": 1, "attack_tables": 1, "features": 13, "mi": 13, "all": 1}),
+    (lambda c: c["attacks"]["jsma_adaptive"].update(gamma=0.3),
+     {"attack": 2, "attack_tables": 1, "features": 2, "mi": 2, "all": 1}),
     (lambda c: c["inputs"].update(n=5), ATTACK_STAGE),
+    # B reruns the MI stage only; the storage precision the features and the MI after them.
+    (lambda c: c.update(mi={"buckets": 4}), {"mi": MEASUREMENTS, "all": 1}),
+    (lambda c: c.update(features={"dtype": "float32"}), {"features": MEASUREMENTS, "mi": MEASUREMENTS, "all": 1}),
+    # Batch sizes change no result and rerun nothing.
+    (lambda c: c.update(features={"batch_size": 7}, mi={"batch_size": 3}), {}),
 ])
 def test_changing_one_setting_reruns_only_what_depends_on_it(tiny_run, tmp_path, change, expected):
     config = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
@@ -168,3 +183,46 @@ def test_jsma_trajectory_starts_at_the_seed_and_ends_at_the_adversarial_input(ti
             assert len(steps) == h5["iterations"][i] + 1
             changed = (steps[-1] != steps[0]).sum()
             assert changed <= 0.1 * steps[0].size + 1e-9
+
+
+@pytest.mark.slow
+def test_tiny_run_measures_every_pair_with_paths_of_every_layer(tiny_run):
+    import csv
+    import math
+
+    results = tiny_run / "results" / "synthetic"
+    paths = sorted((results / "paths").glob("*/*.csv"))
+    assert len(paths) == MEASUREMENTS
+    assert (results / "paths" / "compressed" / "cw@good_init.csv").exists()  # Q3: measured on both models
+    assert (results / "paths" / "vgg_like" / "jsma@deep_conv.csv").exists()  # Q5: measured on all three
+    assert not (results / "paths" / "compressed" / "pgd@good_init.csv").exists()  # not in the Q3 matrix
+    for path in paths:
+        rows = list(csv.DictReader(open(path)))
+        with h5py.File(results / "features" / path.parent.name / f"{path.stem}.h5") as h5:
+            layers, n = json.loads(h5.attrs["layers"]), len(h5["input"])
+        assert len(rows) == n * len(layers)
+        for row in rows:
+            assert -1e-6 <= float(row["mu_s"]) <= math.log(8) and -1e-6 <= float(row["mu_t"]) <= math.log(8)
+    trajectory = list(csv.DictReader(open(results / "paths" / "good_init" / "trajectory@good_init.csv")))
+    assert {"seed", "step"} <= set(trajectory[0]) and {r["step"] for r in trajectory} >= {"0", "1"}
+
+
+@pytest.mark.slow
+def test_truncated_features_fail_the_mi_rule_naming_the_file_and_the_rerun_rebuilds_them(tiny_run, tmp_path):
+    work = tmp_path / "run"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    features = work / "results/synthetic/features/good_init/fgsm@good_init.h5"
+    paths = work / "results/synthetic/paths/good_init/fgsm@good_init.csv"
+    expected = paths.read_text()
+    size = features.stat().st_size
+    with open(features, "r+b") as fh:
+        fh.truncate(size // 3)
+    paths.unlink()  # the MI step must run again
+    failed = snakemake("--cores", "1", "--configfile", "tiny.yaml", workdir=work, check=False)
+    assert failed.returncode != 0
+    log = (work / "results/synthetic/logs/mi/good_init/fgsm@good_init.log").read_text()
+    assert "fgsm@good_init.h5: features file is truncated or corrupted" in log and "Run snakemake again" in log
+    assert features.with_name("fgsm@good_init.h5.corrupt").exists()  # kept for inspection, not deleted
+    rerun = snakemake("--cores", "1", "--configfile", "tiny.yaml", workdir=work)
+    assert "rule features:" in rerun.stdout + rerun.stderr
+    assert paths.read_text() == expected  # rebuilt, equal to the uninterrupted run's

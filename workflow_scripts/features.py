@@ -9,4 +9,4 @@ from advflow.features import record_features  # noqa: E402
 storage = dict(sm.params.storage)
 record_features(sm.input.model, sm.input.inputs, sm.output[0], set_name=sm.wildcards.set, dtype=storage["dtype"],
                 compression=storage["compression"], level=storage["compression_level"],
-                batch_size=sm.params.batch_size, device=device)
+                batch_size=sm.config["features"]["batch_size"], device=device)

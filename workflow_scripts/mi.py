@@ -6,5 +6,5 @@ device = start(sm)
 
 from advflow.information import measure_set  # noqa: E402
 
-measure_set(sm.input[0], sm.output.mi, sm.output.paths, buckets=sm.params.buckets, batch_size=sm.params.batch_size,
+measure_set(sm.input[0], sm.output.mi, sm.output.paths, buckets=sm.params.buckets, batch_size=sm.config["mi"]["batch_size"],
             device=device)

@@ -67,6 +67,26 @@ def _foolbox_attack(name: str, settings: dict[str, Any]) -> tuple[Any, float | N
     raise ValueError(f"unknown attack {name!r}; allowed: {', '.join(ATTACKS)}")
 
 
+class _Heartbeat(nn.Module):
+    """The model, logging a line at most every ``every`` seconds while an attack queries it: long
+    attacks (C&W's binary search, JSMA's iterations) show progress inside a batch, not only after it."""
+
+    def __init__(self, model: nn.Module, name: str, every: float = 30.0) -> None:
+        super().__init__()
+        self.model, self.name, self.every = model, name, every
+        self.calls, self.batch, self.batches = 0, 0, 0
+        self.started = self.last = time.perf_counter()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            log.info("%s: batch %d/%d, %d model queries so far (%.0f s)", self.name, self.batch, self.batches,
+                     self.calls, now - self.started)
+        return self.model(x)
+
+
 def run_attack(name: str, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, settings: dict[str, Any], *,
                num_classes: int, device: torch.device | str = "cpu", seed: int = 0,
                batch_size: int = 100) -> AttackOutcome:
@@ -74,14 +94,17 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, labels: torch.Tenso
     if name not in ATTACK_NORMS:
         raise ValueError(f"unknown attack {name!r}; allowed: {', '.join(ATTACKS)}")
     model = model.to(device).eval()
+    queried = _Heartbeat(model, name).eval()
+    queried.batches = -(-len(x) // batch_size)
     torch.manual_seed(seed)  # PGD's random start
     adversarial, extras = [], {}
     start = time.perf_counter()
     for first in range(0, len(x), batch_size):
         batch = x[first:first + batch_size].to(device)
         truth = labels[first:first + batch_size].to(device)
+        queried.batch += 1
         if name in ("jsma", "jsma_adaptive", "jsma_control"):
-            result = jsma_least_perturbation(model, batch, truth, num_classes=num_classes, theta=settings["theta"],
+            result = jsma_least_perturbation(queried, batch, truth, num_classes=num_classes, theta=settings["theta"],
                                              gamma=settings["gamma"], temperature=settings.get("temperature", 1.0),
                                              clip=BOUNDS)
             adversarial.append(result.adversarial.detach().cpu())
@@ -91,7 +114,7 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, labels: torch.Tenso
             import foolbox as fb
 
             attack, epsilon = _foolbox_attack(name, settings)
-            fmodel = fb.PyTorchModel(model, bounds=BOUNDS, device=device)
+            fmodel = fb.PyTorchModel(queried, bounds=BOUNDS, device=device)
             _, clipped, _ = attack(fmodel, batch, fb.criteria.Misclassification(truth), epsilons=epsilon)
             if name in _ZERO_ON_FAILURE:
                 # Foolbox's C&W and EAD start their best-so-far from an all-zero image and return it
