@@ -37,7 +37,7 @@ rule attack:
         attack="|".join(ATTACK_NAMES),
     conda:
         "../envs/advflow.yaml"
-    threads: 4
+    threads: 2
     resources:
         mem_mb=8000,
         runtime=240,
@@ -64,7 +64,7 @@ rule jsma_trajectories:
         target="|".join(MODEL_NAMES),
     conda:
         "../envs/advflow.yaml"
-    threads: 4
+    threads: 2
     resources:
         mem_mb=8000,
         runtime=120,

@@ -47,6 +47,7 @@ FEATURES = {
     **(config.get("features") or {}),
 }
 MI = {"buckets": 8, "batch_size": 16, **(config.get("mi") or {})}
+GP = {"grid_step": 0.05, **(config.get("aggregate") or {})}
 # Batch sizes change no result, so they are not params (changing them reruns nothing); the scripts
 # read them from the config.
 config["features"], config["mi"] = FEATURES, MI
@@ -195,6 +196,15 @@ def features_params(wildcards):
     )
 
 
+def gp_params(wildcards):
+    return canonical(GP)
+
+
+def aggregated_sets():
+    """Every measured pair but the trajectories (Q1 compares steps of single inputs)."""
+    return [(m, s) for m, s in measurements() if not s.startswith("trajectory@")]
+
+
 def final_targets():
     targets = [f"{RESULTS}/models/{m}.json" for m in MODELS]
     if ATTACK_SETS:
@@ -205,4 +215,5 @@ def final_targets():
     if trajectory_wanted():
         targets.append(f"{RESULTS}/trajectories/good_init/jsma.h5")
     targets += [f"{RESULTS}/paths/{m}/{s}.csv" for m, s in measurements()]
+    targets += [f"{RESULTS}/aggregates/{m}/{s}.csv" for m, s in aggregated_sets()]
     return targets

@@ -46,3 +46,28 @@ rule mi:
         buckets=MI["buckets"],
     script:
         "../workflow_scripts/mi.py"
+
+
+rule aggregate:
+    input:
+        "results/{dataset}/paths/{model}/{set}.csv",
+    output:
+        "results/{dataset}/aggregates/{model}/{set}.csv",
+    log:
+        "results/{dataset}/logs/aggregate/{model}/{set}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/aggregate/{model}/{set}.tsv"
+    wildcard_constraints:
+        model="|".join(MODEL_NAMES),
+        set="[^/]*@[^/]*|normal_train|normal_test",
+    conda:
+        "../envs/advflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        gp=gp_params,
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/aggregate.py"
