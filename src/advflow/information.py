@@ -82,10 +82,12 @@ def measure_set(features_path: str | Path, out_mi: str | Path, out_paths: str | 
             target_name = names[-1]
             n_s = h5["input"].shape[1]
             n_t = h5[f"layers/{target_name}"].shape[1]
-            s_sets = {k: out.create_dataset(f"S/{k}", shape=(n, h5[f"layers/{k}"].shape[1], n_s), dtype="f4")
-                      for k in names}
-            t_sets = {k: out.create_dataset(f"T/{k}", shape=(n, h5[f"layers/{k}"].shape[1], n_t), dtype="f4")
-                      for k in names}
+            # One input per chunk, compressed: many maps are constant (ReLU zeros), so many MI are 0.
+            packed = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+            s_sets = {k: out.create_dataset(f"S/{k}", shape=(n, h5[f"layers/{k}"].shape[1], n_s), dtype="f4",
+                                            chunks=(1, h5[f"layers/{k}"].shape[1], n_s), **packed) for k in names}
+            t_sets = {k: out.create_dataset(f"T/{k}", shape=(n, h5[f"layers/{k}"].shape[1], n_t), dtype="f4",
+                                            chunks=(1, h5[f"layers/{k}"].shape[1], n_t), **packed) for k in names}
             mu_s = np.zeros((n, len(names)))
             mu_t = np.zeros((n, len(names)))
             for start in range(0, n, batch_size):
