@@ -164,3 +164,19 @@ def test_path_distance_with_mismatched_layer_counts_raises():
         path_distance(torch.zeros(15), torch.zeros(14))
     with pytest.raises(ValueError, match="same number of layers K"):
         path_distance(torch.zeros(3, 15), torch.zeros(3, 14))
+
+
+def test_iip_oip_and_ioc_are_the_layer_means_of_s_and_t():
+    from advflow.paths import information_paths, iip, ioc, oip
+
+    gen = torch.Generator().manual_seed(0)
+    S = [torch.rand(3, n, 1, generator=gen) for n in (4, 6)]
+    T = [torch.rand(3, n, 5, generator=gen) for n in (4, 6)]
+    mu_s, mu_t = information_paths(S, T)
+    assert torch.allclose(mu_s, torch.stack([s.mean(dim=(1, 2)) for s in S], dim=1))
+    assert torch.allclose(mu_t, torch.stack([t.mean(dim=(1, 2)) for t in T], dim=1))
+    assert torch.equal(iip(mu_s)[..., 0], torch.tensor([[1.0, 2.0]] * 3)) and torch.equal(iip(mu_s)[..., 1], mu_s)
+    assert torch.equal(oip(mu_t)[..., 1], mu_t)
+    assert torch.equal(ioc(mu_s, mu_t), torch.stack([mu_s, mu_t], dim=-1))
+    with pytest.raises(ValueError, match="same layers"):
+        information_paths(S, T[:1])
