@@ -1,11 +1,11 @@
 # The two commands of the README:
-#   make run    set up a fresh machine and run the default workflow (data -> trained model zoo)
+#   make run    set up a fresh machine and run the default workflow (data -> models -> attacks -> report)
 #   make test   set up and run the test suite
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CORES ?= all
 
-.PHONY: setup data run test lint benchmark
+.PHONY: setup data browser run test lint benchmark
 
 setup:
 	$(PYTHON) -m pip install -e ".[test]"
@@ -15,10 +15,15 @@ data:
 	@[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || \
 	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist)
 
+# Debian's Chromium: the tests open the report as a page in a headless browser.
+browser:
+	@command -v chromium >/dev/null || \
+	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+
 run: setup data
 	$(PYTHON) -m snakemake --cores $(CORES)
 
-test: setup data
+test: setup data browser
 	$(PYTHON) -m pytest -v
 
 lint:

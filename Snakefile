@@ -14,6 +14,7 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/attack.smk"
 include: "rules/information.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -205,6 +205,31 @@ def aggregated_sets():
     return [(m, s) for m, s in measurements() if not s.startswith("trajectory@")]
 
 
+def report_params(wildcards):
+    """What the report reads from the config: the study's matrix, the settings it states, and the
+    report-only settings. Changing any of them re-renders the report and nothing else.
+    """
+    keys = (
+        "dataset",
+        "seed",
+        "models",
+        "inputs",
+        "attack_sets",
+        "transfer_groups",
+        "trajectories",
+        "aggregate",
+        "mi",
+        "report",
+    )
+    study = {k: config.get(k) for k in keys}
+    study["attacks"] = {
+        a: attack_settings(config, a)
+        for attacks in ATTACK_SETS.values()
+        for a in attacks
+    }
+    return canonical(study)
+
+
 def final_targets():
     targets = [f"{RESULTS}/models/{m}.json" for m in MODELS]
     if ATTACK_SETS:
@@ -216,4 +241,6 @@ def final_targets():
         targets.append(f"{RESULTS}/trajectories/good_init/jsma.h5")
     targets += [f"{RESULTS}/paths/{m}/{s}.csv" for m, s in measurements()]
     targets += [f"{RESULTS}/aggregates/{m}/{s}.csv" for m, s in aggregated_sets()]
+    if ATTACK_SETS:
+        targets.append(f"{RESULTS}/report.html")
     return targets

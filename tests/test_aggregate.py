@@ -295,3 +295,12 @@ def test_bad_arguments_raise_value_errors():
         fit_path(LAYERS, np.ones((2, K)), restarts=0)
     with pytest.raises(ValueError, match="noise must be positive and finite"):
         marginal_log_likelihood(LAYERS, np.ones((2, K)), **{**HYPER, "noise": 0.0})
+
+
+def test_a_start_that_hits_a_degenerate_kernel_is_skipped_and_the_lengthscale_stays_above_half_a_layer():
+    values = np.array([[0.1761613134172974, 0.1579189601808042, 0.2457581059235011, 0.14445208756252886],
+                       [0.18803593269799124, 0.15289414051572103, 0.2586884531645715, 0.1384342904395895],
+                       [0.16943573607109869, 0.17672223409404086, 0.2534716747590252, 0.1599168692182512]])
+    for seed in (0, 1, 3):  # seed 0 once raised NanError from an all-NaN Cholesky
+        path = fit_path(np.arange(1.0, 5.0), values, seed=seed)
+        assert np.isfinite(path.grid_mean).all() and path.hyperparameters["lengthscale"] >= 0.5 - 1e-9

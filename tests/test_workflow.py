@@ -24,7 +24,7 @@ def test_dry_run_of_the_default_config_plans_every_stage(tmp_path):
     assert planned_jobs(result) == {
         "prepare_data": 1, "train_model": 3, "train_distillation_teacher": 1, "distill": 1, "compress": 1,
         "ensemble": 1, "select_inputs": 1, "attack": 22, "jsma_trajectories": 1, "attack_tables": 1,
-        "features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES, "all": 1,
+        "features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES, "report": 1, "all": 1,
     }
 
 
@@ -83,7 +83,7 @@ def test_tiny_run_is_up_to_date_after_it_finishes(tiny_run):
 MEASUREMENTS = 54
 AGGREGATES = MEASUREMENTS - 1  # every measured set but the trajectories
 ATTACK_STAGE = {"select_inputs": 1, "attack": 22, "jsma_trajectories": 1, "attack_tables": 1,
-                "features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES, "all": 1}
+                "features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES, "report": 1, "all": 1}
 
 
 @pytest.mark.slow
@@ -99,19 +99,21 @@ ATTACK_STAGE = {"select_inputs": 1, "attack": 22, "jsma_trajectories": 1, "attac
     # measurements (FGSM: 4 on good_init's set, 2 on compressed's, 3 each on deep_conv's and vgg_like's;
     # the ensemble's set is not measured), nothing upstream.
     (lambda c: c["attacks"].update(fgsm={"epsilon": 0.05}),
-     {"attack": 5, "attack_tables": 1, "features": 12, "mi": 12, "aggregate": 12, "all": 1}),
+     {"attack": 5, "attack_tables": 1, "features": 12, "mi": 12, "aggregate": 12, "report": 1, "all": 1}),
     (lambda c: c["attacks"]["jsma"].update(theta=0.5),
      {"attack": 5, "jsma_trajectories": 1, "attack_tables": 1, "features": 13, "mi": 13, "aggregate": 12,
-      "all": 1}),
+      "report": 1, "all": 1}),
     (lambda c: c["attacks"]["jsma_adaptive"].update(gamma=0.3),
-     {"attack": 2, "attack_tables": 1, "features": 2, "mi": 2, "aggregate": 2, "all": 1}),
+     {"attack": 2, "attack_tables": 1, "features": 2, "mi": 2, "aggregate": 2, "report": 1, "all": 1}),
     (lambda c: c["inputs"].update(n=5), ATTACK_STAGE),
     # B reruns the MI stage and what follows; the storage precision the features and what follows;
     # the GP settings the aggregates only.
-    (lambda c: c.update(mi={"buckets": 4}), {"mi": MEASUREMENTS, "aggregate": AGGREGATES, "all": 1}),
+    (lambda c: c.update(mi={"buckets": 4}), {"mi": MEASUREMENTS, "aggregate": AGGREGATES, "report": 1, "all": 1}),
     (lambda c: c.update(features={"dtype": "float32"}),
-     {"features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES, "all": 1}),
-    (lambda c: c.update(aggregate={"grid_step": 0.1}), {"aggregate": AGGREGATES, "all": 1}),
+     {"features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES, "report": 1, "all": 1}),
+    (lambda c: c.update(aggregate={"grid_step": 0.1}), {"aggregate": AGGREGATES, "report": 1, "all": 1}),
+    # A report-only setting re-renders the report and nothing else.
+    (lambda c: c.update(report={"dpi": 80}), {"report": 1, "all": 1}),
     # Batch sizes change no result and rerun nothing.
     (lambda c: c.update(features={"batch_size": 7}, mi={"batch_size": 3}), {}),
 ])

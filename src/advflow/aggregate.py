@@ -57,6 +57,7 @@ import gpytorch
 import numpy as np
 import torch
 from gpytorch.constraints import GreaterThan, Positive
+from linear_operator.utils.errors import NanError, NotPSDError
 from gpytorch.likelihoods import _GaussianLikelihoodBase
 from gpytorch.likelihoods.noise_models import Noise
 from linear_operator.operators import DiagLinearOperator
@@ -65,6 +66,7 @@ from advflow.io import atomic_path
 from advflow.paths import path_distance
 
 # Lower bound of sigma^2, the noise variance of one point, in standardized units (the targets' variance is 1).
+MIN_LENGTHSCALE_GAPS = 0.5  # the lengthscale's lower bound, in spacings of adjacent layers
 NOISE_FLOOR = 1e-6
 # 95 % two-sided normal quantile.
 Z95 = 1.959963984540054
@@ -158,10 +160,12 @@ class ReplicateGaussianLikelihood(_GaussianLikelihoodBase):
 class _PathGP(gpytorch.models.ExactGP):
     """Exact GP with a constant mean and a scaled RBF kernel on 1-D inputs."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, likelihood: gpytorch.likelihoods.Likelihood) -> None:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, likelihood: gpytorch.likelihoods.Likelihood,
+                 min_lengthscale: float) -> None:
         super().__init__(x, y, likelihood)
         self.mean_module = gpytorch.means.ConstantMean()
-        self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel())
+        self.covar_module = gpytorch.kernels.ScaleKernel(
+            gpytorch.kernels.RBFKernel(lengthscale_constraint=GreaterThan(min_lengthscale)))
 
     def forward(self, x: torch.Tensor) -> gpytorch.distributions.MultivariateNormal:
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
@@ -213,8 +217,12 @@ def _summarize(x: np.ndarray, y: np.ndarray) -> _Summary:
 def _build(x: np.ndarray, summary: _Summary, noise_floor: float) -> tuple[_PathGP, ReplicateGaussianLikelihood]:
     counts = torch.as_tensor(summary.counts, dtype=_DTYPE)
     likelihood = ReplicateGaussianLikelihood(counts, noise_floor).to(_DTYPE)
+    # The lengthscale stays above half the spacing of adjacent layers: a path is a function of the layer
+    # index, and shorter lengthscales only interpolate noise (the curve between layers turns into spikes).
+    gaps = np.diff(np.asarray(x, dtype=np.float64))
+    min_lengthscale = MIN_LENGTHSCALE_GAPS * float(gaps.min()) if gaps.size else 1e-4
     model = _PathGP(torch.as_tensor(x, dtype=_DTYPE), torch.as_tensor(summary.means, dtype=_DTYPE),
-                    likelihood).to(_DTYPE)
+                    likelihood, min_lengthscale).to(_DTYPE)
     return model, likelihood
 
 
@@ -362,7 +370,10 @@ def fit_path(layers: np.ndarray, values: np.ndarray, *, seed: int = 0, grid_step
         for start in _starts(summary, high - low, restarts, int(seed)):
             model, _ = _build(summary.layers, summary, NOISE_FLOOR)
             _set_hyperparameters(model, *start)
-            value = _optimize(model, summary, max_iter)
+            try:
+                value = _optimize(model, summary, max_iter)
+            except (NanError, NotPSDError):  # this start ran into a degenerate kernel; the others decide
+                continue
             if math.isfinite(value) and (best is None or value > best[0]):
                 best = (value, {k: v.detach().clone() for k, v in model.state_dict().items()})
         if best is None:

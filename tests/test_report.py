@@ -1,0 +1,557 @@
+"""The report stage (advflow.report, advflow.findings): every distance table is the paper's distance of the
+aggregated paths it names; the transferable split follows success on the target and misclassification on
+the inference model; the report holds every section, figure and table and renders in a headless browser
+with every image decoded and no console error; every finding's verdict is computed from the numbers.
+
+Most tests use a small synthetic run written here (paths, adversarial sets, model records, attack tables
+and aggregates made directly, no GP fit but Q5's subsets), so they take seconds; one slow test builds the
+report of the tiny workflow run (``tiny_run``)."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from advflow import findings
+from advflow.aggregate import AggregatedPath, aggregate_frame, aggregate_paths, read_aggregate, write_aggregate
+from advflow.report import NORMAL, NORMAL_TRAIN, TABLE_COLUMNS, TRAJECTORY, Study, build_report, set_name
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+K = 4  # conv layers of the synthetic models
+N = 5  # inputs per set
+CLASSES = 4
+SUCCESS = np.array([True, True, True, True, False])  # success of every synthetic set on its target
+FOOLED_ELSEWHERE = np.array([True, True, False, False, True])  # misclassified by another model
+TRAJECTORY_STEPS = 4
+
+SYNTHETIC_CONFIG = {
+    "seed": 0,
+    "dataset": "synthetic",
+    "models": {"good_init": {}, "deep_conv": {}, "vgg_like": {}, "compressed": {}, "distilled": {"temperature": 40}},
+    "inputs": {"n": N},
+    "trajectories": {"n": 2},
+    "attacks": {"jsma": {"theta": 1.0, "gamma": 0.1}},
+    "attack_sets": {"good_init": ["fgsm", "jsma", "cw"], "compressed": ["fgsm", "jsma"], "deep_conv": ["jsma"],
+                    "vgg_like": ["jsma"], "distilled": ["jsma_adaptive", "jsma_control"]},
+    "transfer_groups": [["good_init", "compressed"], ["good_init", "deep_conv", "vgg_like"]],
+}
+DISTANCE_TABLES = ("table3_distance_from_normal.csv", "table5_complexity.csv", "q4_defense.csv", "table9_transfer.csv")
+ALL_TABLES = set(TABLE_COLUMNS)
+ALL_FIGURES = {"q1_trajectory.png", "q2_attacks.png", "q3_complexity.png", "q4_defense.png", "q5_transfer.png",
+               "q5_transferable.png"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A synthetic run
+
+
+def _write_paths(path: Path, mu_s: np.ndarray, mu_t: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
+                 seeds: np.ndarray | None = None, steps: np.ndarray | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["input", "layer", "layer_name", "mu_s", "mu_t", "label", "prediction"]
+                        + (["seed", "step"] if seeds is not None else []))
+        for i in range(mu_s.shape[0]):
+            for k in range(K):
+                writer.writerow([i, k + 1, f"conv{k + 1}", repr(float(mu_s[i, k])), repr(float(mu_t[i, k])),
+                                 int(labels[i]), int(predictions[i])]
+                                + ([int(seeds[i]), int(steps[i])] if seeds is not None else []))
+
+
+def _aggregate_without_fit(mu: np.ndarray) -> AggregatedPath:
+    """A stand-in aggregate (the per-layer means with a fixed band): the report only reads aggregates."""
+    layers = np.arange(1.0, K + 1)
+    mean = mu.mean(axis=0)
+    grid = np.linspace(1.0, K, 3 * K - 2)
+    grid_mean = np.interp(grid, layers, mean)
+    return AggregatedPath(layers, mean, mean - 0.01, mean + 0.01, grid, grid_mean, grid_mean - 0.01, grid_mean + 0.01)
+
+
+def make_synthetic_run(root: Path, config: dict, fooled_elsewhere: np.ndarray = FOOLED_ELSEWHERE) -> Path:
+    """results/synthetic with every file the report reads, for the sets ``config`` asks for; an adversarial
+    input is misclassified by a model other than its target where ``fooled_elsewhere``."""
+    results = root / "results" / "synthetic"
+    study = Study.from_config(config)
+    rng = np.random.default_rng(7)
+    labels = np.arange(N) % CLASSES
+    base_s = {m: rng.uniform(0.2, 0.6, K) for m in study.models}
+    base_t = {m: rng.uniform(0.1, 0.3, K) for m in study.models}
+
+    sets = [NORMAL, NORMAL_TRAIN] + [set_name(a, t) for t, attacks in study.attack_sets.items() for a in attacks]
+    for model in study.models:
+        (results / "models").mkdir(parents=True, exist_ok=True)
+        record = {"model": model, "parameters": int(1_000_000 * rng.uniform(0.5, 1.5)),
+                  "test_accuracy": float(rng.uniform(0.8, 0.95))}
+        (results / "models" / f"{model}.json").write_text(json.dumps(record))
+        for set_ in sets:
+            if not study.measured(model, set_):
+                continue
+            shift = 0.0 if set_.startswith("normal") else rng.uniform(0.005, 0.05)
+            mu_s = base_s[model] + rng.normal(0, 0.01, (N, K)) + shift / 3
+            mu_t = base_t[model] + rng.normal(0, 0.01, (N, K)) + shift
+            predictions = labels.copy()
+            if "@" in set_:
+                target = set_.split("@")[1]
+                fooled = SUCCESS if target == model else fooled_elsewhere
+                predictions = np.where(fooled, (labels + 1) % CLASSES, labels)
+            _write_paths(results / "paths" / model / f"{set_}.csv", mu_s, mu_t, labels, predictions)
+            aggregated = {"iip": _aggregate_without_fit(mu_s), "oip": _aggregate_without_fit(mu_t)}
+            write_aggregate(results / "aggregates" / model / f"{set_}.csv", aggregated)
+
+    attack_rows, transfer_rows = [], []
+    for target, attacks in study.attack_sets.items():
+        for attack in attacks:
+            with h5py.File(_mkdir(results / "adv" / target / f"{attack}.h5"), "w") as h5:
+                h5["success"], h5["labels"] = SUCCESS, labels
+            attack_rows.append({"target": target, "attack": attack, "norm": "l2", "distortion": 0.05,
+                                "distortion_l2": 0.05, "confidence": 0.6, "success_rate": float(SUCCESS.mean()),
+                                "attacked": N})
+            for model in study.models:
+                if model != target and study.measured(model, set_name(attack, target)):
+                    transferred = int((SUCCESS & fooled_elsewhere).sum())
+                    transfer_rows.append({"attack": attack, "target": target, "measured_on": model,
+                                          "successful": int(SUCCESS.sum()), "transferred": transferred,
+                                          "transferability": transferred / SUCCESS.sum()})
+    _write_rows(results / "tables" / "attacks.csv", attack_rows)
+    _write_rows(results / "tables" / "transferability.csv", transfer_rows)
+
+    if study.has_trajectories:
+        seeds = np.repeat(np.arange(2), TRAJECTORY_STEPS + 1)
+        steps = np.tile(np.arange(TRAJECTORY_STEPS + 1), 2)
+        drift = steps[:, None] * np.array([0.002, 0.004])[seeds][:, None]
+        mu_s = base_s["good_init"] + drift / 2 + rng.normal(0, 1e-4, (seeds.size, K))
+        mu_t = base_t["good_init"] + drift
+        predictions = np.where(steps == TRAJECTORY_STEPS, 1, 0)
+        _write_paths(results / "paths" / "good_init" / f"{TRAJECTORY}.csv", mu_s, mu_t, np.zeros(seeds.size),
+                     predictions, seeds, steps)
+    return results
+
+
+def _mkdir(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def synthetic_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("report")
+    results = make_synthetic_run(root, SYNTHETIC_CONFIG)
+    out = {"results": results, "html": root / "report.html", "tables": root / "tables", "figures": root / "figures"}
+    out["captions"] = build_report(results, SYNTHETIC_CONFIG, out_html=out["html"], tables_dir=out["tables"],
+                                   figures_dir=out["figures"], seed=3)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checks shared by the synthetic and the tiny run
+
+
+def assert_distance_tables_follow_the_formula(results: Path, tables: Path) -> int:
+    """Every row of every distance table equals (1/K) sum_k |mean_1 - mean_2| of the aggregates it names."""
+    checked = 0
+    for name in DISTANCE_TABLES:
+        for row in read_rows(tables / name):
+            adversarial = read_aggregate(results / "aggregates" / row["measured_on"] / f"{row['set']}.csv")
+            normal = read_aggregate(results / "aggregates" / row["measured_on"] / f"{row['normal']}.csv")
+            for path, column in (("iip", "iip_distance"), ("oip", "oip_distance")):
+                expected = float(np.mean(np.abs(adversarial[path].mean - normal[path].mean)))
+                assert float(row[column]) == pytest.approx(expected, rel=1e-12, abs=1e-15), (name, row)
+                checked += 1
+    return checked
+
+
+def assert_report_holds_everything(html_text: str, captions: dict[str, str], tables: Path, figures: Path) -> None:
+    for key in ("q1", "q2", "q3", "q4", "q5"):
+        assert f'<section id="{key}"' in html_text, f"section {key} missing"
+    pngs = sorted(p.name for p in figures.glob("*.png"))
+    assert pngs == sorted(n for n in captions if n.endswith(".png"))
+    images = re.findall(r"<img [^>]*>", html_text)
+    assert len(images) == len(pngs)
+    assert all('src="data:image/png;base64,' in tag for tag in images)
+    for name in pngs:
+        assert f'data-figure="{name}"' in html_text
+        assert (figures / f"{Path(name).stem}.rst").read_text().strip() == captions[name]
+    written = sorted(n for n in captions if n.endswith(".csv"))
+    assert written == sorted(p.name for p in tables.glob("*.csv"))
+    for name in written:
+        assert f'data-table="{name}"' in html_text
+    assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", html_text), "the report must be self-contained"
+    assert html_text.count('class="finding ') == 5
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("chromium is not installed (apt-get install chromium)")
+
+
+def render_in_chromium(page: Path, screenshot: Path) -> tuple[str, str]:
+    """The DOM after load (virtual time budget 5 s) and Chromium's log; then a 1280x4000 screenshot."""
+    common = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    dump = subprocess.run([*common, "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom",
+                           page.resolve().as_uri()], check=False, capture_output=True, text=True, timeout=180)
+    assert dump.returncode == 0, dump.stderr[-3000:]
+    shot = subprocess.run([*common, "--window-size=1280,4000", f"--screenshot={screenshot}", page.resolve().as_uri()],
+                          check=False, capture_output=True, text=True, timeout=180)
+    assert shot.returncode == 0, shot.stderr[-3000:]
+    return dump.stdout, dump.stderr
+
+
+def assert_renders_cleanly(page: Path, screenshot: Path) -> None:
+    dom, log = render_in_chromium(page, screenshot)
+    console = [line for line in log.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+    assert not console, "console messages:\n" + "\n".join(console)
+    body = re.search(r"<body[^>]*>", dom).group(0)
+    decoded = re.search(r'data-images-decoded="(\d+)"', body)
+    total = re.search(r'data-images-total="(\d+)"', body)
+    assert decoded and total, f"the load script did not run: {body}"
+    assert int(decoded.group(1)) == int(total.group(1)) == len(re.findall(r"<img ", page.read_text()))
+    assert screenshot.is_file() and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tables
+
+
+def test_distance_tables_equal_the_path_distance_of_the_aggregates_they_name(synthetic_report):
+    assert assert_distance_tables_follow_the_formula(synthetic_report["results"], synthetic_report["tables"]) > 0
+
+
+def test_distance_tables_cover_every_set_the_config_asks_for(synthetic_report):
+    tables = synthetic_report["tables"]
+    table3 = read_rows(tables / "table3_distance_from_normal.csv")
+    assert [(r["attack"], r["set"]) for r in table3] == [("", NORMAL_TRAIN), ("fgsm", "fgsm@good_init"),
+                                                         ("jsma", "jsma@good_init"), ("cw", "cw@good_init")]
+    table5 = read_rows(tables / "table5_complexity.csv")  # Q3's attacks: crafted on both models
+    assert {(r["attack"], r["measured_on"], r["target"], r["relation"]) for r in table5} == {
+        (a, m, t, "itself" if m == t else "other") for a in ("fgsm", "jsma") for m in ("good_init", "compressed")
+        for t in ("good_init", "compressed")}
+    assert all(float(r["average_distance"]) == pytest.approx((float(r["iip_distance"]) + float(r["oip_distance"])) / 2)
+               for r in table5)
+    q4 = read_rows(tables / "q4_defense.csv")
+    assert [r["attack"] for r in q4] == ["jsma_control", "jsma_adaptive"]
+    assert all(float(r["success_rate"]) == pytest.approx(SUCCESS.mean()) for r in q4)
+    table9 = read_rows(tables / "table9_transfer.csv")  # Q5's attacks: crafted on all three models (jsma)
+    group = ("good_init", "deep_conv", "vgg_like")
+    assert {(r["attack"], r["target"], r["measured_on"]) for r in table9} == {
+        ("jsma", t, m) for t in group for m in group}
+
+
+def test_q5_split_is_success_on_the_target_and_misclassification_on_the_inference_model(synthetic_report):
+    results, tables = synthetic_report["results"], synthetic_report["tables"]
+    rows = read_rows(tables / "q5_transferable.csv")
+    transfer = {(r["attack"], r["target"], r["measured_on"]): r for r in read_rows(results / "tables" /
+                                                                                   "transferability.csv")}
+    assert len(rows) == 2 * 6  # subsets x (target, other model) pairs of the one shared attack
+    for row in rows:
+        with h5py.File(results / "adv" / row["target"] / f"{row['attack']}.h5") as h5:
+            success = h5["success"][:]
+        paths = read_rows(results / "paths" / row["measured_on"] / f"{row['set']}.csv")
+        fooled = np.array([r["prediction"] != r["label"] for r in paths if r["layer"] == "1"])
+        mask = success & (fooled if row["subset"] == "transferable" else ~fooled)
+        assert int(row["inputs"]) == mask.sum()
+        counts = transfer[(row["attack"], row["target"], row["measured_on"])]
+        expected = int(counts["transferred"]) if row["subset"] == "transferable" else \
+            int(counts["successful"]) - int(counts["transferred"])
+        assert int(row["inputs"]) == expected
+
+    # One subset refitted here: the same GP (aggregate_frame, the report's seed) gives the same distances.
+    row = next(r for r in rows if r["subset"] == "transferable" and int(r["inputs"]) >= 2)
+    paths = read_rows(results / "paths" / row["measured_on"] / f"{row['set']}.csv")
+    fooled = {r["input"] for r in paths if r["prediction"] != r["label"]}
+    with h5py.File(results / "adv" / row["target"] / f"{row['attack']}.h5") as h5:
+        success = h5["success"][:]
+    chosen = [r for r in paths if r["input"] in fooled and success[int(r["input"])]]
+    fitted = aggregate_frame(*(np.array([float(r[c]) for r in chosen]) for c in ("layer", "mu_s", "mu_t")), seed=3)
+    normal = read_aggregate(results / "aggregates" / row["measured_on"] / f"{NORMAL}.csv")
+    assert float(row["oip_distance"]) == pytest.approx(np.mean(np.abs(fitted["oip"].mean - normal["oip"].mean)))
+    assert float(row["iip_distance"]) == pytest.approx(np.mean(np.abs(fitted["iip"].mean - normal["iip"].mean)))
+
+
+def test_subsets_with_fewer_than_two_inputs_are_reported_as_nan(tmp_path):
+    one_transferable = np.array([True, False, False, False, False])
+    results = make_synthetic_run(tmp_path, SYNTHETIC_CONFIG, fooled_elsewhere=one_transferable)
+    build_report(results, SYNTHETIC_CONFIG, out_html=tmp_path / "r.html", tables_dir=tmp_path / "t",
+                 figures_dir=tmp_path / "f", seed=3)
+    rows = read_rows(tmp_path / "t" / "q5_transferable.csv")
+    for row in rows:
+        assert (row["inputs"] == "1") == (row["subset"] == "transferable")
+        assert math.isnan(float(row["oip_distance"])) == (row["subset"] == "transferable")
+
+
+def test_q1_deviation_is_each_steps_distance_from_step_0(synthetic_report):
+    results, tables = synthetic_report["results"], synthetic_report["tables"]
+    paths = read_rows(results / "paths" / "good_init" / f"{TRAJECTORY}.csv")
+    by_input: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    for r in paths:
+        entry = by_input.setdefault((r["seed"], int(r["step"])), {"s": np.zeros(K), "t": np.zeros(K)})
+        entry["s"][int(r["layer"]) - 1], entry["t"][int(r["layer"]) - 1] = float(r["mu_s"]), float(r["mu_t"])
+    rows = read_rows(tables / "q1_trajectory.csv")
+    assert len(rows) == len(by_input) == 2 * (TRAJECTORY_STEPS + 1)
+    for row in rows:
+        step, start = by_input[(row["seed"], int(row["step"]))], by_input[(row["seed"], 0)]
+        assert float(row["iip_deviation"]) == pytest.approx(np.mean(np.abs(step["s"] - start["s"])), abs=1e-15)
+        assert float(row["oip_deviation"]) == pytest.approx(np.mean(np.abs(step["t"] - start["t"])), abs=1e-15)
+
+
+def test_model_and_attack_tables_are_selections_of_the_records_and_attack_tables(synthetic_report):
+    results, tables = synthetic_report["results"], synthetic_report["tables"]
+    for name, models in (("table4_models.csv", ["good_init", "compressed"]),
+                         ("table7_models.csv", ["good_init", "deep_conv", "vgg_like"])):
+        rows = read_rows(tables / name)
+        assert [r["model"] for r in rows] == models
+        for row in rows:
+            record = json.loads((results / "models" / f"{row['model']}.json").read_text())
+            assert int(row["parameters"]) == record["parameters"]
+            assert float(row["test_accuracy"]) == pytest.approx(record["test_accuracy"])
+    attacks = {(r["target"], r["attack"]) for r in read_rows(results / "tables" / "attacks.csv")}
+    table2 = [(r["target"], r["attack"]) for r in read_rows(tables / "table2_attacks.csv")]
+    assert set(table2) <= attacks
+    assert table2 == [("good_init", a) for a in ("fgsm", "jsma", "cw")] + [("compressed", a) for a in ("fgsm", "jsma")]
+    table8 = {(r["target"], r["attack"]) for r in read_rows(tables / "table8_attacks.csv")}
+    assert table8 == {(t, "jsma") for t in ("good_init", "deep_conv", "vgg_like")}
+    table6 = {(r["attack"], r["target"], r["measured_on"]) for r in read_rows(tables / "table6_transferability.csv")}
+    assert table6 == {(a, t, m) for a in ("fgsm", "jsma") for t, m in (("good_init", "compressed"),
+                                                                      ("compressed", "good_init"))}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The page
+
+
+def test_report_holds_every_section_figure_and_table(synthetic_report):
+    captions = synthetic_report["captions"]
+    assert {n for n in captions if n.endswith(".png")} == ALL_FIGURES
+    assert {n for n in captions if n.endswith(".csv")} == ALL_TABLES
+    assert_report_holds_everything(synthetic_report["html"].read_text(), captions, synthetic_report["tables"],
+                                   synthetic_report["figures"])
+
+
+def test_report_states_each_finding_computed_from_its_tables(synthetic_report):
+    page = synthetic_report["html"].read_text()
+    table3 = read_rows(synthetic_report["tables"] / "table3_distance_from_normal.csv")
+    expected = findings.attack_mechanisms([{**r, "iip_distance": float(r["iip_distance"]),
+                                            "oip_distance": float(r["oip_distance"])} for r in table3])
+    assert html.escape(expected.text) in page
+
+
+def test_report_renders_in_headless_chromium_with_every_image_decoded(synthetic_report, tmp_path):
+    assert_renders_cleanly(synthetic_report["html"], tmp_path / "report.png")
+
+
+def test_sections_without_their_sets_are_skipped_with_a_note(tmp_path):
+    config = {**SYNTHETIC_CONFIG, "trajectories": {"n": 0},
+              "attack_sets": {k: v for k, v in SYNTHETIC_CONFIG["attack_sets"].items() if k != "distilled"},
+              "models": {k: v for k, v in SYNTHETIC_CONFIG["models"].items() if k != "distilled"}}
+    results = make_synthetic_run(tmp_path, config)
+    captions = build_report(results, config, out_html=tmp_path / "r.html", tables_dir=tmp_path / "t",
+                            figures_dir=tmp_path / "f")
+    assert "q4_defense.csv" not in captions and "q1_trajectory.csv" not in captions
+    assert "q4_defense.png" not in captions and "q1_trajectory.png" not in captions
+    page = (tmp_path / "r.html").read_text()
+    assert "Note: skipped: attack_sets.distilled has neither" in page
+    assert "Note: skipped: the config records no JSMA trajectories" in page
+    assert_report_holds_everything(page, captions, tmp_path / "t", tmp_path / "f")
+    assert page.count('data-holds="none"') == 2
+
+
+def test_a_missing_aggregate_is_an_error_that_names_the_file(tmp_path):
+    results = make_synthetic_run(tmp_path, SYNTHETIC_CONFIG)
+    (results / "aggregates" / "good_init" / "jsma@good_init.csv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"aggregates/good_init/jsma@good_init\.csv.*rule aggregate"):
+        build_report(results, SYNTHETIC_CONFIG, out_html=tmp_path / "r.html", tables_dir=tmp_path / "t",
+                     figures_dir=tmp_path / "f")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Findings: verdicts follow the numbers
+
+
+def q2_rows(oip: list[float], iip: float = 0.004) -> list[dict]:
+    return [{"attack": "", "set": NORMAL_TRAIN, "iip_distance": 0.001, "oip_distance": 0.002}] + [
+        {"attack": a, "set": f"{a}@good_init", "iip_distance": iip, "oip_distance": o}
+        for a, o in zip(("fgsm", "igsm", "cw"), oip)]
+
+
+def test_q2_holds_when_every_attacks_oip_distance_exceeds_its_iip_distance():
+    finding = findings.attack_mechanisms(q2_rows([0.0117, 0.0162, 0.0140]))
+    assert finding.holds is True
+    assert "holds for 3 of 3 attacks" in finding.text
+    assert "fgsm: OIP 0.0117 vs IIP 0.004" in finding.text
+    assert "from 0.0117 (fgsm) to 0.0162 (igsm)" in finding.text
+    assert finding.numbers["attacks_oip_above_iip"] == 3
+
+
+def test_q2_does_not_hold_when_the_numbers_are_flipped():
+    finding = findings.attack_mechanisms(q2_rows([0.001, 0.002, 0.003], iip=0.01))
+    assert finding.holds is False
+    assert "does not hold" in finding.text and "holds for 0 of 3 attacks" in finding.text
+    partly = findings.attack_mechanisms(q2_rows([0.0117, 0.002, 0.0140]))
+    assert partly.holds is False and "holds only in part: for 2 of 3 attacks" in partly.text
+
+
+def test_q2_cannot_be_checked_without_attack_rows():
+    finding = findings.attack_mechanisms(q2_rows([]))
+    assert finding.holds is None and "cannot be checked" in finding.text
+
+
+def q3_rows(on_good_init: float, on_compressed: float) -> list[dict]:
+    rows = []
+    for attack in ("fgsm", "jsma", "cw"):
+        for model, value in (("good_init", on_good_init), ("compressed", on_compressed)):
+            other = "compressed" if model == "good_init" else "good_init"
+            rows.append({"attack": attack, "measured_on": model, "target": model, "iip_distance": 0.001,
+                         "oip_distance": value})
+            rows.append({"attack": attack, "measured_on": model, "target": other, "iip_distance": 0.001,
+                         "oip_distance": value / 2})
+    return rows
+
+
+def test_q3_verdict_follows_which_model_is_shifted_further():
+    holds = findings.model_complexity(q3_rows(0.0066, 0.0028))
+    assert holds.holds is True and "holds for 3 of 3 attacks" in holds.text
+    assert "fgsm: 0.0066 on good_init vs 0.0028 on compressed" in holds.text
+    flipped = findings.model_complexity(q3_rows(0.0028, 0.0066))
+    assert flipped.holds is False and "does not hold" in flipped.text and "holds for 0 of 3 attacks" in flipped.text
+
+
+def q4_rows(adaptive: float, control: float) -> list[dict]:
+    return [{"attack": "jsma_control", "iip_distance": 0.001, "oip_distance": control, "success_rate": 0.0},
+            {"attack": "jsma_adaptive", "iip_distance": 0.002, "oip_distance": adaptive, "success_rate": 0.3132}]
+
+
+def test_q4_verdict_follows_the_adaptive_and_regular_oip_distances():
+    holds = findings.adaptive_attack(q4_rows(0.0219, 0.0033))
+    assert holds.holds is True
+    assert "holds (OIP distance 0.0219 for jsma_adaptive vs 0.0033 for jsma_control" in holds.text
+    assert "jsma_adaptive 31.3 %, jsma_control 0.0 %" in holds.text
+    flipped = findings.adaptive_attack(q4_rows(0.0033, 0.0219))
+    assert flipped.holds is False and "does not hold" in flipped.text
+    assert findings.adaptive_attack(q4_rows(0.0219, 0.0033)[1:]).holds is None
+
+
+def q5_rows(own: float, other: float, transferable: float, non_transferable: float) -> tuple[list[dict], list[dict]]:
+    group = ("good_init", "deep_conv", "vgg_like")
+    table9 = [{"attack": "jsma", "target": t, "measured_on": m, "iip_distance": 0.001,
+               "oip_distance": own if t == m else other} for t in group for m in group]
+    split = [{"attack": "jsma", "target": t, "measured_on": m, "subset": s, "inputs": 3,
+              "oip_distance": transferable if s == "transferable" else non_transferable}
+             for t in group for m in group if t != m for s in ("transferable", "non_transferable")]
+    return table9, split
+
+
+def test_q5_verdict_follows_the_transferable_split_and_table_ix():
+    holds = findings.transferability(*q5_rows(0.017, 0.011, 0.03, 0.01))
+    assert holds.holds is True
+    assert "holds for 6 of 6 cases" in holds.text and "holds for 6 of 6 comparisons" in holds.text
+    flipped = findings.transferability(*q5_rows(0.011, 0.017, 0.01, 0.03))
+    assert flipped.holds is False and "does not hold" in flipped.text
+    assert "holds for 0 of 6 cases" in flipped.text and "holds for 0 of 6 comparisons" in flipped.text
+    table9, split = q5_rows(0.017, 0.011, math.nan, math.nan)
+    unsplit = findings.transferability(table9, split)
+    assert unsplit.holds is True and "cannot be checked" in unsplit.text
+    assert "as far as it can be checked" in unsplit.text
+
+
+def q1_rows(grow: bool) -> list[dict]:
+    rows = []
+    for seed in (0, 1):
+        for step in range(5):
+            deviation = 0.002 * step if grow else (0.0 if step == 0 else 0.01 - 0.002 * step)
+            rows.append({"seed": seed, "step": step, "iip_deviation": deviation / 2, "oip_deviation": deviation})
+    return rows
+
+
+def test_q1_verdict_follows_the_deviation_along_the_steps():
+    holds = findings.crafting_process(q1_rows(grow=True))
+    assert holds.holds is True and "holds for 2 of 2 seeds" in holds.text
+    assert holds.numbers["spearman_oip"] == pytest.approx(1.0)
+    flipped = findings.crafting_process(q1_rows(grow=False))
+    assert flipped.holds is False and "holds for 0 of 2 seeds" in flipped.text
+    short = [r for r in q1_rows(grow=True) if r["step"] < 2]
+    assert findings.crafting_process(short).holds is None
+
+
+def test_spearman_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 5, 30).astype(float), rng.normal(size=30)
+    assert findings.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The tiny workflow run
+
+
+@pytest.mark.slow
+def test_tiny_run_report_holds_everything_and_renders_in_chromium(tiny_run, repo, tmp_path):
+    config = yaml.safe_load((repo / "configs" / "tiny.yaml").read_text())
+    source = tiny_run / "results" / config["dataset"]
+    results = tmp_path / "results" / config["dataset"]
+    for folder in ("paths", "adv", "tables", "aggregates"):
+        if (source / folder).is_dir():
+            shutil.copytree(source / folder, results / folder)
+    (results / "models").mkdir(parents=True)
+    for record in (source / "models").glob("*.json"):
+        shutil.copy(record, results / "models" / record.name)
+    for paths_csv in sorted((results / "paths").glob("*/*.csv")):  # until the run writes them itself
+        aggregate = results / "aggregates" / paths_csv.parent.name / paths_csv.name
+        if not paths_csv.stem.startswith("trajectory@") and not aggregate.is_file():
+            write_aggregate(aggregate, aggregate_paths(paths_csv, seed=config["seed"]))
+
+    out = tmp_path / "report"
+    captions = build_report(results, config, out_html=out / "report.html", tables_dir=out / "tables",
+                            figures_dir=out / "figures", seed=config["seed"])
+    assert {n for n in captions if n.endswith(".png")} == ALL_FIGURES
+    assert {n for n in captions if n.endswith(".csv")} == ALL_TABLES
+    assert assert_distance_tables_follow_the_formula(results, out / "tables") > 0
+    assert_report_holds_everything((out / "report.html").read_text(), captions, out / "tables", out / "figures")
+    assert_renders_cleanly(out / "report.html", out / "screenshot.png")
+
+
+def test_report_only_settings_change_the_page_title_and_figure_resolution(tmp_path):
+    from advflow.report import _FIGURE, _png, _title, Study
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    study = Study.from_config({"dataset": "synthetic", "models": {"good_init": {}}, "report": {"title": "My run"}})
+    assert _title(study) == "My run"
+    assert _title(Study.from_config({"dataset": "synthetic", "models": {}})).endswith("synthetic")
+    figure = plt.figure(figsize=(2, 1))
+    sizes = {}
+    for dpi in (50, 200):
+        _FIGURE["dpi"] = dpi
+        png = _png(figure)
+        sizes[dpi] = int.from_bytes(png[16:20], "big")  # the PNG header's width
+    plt.close(figure)
+    _FIGURE["dpi"] = 100
+    assert sizes == {50: 100, 200: 400}
