@@ -148,7 +148,7 @@ def transfer_pairs(wildcards):
                         f"results/{wildcards.dataset}/models/{model}.pt",
                     )
                 )
-    return pairs
+    return sorted(pairs)  # params: the order of keys in the config must not matter
 
 
 def transfer_models(wildcards):
@@ -222,6 +222,7 @@ def report_params(wildcards):
         "report",
     )
     study = {k: config.get(k) for k in keys}
+    study["mi"] = {"buckets": MI["buckets"]}  # batch sizes change no result
     study["attacks"] = {
         a: attack_settings(config, a)
         for attacks in ATTACK_SETS.values()

@@ -233,3 +233,16 @@ def test_truncated_features_fail_the_mi_rule_naming_the_file_and_the_rerun_rebui
     rerun = snakemake("--cores", "1", "--configfile", "tiny.yaml", workdir=work)
     assert "rule features:" in rerun.stdout + rerun.stderr
     assert paths.read_text() == expected  # rebuilt, equal to the uninterrupted run's
+
+
+@pytest.mark.slow
+def test_snakemake_report_collects_the_figures_and_tables_with_captions(tiny_run, tmp_path):
+    import zipfile
+
+    out = tmp_path / "report.zip"
+    snakemake("--configfile", "tiny.yaml", "--report", str(out), workdir=tiny_run)
+    names = zipfile.ZipFile(out).namelist()
+    figures = sorted(p.name for p in (tiny_run / "results/synthetic/figures").glob("*.png"))
+    assert figures and all(any(n.endswith(f"/{f}") for n in names) for f in figures)
+    assert any(n.endswith("table3_distance_from_normal.csv") for n in names)
+    assert any(n.endswith("report.html") and "/data/raw/" in n for n in names)  # ours, beside Snakemake's page
