@@ -9,7 +9,7 @@ from snakemake.utils import validate
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 
-from advflow.workflow import export_pythonpath
+from advflow.workflow import export_hdf5_locking, export_pythonpath
 
 export_pythonpath(SRC)
 
@@ -31,6 +31,9 @@ ATTACK_NAMES = list(ATTACK_DEFAULTS) + ["jsma_control"]
 # validation, which also fills in the schema's defaults.
 check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 validate(config, schema="../schemas/config.schema.yaml")
+
+# HDF5 file locking for every job (README, "HDF5 on shared filesystems").
+export_hdf5_locking(config.get("hdf5_locking", "auto"))
 
 DATASET = config["dataset"]
 MODELS = list(config["models"])

@@ -16,6 +16,21 @@ from typing import Any, Iterator
 import h5py
 
 
+#: How every job opens HDF5 files: the config's ``hdf5_locking``, passed to jobs through this variable
+#: (see :func:`advflow.workflow.export_hdf5_locking`). Unset or ``auto``: HDF5's default.
+LOCKING_ENV = "ADVFLOW_HDF5_LOCKING"
+_LOCKING = {"auto": None, "true": True, "false": False, "best-effort": "best-effort"}
+
+
+def hdf5_locking() -> bool | str | None:
+    """The ``locking`` argument of h5py.File for this process (from ``ADVFLOW_HDF5_LOCKING``)."""
+    value = os.environ.get(LOCKING_ENV, "auto").strip().lower()
+    if value not in _LOCKING:
+        raise ValueError(f"{LOCKING_ENV}={value!r} is not a locking mode; allowed: {', '.join(_LOCKING)} "
+                         "(set hdf5_locking in the config)")
+    return _LOCKING[value]
+
+
 class CorruptFileError(OSError):
     """An input file exists but cannot be read (truncated or damaged)."""
 
@@ -43,7 +58,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
     """Open a new HDF5 file for writing that appears at ``path`` only once it is closed cleanly."""
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as h5:
+        with h5py.File(tmp, "w", locking=hdf5_locking()) as h5:
             yield h5
 
 
@@ -53,7 +68,7 @@ def open_h5(path: str | Path) -> h5py.File:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file; run the workflow stage that writes it")
     try:
-        return h5py.File(path, "r")
+        return h5py.File(path, "r", locking=hdf5_locking())
     except OSError as err:
         raise CorruptFileError(
             f"{path}: cannot be read as HDF5 ({err}); it is truncated or damaged. Delete it and rerun "

@@ -15,6 +15,13 @@ def export_pythonpath(src: str) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join([src, *others])
 
 
+def export_hdf5_locking(mode: bool | str) -> None:
+    """Pass the config's ``hdf5_locking`` (true, false, "best-effort" or "auto") to every job."""
+    from advflow.io import LOCKING_ENV
+
+    os.environ[LOCKING_ENV] = str(mode).lower()
+
+
 def start(snakemake: Any) -> Any:
     """Route stdout/stderr (including C-level output) to ``snakemake.log[0]``, configure logging,
     use ``snakemake.threads`` threads, and return the torch device of the config's ``device``."""
