@@ -35,7 +35,7 @@ def test_shipped_configs_are_valid(path):
     (lambda c: c["models"].pop("good_init"),
      "models.compressed is Network Trimming of good_init: add 'good_init' under 'models'"),
     (lambda c: c.update(hdf5_locking="maybe"),
-     "config key 'hdf5_locking' is 'maybe'; allowed: True, False, 'auto', 'best-effort'"),
+     "config key 'hdf5_locking' is 'maybe'; allowed: True, False, 'true', 'false', 'auto', 'best-effort'"),
 ])
 def test_schema_violation_names_the_key_and_what_is_allowed(change, expected):
     config = default_config()

@@ -246,3 +246,12 @@ def test_snakemake_report_collects_the_figures_and_tables_with_captions(tiny_run
     assert figures and all(any(n.endswith(f"/{f}") for n in names) for f in figures)
     assert any(n.endswith("table3_distance_from_normal.csv") for n in names)
     assert any(n.endswith("report.html") and "/data/raw/" in n for n in names)  # ours, beside Snakemake's page
+
+
+def test_hdf5_locking_can_be_turned_off_from_the_command_line(tmp_path):
+    result = snakemake("-n", "--configfile", str(REPO / "configs" / "tiny.yaml"), "--config", "hdf5_locking=false",
+                       workdir=tmp_path)
+    assert planned_jobs(result)["report"] == 1
+    bad = snakemake("-n", "--configfile", str(REPO / "configs" / "tiny.yaml"), "--config", "hdf5_locking=never",
+                    workdir=tmp_path, check=False)
+    assert bad.returncode != 0 and "config key 'hdf5_locking' is 'never'" in bad.stdout + bad.stderr
