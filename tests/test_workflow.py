@@ -255,3 +255,17 @@ def test_hdf5_locking_can_be_turned_off_from_the_command_line(tmp_path):
     bad = snakemake("-n", "--configfile", str(REPO / "configs" / "tiny.yaml"), "--config", "hdf5_locking=never",
                     workdir=tmp_path, check=False)
     assert bad.returncode != 0 and "config key 'hdf5_locking' is 'never'" in bad.stdout + bad.stderr
+
+
+def test_local_profile_offers_one_gpu_that_the_gpu_rules_request(tmp_path):
+    profile = yaml.safe_load((REPO / "profiles" / "local" / "config.yaml").read_text())
+    assert profile["resources"] == ["gpu=1"] and profile["cores"] == "all"
+    result = snakemake("-n", "--profile", str(REPO / "profiles" / "local"), "--configfile",
+                       str(REPO / "configs" / "tiny.yaml"), "--config", "device=auto", workdir=tmp_path)
+    import re
+
+    jobs = re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout + result.stderr)
+    attack_jobs = [j for j in jobs if re.match(r"(?:local)?rule attack:", j)]
+    assert len(attack_jobs) == 22 and all("gpu=1" in j for j in attack_jobs)
+    tables = [j for j in jobs if re.match(r"(?:local)?rule attack_tables:", j)]
+    assert len(tables) == 1 and "gpu=0" in tables[0]  # CPU-only rules do not wait for the GPU
