@@ -75,16 +75,6 @@ def counting_evaluations() -> Iterator[list[int]]:
         aggregate._log_likelihood = original
 
 
-class PlainGP(gpytorch.models.ExactGP):
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, likelihood: gpytorch.likelihoods.GaussianLikelihood):
-        super().__init__(x, y, likelihood)
-        self.mean_module = gpytorch.means.ConstantMean()
-        self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel())
-
-    def forward(self, x: torch.Tensor) -> gpytorch.distributions.MultivariateNormal:
-        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-
 def plain_evaluation_seconds(values: np.ndarray, evaluations: int) -> float:
     """Median seconds of one loss-and-gradient evaluation of a plain exact GP on all the points
     (standardized targets, layers in [0, 1], as advflow fits them)."""
@@ -92,7 +82,7 @@ def plain_evaluation_seconds(values: np.ndarray, evaluations: int) -> float:
     y = values.reshape(-1)
     y = (y - y.mean()) / y.std()
     likelihood = gpytorch.likelihoods.GaussianLikelihood().double()
-    model = PlainGP(torch.as_tensor(x), torch.as_tensor(y), likelihood).double()
+    model = aggregate.PathGP(torch.as_tensor(x), torch.as_tensor(y), likelihood).double()
     model.train()
     mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
     times = []

@@ -15,7 +15,8 @@ export_pythonpath(SRC)
 
 from advflow.catalog import DATASETS, TRAINED_FROM_SCRATCH, locate_dataset
 from advflow.catalog import MODELS as MODEL_NAMES
-from advflow.catalog import PROFILES, set_path
+from advflow.catalog import measurements as catalog_measurements
+from advflow.catalog import set_path, trajectories_wanted
 from advflow.config import (
     ATTACK_DEFAULTS,
     attack_settings,
@@ -159,34 +160,13 @@ def transfer_models(wildcards):
 
 
 def measurements():
-    """(measuring model, set) pairs the experiments need (SPEC, "Experiments"): every adversarial set
-    on its target, and on the other members of each transfer group it belongs to when they were
-    attacked the same way (Q3: good_init vs compressed; Q5: the three architectures); the normal
-    profiles on every measuring model; the JSMA trajectories on good_init (Q1). The ensemble has no
-    feature maps of its own: its sets enter Table VI, not the MI stages."""
-    pairs = set()
-    for target, attacks in ATTACK_SETS.items():
-        if target == "ensemble":
-            continue
-        pairs.update((target, f"{attack}@{target}") for attack in attacks)
-        for group in config.get("transfer_groups") or []:
-            if target not in group:
-                continue
-            for model in group:
-                if model not in (target, "ensemble"):
-                    shared = set(attacks) & set(ATTACK_SETS.get(model, []))
-                    pairs.update((model, f"{attack}@{target}") for attack in shared)
-    for model in {m for m, _ in pairs}:
-        pairs.update((model, profile) for profile in PROFILES)
-    if trajectory_wanted():
-        pairs.add(("good_init", "trajectory@good_init"))
-    return sorted(pairs)
+    return catalog_measurements(
+        ATTACK_SETS, config.get("transfer_groups") or [], config["trajectories"]["n"]
+    )
 
 
 def trajectory_wanted():
-    return (
-        "jsma" in ATTACK_SETS.get("good_init", []) and config["trajectories"]["n"] > 0
-    )
+    return trajectories_wanted(ATTACK_SETS, config["trajectories"]["n"])
 
 
 def measured_set(wildcards):

@@ -157,15 +157,15 @@ class ReplicateGaussianLikelihood(_GaussianLikelihoodBase):
         self.noise_covar.noise = value
 
 
-class _PathGP(gpytorch.models.ExactGP):
+class PathGP(gpytorch.models.ExactGP):
     """Exact GP with a constant mean and a scaled RBF kernel on 1-D inputs."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, likelihood: gpytorch.likelihoods.Likelihood,
-                 min_lengthscale: float) -> None:
+                 min_lengthscale: float | None = None) -> None:
         super().__init__(x, y, likelihood)
         self.mean_module = gpytorch.means.ConstantMean()
-        self.covar_module = gpytorch.kernels.ScaleKernel(
-            gpytorch.kernels.RBFKernel(lengthscale_constraint=GreaterThan(min_lengthscale)))
+        bound = {} if min_lengthscale is None else {"lengthscale_constraint": GreaterThan(min_lengthscale)}
+        self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(**bound))
 
     def forward(self, x: torch.Tensor) -> gpytorch.distributions.MultivariateNormal:
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
@@ -214,19 +214,19 @@ def _summarize(x: np.ndarray, y: np.ndarray) -> _Summary:
     return _Summary(layers, counts.astype(np.int64), means, scatter)
 
 
-def _build(x: np.ndarray, summary: _Summary, noise_floor: float) -> tuple[_PathGP, ReplicateGaussianLikelihood]:
+def _build(x: np.ndarray, summary: _Summary, noise_floor: float) -> tuple[PathGP, ReplicateGaussianLikelihood]:
     counts = torch.as_tensor(summary.counts, dtype=_DTYPE)
     likelihood = ReplicateGaussianLikelihood(counts, noise_floor).to(_DTYPE)
     # The lengthscale stays above half the spacing of adjacent layers: a path is a function of the layer
     # index, and shorter lengthscales only interpolate noise (the curve between layers turns into spikes).
     gaps = np.diff(np.asarray(x, dtype=np.float64))
     min_lengthscale = MIN_LENGTHSCALE_GAPS * float(gaps.min()) if gaps.size else 1e-4
-    model = _PathGP(torch.as_tensor(x, dtype=_DTYPE), torch.as_tensor(summary.means, dtype=_DTYPE),
+    model = PathGP(torch.as_tensor(x, dtype=_DTYPE), torch.as_tensor(summary.means, dtype=_DTYPE),
                     likelihood, min_lengthscale).to(_DTYPE)
     return model, likelihood
 
 
-def _set_hyperparameters(model: _PathGP, constant: float, lengthscale: float, outputscale: float,
+def _set_hyperparameters(model: PathGP, constant: float, lengthscale: float, outputscale: float,
                          noise: float) -> None:
     model.mean_module.constant = torch.as_tensor(constant, dtype=_DTYPE)
     model.covar_module.base_kernel.lengthscale = torch.as_tensor(lengthscale, dtype=_DTYPE)
@@ -234,7 +234,7 @@ def _set_hyperparameters(model: _PathGP, constant: float, lengthscale: float, ou
     model.likelihood.noise = noise
 
 
-def _log_likelihood(model: _PathGP, summary: _Summary, counts: torch.Tensor, scatter: torch.Tensor) -> torch.Tensor:
+def _log_likelihood(model: PathGP, summary: _Summary, counts: torch.Tensor, scatter: torch.Tensor) -> torch.Tensor:
     """Exact log marginal likelihood of all the points: the GP on the means plus the within-layer term."""
     likelihood = model.likelihood
     output = model(*model.train_inputs)
@@ -267,7 +267,7 @@ def marginal_log_likelihood(layers: np.ndarray, values: np.ndarray, *, constant:
         return float(_log_likelihood(model, summary, counts, torch.as_tensor(summary.scatter, dtype=_DTYPE)))
 
 
-def _posterior(model: _PathGP, at: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _posterior(model: PathGP, at: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     model.eval()
     with torch.no_grad(), gpytorch.settings.debug(False), gpytorch.settings.max_cholesky_size(10 ** 6), \
             gpytorch.settings.fast_pred_var(False):
@@ -314,7 +314,7 @@ def _starts(summary: _Summary, span: float, restarts: int, seed: int) -> list[tu
     return starts
 
 
-def _optimize(model: _PathGP, summary: _Summary, max_iter: int) -> float:
+def _optimize(model: PathGP, summary: _Summary, max_iter: int) -> float:
     counts = torch.as_tensor(summary.counts, dtype=_DTYPE)
     scatter = torch.as_tensor(summary.scatter, dtype=_DTYPE)
     model.train()

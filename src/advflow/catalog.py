@@ -119,3 +119,34 @@ def set_path(results: str, name: str) -> str:
     if attack == "trajectory":
         return f"{results}/trajectories/{target}/jsma.h5"
     return f"{results}/adv/{target}/{attack}.h5"
+
+
+def trajectories_wanted(attack_sets: dict[str, list[str]], trajectories: int) -> bool:
+    """Q1's JSMA trajectories are recorded when good_init is attacked with JSMA and n > 0."""
+    return "jsma" in (attack_sets.get("good_init") or []) and trajectories > 0
+
+
+def measurements(attack_sets: dict[str, list[str]], transfer_groups: list[list[str]],
+                 trajectories: int) -> list[tuple[str, str]]:
+    """(measuring model, set) pairs the experiments need (SPEC, "Experiments"): every adversarial set
+    on its target, and on the other members of each transfer group it belongs to when they were
+    attacked the same way (Q3: good_init vs compressed; Q5: the three architectures); the normal
+    profiles on every measuring model; the JSMA trajectories on good_init (Q1). The ensemble has no
+    feature maps of its own: its sets enter Table VI, not the MI stages."""
+    pairs = set()
+    for target, attacks in attack_sets.items():
+        if target == "ensemble" or not attacks:
+            continue
+        pairs.update((target, f"{attack}@{target}") for attack in attacks)
+        for group in transfer_groups or []:
+            if target not in group:
+                continue
+            for model in group:
+                if model not in (target, "ensemble"):
+                    shared = set(attacks) & set(attack_sets.get(model) or [])
+                    pairs.update((model, f"{attack}@{target}") for attack in shared)
+    for model in {m for m, _ in pairs}:
+        pairs.update((model, profile) for profile in PROFILES)
+    if trajectories_wanted(attack_sets, trajectories):
+        pairs.add(("good_init", "trajectory@good_init"))
+    return sorted(pairs)

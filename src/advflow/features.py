@@ -121,6 +121,7 @@ def record_features(model_path: str | Path, set_file: str | Path, out_path: str 
     elif compression == "lzf":
         options = {"compression": "lzf", "shuffle": True}
     predictions = np.zeros(n, dtype=np.int64)
+    last_block = conv_blocks(model)[-1]
     started = last = time.monotonic()
     with atomic_h5(out_path) as h5:
         h5.create_dataset("input", data=data.x.numpy().astype(np.float32), chunks=(1, *data.x.shape[1:]), **options)
@@ -129,8 +130,9 @@ def record_features(model_path: str | Path, set_file: str | Path, out_path: str 
         for start in range(0, n, batch_size):
             x = data.x[start:start + batch_size].to(device)
             maps = list(conv_maps(model, x))
-            with torch.no_grad():
-                predictions[start:start + len(x)] = model(x).argmax(1).cpu().numpy()
+            with torch.no_grad():  # the head on the last maps: no second pass through the conv layers
+                logits = model.head(last_block.dropout(maps[-1]))
+            predictions[start:start + len(x)] = logits.argmax(1).cpu().numpy()
             for name, m in zip(names, maps):
                 layers[name][start:start + len(x)] = m.cpu().numpy().astype(dtype)
             if time.monotonic() - last > 30 or start + batch_size >= n:

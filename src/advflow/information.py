@@ -29,6 +29,7 @@ import torch
 
 from advflow.io import CorruptFileError, atomic_h5, atomic_path, open_h5
 from advflow.mi import mi_against
+from advflow.paths import information_paths
 
 log = logging.getLogger("advflow.information")
 
@@ -102,11 +103,11 @@ def measure_set(features_path: str | Path, out_mi: str | Path, out_paths: str | 
                     raise _quarantine(features_path, f"reading inputs {start}-{stop}: {error}") from error
                 sources = mi_against(layers, x, buckets)
                 targets = mi_against(layers, target, buckets)
-                for j, (name, s, t) in enumerate(zip(names, sources, targets)):
+                for name, s, t in zip(names, sources, targets):
                     s_sets[name][start:stop] = s.float().cpu().numpy()
                     t_sets[name][start:stop] = t.float().cpu().numpy()
-                    mu_s[start:stop, j] = s.double().mean(dim=(1, 2)).cpu().numpy()
-                    mu_t[start:stop, j] = t.double().mean(dim=(1, 2)).cpu().numpy()
+                mu_s[start:stop], mu_t[start:stop] = (m.double().cpu().numpy()
+                                                      for m in information_paths(sources, targets))
                 if time.monotonic() - last > 30 or stop == n:
                     last = time.monotonic()
                     log.info("mi: %d / %d inputs (%.0f s)", stop, n, last - started)

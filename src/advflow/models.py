@@ -119,7 +119,12 @@ class ConvNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             x = block(x)
-        # Global max-pool is part of the head, not of the last conv layer (SPEC, "Information flow").
+        return self.head(x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from the last conv layer's output: the global pooling (or flattening) and the fully
+        connected layers. The global max-pool is part of the head, not of the last conv layer (SPEC,
+        "Information flow")."""
         x = x.amax(dim=(2, 3)) if self.arch["head"] == "global_max" else x.flatten(1)
         for i, fc in enumerate(self.fc):
             x = fc(self.fc_dropout(x))

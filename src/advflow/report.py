@@ -49,6 +49,7 @@ import base64
 import contextlib
 import csv
 import datetime
+import functools
 import html
 import io
 import json
@@ -64,7 +65,7 @@ import torch
 
 from advflow import findings
 from advflow.aggregate import AggregatedPath, aggregate_frame, aggregated_distance, read_aggregate, read_paths_csv
-from advflow.catalog import MODELS
+from advflow.catalog import MODELS, measurements, trajectories_wanted
 from advflow.config import ConfigError, attack_settings, model_settings
 from advflow.io import atomic_path, open_h5
 from advflow.paths import path_distance
@@ -162,34 +163,19 @@ class Study:
 
     def measured(self, model: str, set_: str) -> bool:
         """Whether the workflow measures ``set_`` on ``model`` (and so wrote its paths and aggregate)."""
-        if model == "ensemble":
-            return False
-        if set_ in (NORMAL, NORMAL_TRAIN):
-            return model in self.measuring_models()
-        if set_ == TRAJECTORY:
-            return model == "good_init" and self.has_trajectories
-        attack, _, target = set_.partition("@")
-        if target == "ensemble" or attack not in self.attacks_on(target):
-            return False
-        if model == target:
-            return True
-        return any(model in g and target in g for g in self.transfer_groups) and attack in self.attacks_on(model)
+        return (model, set_) in self._measurements
 
     def measuring_models(self) -> set[str]:
-        models = set()
-        for target, attacks in self.attack_sets.items():
-            if target == "ensemble":
-                continue
-            models.add(target)
-            for group in self.transfer_groups:
-                if target in group:
-                    models.update(m for m in group if m not in (target, "ensemble")
-                                  and set(attacks) & set(self.attacks_on(m)))
-        return models
+        return {model for model, _ in self._measurements}
+
+    @functools.cached_property
+    def _measurements(self) -> set[tuple[str, str]]:
+        attack_sets = {t: list(a) for t, a in self.attack_sets.items()}
+        return set(measurements(attack_sets, [list(g) for g in self.transfer_groups], self.trajectories))
 
     @property
     def has_trajectories(self) -> bool:
-        return "jsma" in self.attacks_on("good_init") and self.trajectories > 0
+        return trajectories_wanted({t: list(a) for t, a in self.attack_sets.items()}, self.trajectories)
 
     @property
     def q3_attacks(self) -> tuple[str, ...]:
