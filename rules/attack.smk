@@ -16,6 +16,7 @@ rule select_inputs:
         runtime=30,
         gpu=gpu_request(),
     params:
+        code=code("select_inputs.py"),
         n=config["inputs"]["n"],
         seed=config["seed"],
     script:
@@ -43,6 +44,7 @@ rule attack:
         runtime=240,
         gpu=gpu_request(),
     params:
+        code=code("attack.py"),
         settings=attack_params,
         seed=config["seed"],
         batch_size=config["attacks"].get("batch_size", 100),
@@ -70,6 +72,7 @@ rule jsma_trajectories:
         runtime=120,
         gpu=gpu_request(),
     params:
+        code=code("trajectories.py"),
         settings=jsma_params,
         n=config["trajectories"]["n"],
     script:
@@ -92,6 +95,7 @@ rule attack_tables:
         runtime=30,
         gpu=0,
     params:
+        code=code("attack_tables.py"),
         transfer=transfer_pairs,
     script:
         "../workflow_scripts/attack_tables.py"

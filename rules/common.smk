@@ -9,9 +9,23 @@ from snakemake.utils import validate
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 
-from advflow.workflow import export_hdf5_locking, export_pythonpath
+from advflow.workflow import (
+    code_digest,
+    export_hdf5_locking,
+    export_pythonpath,
+    release_stale_locks,
+)
 
 export_pythonpath(SRC)
+
+# A run killed with SIGKILL (or by a power cut) leaves Snakemake's directory locks behind; the next
+# run removes them when no live run holds them (advflow.workflow.release_stale_locks).
+if workflow.is_main_process:
+    for lock in release_stale_locks():
+        print(
+            f"advflow: removed {lock}, left by a Snakemake run that was killed",
+            file=sys.stderr,
+        )
 
 from advflow.catalog import DATASETS, TRAINED_FROM_SCRATCH, locate_dataset
 from advflow.catalog import MODELS as MODEL_NAMES
@@ -59,6 +73,13 @@ config["features"], config["mi"] = FEATURES, MI
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
+
+
+def code(script):
+    """The `code` param of a rule: a digest of its script and the library modules the script
+    imports, so that a code change reruns exactly the rules that run it (README, "Minimal reruns").
+    """
+    return code_digest(str(Path(workflow.basedir) / "workflow_scripts" / script))
 
 
 def dataset_settings(wildcards):

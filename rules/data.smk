@@ -12,6 +12,7 @@ rule prepare_data:
         runtime=30,
         gpu=0,
     params:
+        code=code("prepare_data.py"),
         settings=dataset_settings,
         seed=config["seed"],
     script:

@@ -18,6 +18,7 @@ rule features:
         runtime=60,
         gpu=gpu_request(),
     params:
+        code=code("features.py"),
         storage=features_params,
     script:
         "../workflow_scripts/features.py"
@@ -43,6 +44,7 @@ rule mi:
         runtime=120,
         gpu=gpu_request(),
     params:
+        code=code("mi.py"),
         buckets=MI["buckets"],
     script:
         "../workflow_scripts/mi.py"
@@ -67,6 +69,7 @@ rule aggregate:
         mem_mb=2000,
         runtime=30,
     params:
+        code=code("aggregate.py"),
         gp=gp_params,
         seed=config["seed"],
     script:

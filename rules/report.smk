@@ -41,6 +41,7 @@ rule report:
         mem_mb=4000,
         runtime=30,
     params:
+        code=code("report.py"),
         study=report_params,
         seed=config["seed"],
     script:

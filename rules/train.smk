@@ -18,6 +18,7 @@ rule train_model:
         runtime=240,
         gpu=gpu_request(),
     params:
+        code=code("train_model.py"),
         settings=train_settings,
         seed=config["seed"],
     script:
@@ -42,6 +43,7 @@ rule train_distillation_teacher:
         runtime=240,
         gpu=gpu_request(),
     params:
+        code=code("train_teacher.py"),
         settings=distill_teacher_settings,
         seed=config["seed"],
     script:
@@ -68,6 +70,7 @@ rule distill:
         runtime=240,
         gpu=gpu_request(),
     params:
+        code=code("distill.py"),
         settings=distilled_settings,
         seed=config["seed"],
     script:
@@ -94,6 +97,7 @@ rule compress:
         runtime=240,
         gpu=gpu_request(),
     params:
+        code=code("compress.py"),
         settings=compressed_settings,
         seed=config["seed"],
     script:
@@ -119,6 +123,7 @@ rule ensemble:
         runtime=60,
         gpu=gpu_request(),
     params:
+        code=code("ensemble.py"),
         settings=ensemble_settings,
         seed=config["seed"],
     script:

@@ -2,6 +2,7 @@
 minimal reruns after a changed setting, and Snakemake's linter."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -125,6 +126,72 @@ def test_changing_one_setting_reruns_only_what_depends_on_it(tiny_run, tmp_path,
     changed = tiny_run / f"changed-{tmp_path.name}.yaml"
     changed.write_text(yaml.safe_dump(config))  # sorted keys: order must not matter
     assert planned_jobs(snakemake("-n", "--configfile", changed.name, workdir=tiny_run)) == expected
+
+
+def test_code_digest_follows_the_library_modules_a_script_imports_but_not_comments(tmp_path):
+    from advflow.workflow import code_digest, code_modules
+
+    lib = tmp_path / "lib"
+    (lib / "sub").mkdir(parents=True)
+    (lib / "__init__.py").write_text("")
+    (lib / "sub" / "__init__.py").write_text("from .inner import f\n")
+    (lib / "sub" / "inner.py").write_text("def f():\n    return 1\n")
+    (lib / "lazy.py").write_text("X = 1\n")
+    (lib / "unused.py").write_text("Y = 1\n")
+    (lib / "top.py").write_text("from lib.sub import f\n\ndef g():\n    from lib import lazy\n    return lazy.X\n")
+    script = tmp_path / "script.py"
+    script.write_text("import numpy\nfrom lib.top import g\n")
+    assert list(code_modules(script, lib)) == ["lib", "lib.lazy", "lib.sub", "lib.sub.inner", "lib.top"]
+
+    def digest():
+        code_digest.cache_clear()
+        from advflow.workflow import _read_module
+        _read_module.cache_clear()
+        return code_digest(script, lib)
+
+    before = digest()
+    inner = lib / "sub" / "inner.py"
+    inner.write_text('"""Docstring."""\n\n# a comment\ndef f():  # another\n    return 1\n')
+    assert digest() == before  # comments, docstrings and formatting: same code
+    inner.write_text("def f():\n    return 2\n")
+    assert digest() != before  # a module imported two levels down changed
+    inner.write_text("def f():\n    return 1\n")
+    (lib / "unused.py").write_text("Y = 2\n")
+    assert digest() == before  # a module the script never imports
+
+
+# A library change reruns the rules whose scripts import the changed module, and what depends on
+# their outputs; a comment reruns nothing.
+@pytest.mark.slow
+@pytest.mark.parametrize("module, expected", [
+    ("report.py", {"report": 1, "all": 1}),
+    ("findings.py", {"report": 1, "all": 1}),
+    ("aggregate.py", {"aggregate": AGGREGATES, "report": 1, "all": 1}),
+    ("mi.py", {"mi": MEASUREMENTS, "aggregate": AGGREGATES, "report": 1, "all": 1}),
+    ("features.py", {"features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES, "report": 1, "all": 1}),
+    ("comment-only", {}),
+])
+def test_changing_library_code_reruns_only_the_rules_that_use_it(tiny_run, tmp_path, module, expected):
+    copy = tmp_path / "repo"
+    for part in ("Snakefile", "config.yaml", "rules", "workflow_scripts", "schemas", "envs", "report", "profiles",
+                 "src"):
+        source = REPO / part
+        if source.is_dir():
+            shutil.copytree(source, copy / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, copy / part)
+    if module == "comment-only":
+        with open(copy / "src/advflow/mi.py", "a") as fh:
+            fh.write("\n# A comment changes no result.\n")
+    else:
+        with open(copy / "src/advflow" / module, "a") as fh:
+            fh.write("\n\ndef _changed():\n    return 1\n")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(copy / "Snakefile"), "-d", str(tiny_run), "-n",
+           "--configfile", "tiny.yaml"]
+    dry = subprocess.run(cmd, capture_output=True, text=True, cwd=tiny_run,
+                         env={**os.environ, "PYTHONPATH": str(copy / "src")})
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert planned_jobs(dry) == expected
 
 
 def test_snakemake_lint_is_clean(tmp_path):
