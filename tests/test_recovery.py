@@ -1,0 +1,116 @@
+"""Recovery from a killed run: temporary outputs, Snakemake's stale locks, and a run SIGKILLed while it
+writes an HDF5 output, which the next plain `snakemake` rebuilds to the uninterrupted run's results."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from advflow.io import atomic_path
+from advflow.workflow import release_stale_locks
+from conftest import REPO, TINY_ARGS, planned_jobs, snakemake
+
+D = Path("results/synthetic")
+
+
+def test_a_temporary_file_left_by_a_killed_job_is_removed_when_the_output_is_written_again(tmp_path):
+    stale = tmp_path / ".out.h5.k1ll3d.tmp"
+    stale.write_text("half")
+    other = tmp_path / ".other.h5.abc.tmp"  # another output's: not ours to remove
+    other.write_text("half")
+    with atomic_path(tmp_path / "out.h5") as tmp:
+        tmp.write_text("whole")
+    assert (tmp_path / "out.h5").read_text() == "whole"
+    assert not stale.exists() and other.exists()
+
+
+HOLD = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from advflow.workflow import release_stale_locks
+release_stale_locks(sys.argv[2])
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_locks_are_removed_only_when_the_run_that_left_them_is_dead(tmp_path):
+    folder = tmp_path / ".snakemake"
+    (folder / "locks").mkdir(parents=True)
+    lock = folder / "locks" / "0.output.lock"
+    # A live run (it holds the shared flock from when it read the Snakefile), then its locks: they stay.
+    live = subprocess.Popen([sys.executable, "-c", HOLD, str(REPO / "src"), str(folder)], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert live.stdout.readline().strip() == "holding"
+        lock.write_text("results/x.h5\n")
+        assert release_stale_locks(folder) == [] and lock.exists()
+    finally:
+        live.send_signal(signal.SIGKILL)
+        live.wait()
+    # Killed (SIGKILL: it cleaned nothing up): its locks are stale and go.
+    assert release_stale_locks(folder) == [lock] and not lock.exists()
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_writing_hdf5_is_rebuilt_by_the_next_run_to_the_uninterrupted_results(
+        tiny_run, tmp_path):
+    work = tmp_path / "run"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    # The features of one set must be written again, and what is measured from them.
+    pair = "good_init/trajectory@good_init"
+    for stage, suffix in (("features", "h5"), ("mi", "h5"), ("paths", "csv")):
+        (work / D / stage / f"{pair}.{suffix}").unlink()
+    output = work / D / "features" / f"{pair}.h5"
+    pattern = f".{output.name}.*.tmp"
+
+    # Small batches, so the file is written in many steps (batch sizes change no result).
+    run = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", "2",
+         "--configfile", "tiny.yaml", *TINY_ARGS, "--config", "features={batch_size: 1}"],
+        cwd=work, env={**os.environ, "PYTHONPATH": str(REPO / "src")}, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    partial: list[Path] = []
+    while time.monotonic() < deadline and not partial and run.poll() is None:
+        partial = list(output.parent.glob(pattern))
+        time.sleep(0.005)
+    os.killpg(run.pid, signal.SIGKILL)  # snakemake and the job it runs, mid-write
+    run.wait()
+    assert partial, "the features file was never seen being written"
+    time.sleep(1)
+    assert not output.exists()  # the half-written file never appears under the output's name
+    assert list(output.parent.glob(pattern)), "the killed job's temporary file should be left behind"
+    assert list((work / ".snakemake/incomplete").iterdir()), "Snakemake marks the killed job incomplete"
+
+    rerun = snakemake("--cores", "2", "--configfile", "tiny.yaml", *TINY_ARGS, workdir=work)
+    log = rerun.stdout + rerun.stderr
+    assert "left by a Snakemake run that was killed" in log  # the stale lock, removed
+    assert "rule features:" in log and "wildcards: dataset=synthetic, model=good_init, set=trajectory@good_init" in log
+    assert not list(output.parent.glob(pattern))  # cleaned when the output was written again
+    with h5py.File(output, "r") as rebuilt, h5py.File(tiny_run / D / "features" / f"{pair}.h5", "r") as uninterrupted:
+        assert sorted(rebuilt) == sorted(uninterrupted)
+        for name in uninterrupted:
+            assert np.array_equal(rebuilt[name][()], uninterrupted[name][()]), name
+    assert _rows(work / D / "paths" / f"{pair}.csv") == _rows(tiny_run / D / "paths" / f"{pair}.csv")
+    with h5py.File(work / D / "mi" / f"{pair}.h5", "r") as a, h5py.File(tiny_run / D / "mi" / f"{pair}.h5", "r") as b:
+        for group in ("S", "T"):
+            for layer in b[group]:
+                assert np.array_equal(a[group][layer][()], b[group][layer][()]), (group, layer)
+    # And the workflow is complete again.
+    assert planned_jobs(snakemake("-n", "--configfile", "tiny.yaml", workdir=work)) == {}
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
