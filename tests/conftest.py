@@ -47,6 +47,12 @@ def planned_jobs(dry_run: subprocess.CompletedProcess) -> dict[str, int]:
     return jobs
 
 
+#: How the tests run the tiny config: its jobs are small and mostly process start-up, so those that
+#: declare two threads get one, and two of them run at once on a 2-core machine. Every run that is
+#: compared with the tiny run uses the same threads (float reductions depend on them).
+TINY_ARGS = ("--set-threads", "attack=1", "jsma_trajectories=1", "features=1", "mi=1")
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
@@ -54,10 +60,13 @@ def repo() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """configs/tiny.yaml run end to end once, in a temporary directory; returns that directory."""
-    workdir = tmp_path_factory.mktemp("tiny_run")
+    """configs/tiny.yaml run end to end once, in a temporary directory; returns that directory.
+    ADVFLOW_TINY_RUN=DIR reuses (and completes) a run in DIR instead, to iterate on the tests."""
+    reuse = os.environ.get("ADVFLOW_TINY_RUN")
+    workdir = Path(reuse) if reuse else tmp_path_factory.mktemp("tiny_run")
+    workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "configs" / "tiny.yaml", workdir / "tiny.yaml")
-    snakemake("--cores", "2", "--configfile", "tiny.yaml", workdir=workdir)
+    snakemake("--cores", "2", "--configfile", "tiny.yaml", *TINY_ARGS, workdir=workdir)
     return workdir
 
 
