@@ -29,7 +29,7 @@ a plain GPyTorch ``ExactGP`` on all the points).
 
 :func:`fit_path` standardizes the targets (minus the mean, over the standard deviation, of all points),
 maps the layers onto [0, 1], and maximizes the exact marginal likelihood over (c, l, s^2, sigma^2) with
-L-BFGS (strong Wolfe line search) in float64. It starts from a deterministic, data-derived point and, when
+L-BFGS-B (SciPy, torch gradients) in float64. It starts from a deterministic, data-derived point and, when
 ``restarts > 1``, from further starts drawn from a generator seeded with ``seed``, and keeps the best; the
 fit uses no other randomness, so equal inputs and seed give identical numbers. sigma^2 has a floor of
 ``NOISE_FLOOR`` (in standardized units), so a set whose N inputs all share one path gets that path back
@@ -315,20 +315,32 @@ def _starts(summary: _Summary, span: float, restarts: int, seed: int) -> list[tu
 
 
 def _optimize(model: PathGP, summary: _Summary, max_iter: int) -> float:
+    """Maximize the log marginal likelihood over the model's raw hyperparameters with SciPy's L-BFGS-B
+    (torch gradients). SciPy rather than torch.optim: a torch optimizer's first construction imports
+    torch._dynamo, about 2 s per job on a CPU, longer than the fit itself."""
+    from scipy.optimize import minimize
+    from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
     counts = torch.as_tensor(summary.counts, dtype=_DTYPE)
     scatter = torch.as_tensor(summary.scatter, dtype=_DTYPE)
     model.train()
-    optimizer = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=max_iter, tolerance_grad=1e-9,
-                                  tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+    params = [p for p in model.parameters() if p.requires_grad]
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
+    def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        with torch.no_grad():
+            vector_to_parameters(torch.as_tensor(theta, dtype=_DTYPE), params)
+        for p in params:
+            p.grad = None
         loss = -_log_likelihood(model, summary, counts, scatter)
         loss.backward()
-        return loss
+        grad = parameters_to_vector([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
+        return float(loss.detach()), grad.detach().numpy().astype(np.float64)
 
-    optimizer.step(closure)
+    start = parameters_to_vector(params).detach().numpy().astype(np.float64)
+    result = minimize(loss_and_grad, start, jac=True, method="L-BFGS-B",
+                      options={"maxiter": max_iter, "gtol": 1e-9, "ftol": 1e-12, "maxcor": 20})
     with torch.no_grad():
+        vector_to_parameters(torch.as_tensor(result.x, dtype=_DTYPE), params)
         return float(_log_likelihood(model, summary, counts, scatter))
 
 
