@@ -48,9 +48,10 @@ def planned_jobs(dry_run: subprocess.CompletedProcess) -> dict[str, int]:
 
 
 #: How the tests run the tiny config: its jobs are small and mostly process start-up, so those that
-#: declare two threads get one, and two of them run at once on a 2-core machine. Every run that is
+#: declare several threads get one, and two of them run at once on a 2-core machine. Every run that is
 #: compared with the tiny run uses the same threads (float reductions depend on them).
-TINY_ARGS = ("--set-threads", "attack=1", "jsma_trajectories=1", "features=1", "mi=1")
+TINY_ARGS = ("--set-threads", "train_model=1", "train_distillation_teacher=1", "distill=1", "compress=1", "ensemble=1",
+             "attack=1", "jsma_trajectories=1", "features=1", "mi=1")
 
 
 @pytest.fixture(scope="session")

@@ -153,14 +153,13 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
     def stop(self) -> None:
         """Stop the daemons this cluster started (slurmd, slurmctld, then munged) and remove its
         configuration."""
+        pids = []
         for daemon in ("slurmd", "slurmctld", "munged"):
             pid_file = self.pids.pop(daemon, None)
-            if pid_file is None:
-                continue
-            pid = _read_pid(pid_file)
-            if pid is None:
-                continue
-            _terminate(pid)
+            pid = _read_pid(pid_file) if pid_file is not None else None
+            if pid is not None:
+                pids.append(pid)
+        _terminate(pids)
         if self.wrote_conf and SLURM_CONF.exists() and MARKER in SLURM_CONF.read_text():
             SLURM_CONF.unlink()
         self.wrote_conf = False
@@ -189,19 +188,29 @@ def _read_pid(pid_file: Path) -> int | None:
     return None
 
 
-def _terminate(pid: int, timeout: float = 15.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _terminate(pids: list[int], timeout: float = 15.0) -> None:
+    """SIGTERM each process, wait for all to exit, SIGKILL those still there after ``timeout``."""
+    alive = []
+    for pid in pids:
         try:
-            os.kill(pid, 0)
+            os.kill(pid, signal.SIGTERM)
+            alive.append(pid)
         except ProcessLookupError:
-            return
+            pass
+    deadline = time.monotonic() + timeout
+    while alive and time.monotonic() < deadline:
         time.sleep(0.1)
+        alive = [pid for pid in alive if _exists(pid)]
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _exists(pid: int) -> bool:
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        pass
+        return False
+    return True

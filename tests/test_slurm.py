@@ -7,9 +7,11 @@ slurm-wlm or munge not installed, or a Slurm already configured on the machine).
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -18,20 +20,25 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY_ARGS, planned_jobs, snakemake
+from conftest import REPO, TINY_ARGS, planned_jobs, snakemake
 from slurm_cluster import PARTITION, OneNodeSlurm, SlurmUnavailable
 
 D = Path("results/synthetic")
 
-#: A chain through the tiny config that passes every kind of per-set job the study runs. On a copy of
-#: the finished local run, deep_conv is deleted: Slurm retrains it, rebuilds the ensemble of which it
-#: is a member and the seed profiles (the seeds must fool no attacked model), crafts one attack set,
-#: and records the features, MI and GP aggregates of a normal and an adversarial set.
-TARGETS = [
-    D / "aggregates/good_init/normal_train.csv",
-    D / "aggregates/good_init/fgsm@good_init.csv",
-]
-RULES = {"train_model": 1, "ensemble": 1, "select_inputs": 1, "attack": 1, "features": 2, "mi": 2, "aggregate": 2}
+#: Two runs of the tiny config through Slurm at once, on a copy of the finished local run, between
+#: them passing every kind of job the study runs per set and a training job:
+#: - a chain whose outputs are deleted: the seed profiles, one attack set, then the features, MI and
+#:   paths of a normal and an adversarial set and the GP aggregate of the normal one;
+#: - the distillation teacher, deleted and retrained (no job of the chain reads it).
+CHAIN = [D / "aggregates/good_init/normal_train.csv", D / "paths/good_init/fgsm@good_init.csv"]
+CHAIN_JOBS = {"select_inputs": 1, "attack": 1, "features": 2, "mi": 2, "aggregate": 1}
+DELETED = ["inputs/normal_train.h5", "inputs/normal_test.h5", "adv/good_init/fgsm.h5",
+           *(f"{stage}/good_init/{s}.{ext}" for stage, ext in (("features", "h5"), ("mi", "h5"), ("paths", "csv"))
+             for s in ("normal_train", "fgsm@good_init")),
+           "aggregates/good_init/normal_train.csv", "models/distilled_teacher.pt", "models/distilled_teacher.json"]
+TEACHER = [D / "models/distilled_teacher.pt"]
+LOGS = ["inputs.log", "attack/good_init/fgsm.log", "train/distilled_teacher.log", "aggregate/good_init/normal_train.log",
+        *(f"{stage}/good_init/{s}.log" for stage in ("features", "mi") for s in ("normal_train", "fgsm@good_init"))]
 
 
 @pytest.fixture(scope="module")
@@ -59,19 +66,25 @@ def test_tiny_config_through_slurm_runs_every_job_as_a_slurm_job_with_the_local_
         slurm, tiny_run, tmp_path, repo):
     work = tmp_path / "run"
     shutil.copytree(tiny_run, work, symlinks=True)
-    for suffix in ("pt", "json"):
-        (work / D / f"models/deep_conv.{suffix}").unlink()
-    assert planned_jobs(snakemake("-n", "--configfile", "tiny.yaml", *map(str, TARGETS), workdir=work)) == RULES
+    for output in DELETED:
+        (work / D / output).unlink()
+    assert planned_jobs(snakemake(*map(str, CHAIN), "-n", "--configfile", "tiny.yaml", workdir=work)) == CHAIN_JOBS
 
     cpus = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout)
-    result = snakemake(
+    options = [
         "--profile", str(repo / "profiles/slurm"), "--configfile", "tiny.yaml", *TINY_ARGS,
         "--max-threads", str(cpus),  # a rule's threads beyond the node's CPUs could not be scheduled
         "--slurm-status-command", "squeue", "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1",
-        "--seconds-between-status-checks", "2",
-        "--default-resources", f"slurm_partition={PARTITION}", "mem_mb=1000", "runtime=30",
-        *map(str, TARGETS), workdir=work)
-    assert planned_jobs(result) == RULES
+        "--default-resources", f"slurm_partition={PARTITION}", "mem_mb=1000", "runtime=30"]
+    runs = [_start([*map(str, targets), *options], work, tmp_path / name)
+            for name, targets in (("teacher.out", TEACHER), ("chain.out", CHAIN))]
+    outputs = []
+    for run in runs:
+        run.wait()
+        outputs.append(run.log.read_text())
+        assert run.returncode == 0, outputs[-1][-6000:]
+    assert planned_jobs(subprocess.CompletedProcess([], 0, outputs[0], "")) == {"train_distillation_teacher": 1}
+    assert planned_jobs(subprocess.CompletedProcess([], 0, outputs[1], "")) == CHAIN_JOBS
 
     # Every job ran inside a Slurm job, on this cluster's node, and the controller saw it complete.
     ran = {}
@@ -80,10 +93,7 @@ def test_tiny_config_through_slurm_runs_every_job_as_a_slurm_job_with_the_local_
         if found:
             assert len(found) == 1, log
             ran[log.relative_to(work / D / "logs").as_posix()] = found[0]
-    assert sorted(ran) == sorted([
-        "train/deep_conv.log", "train/ensemble.log", "inputs.log", "attack/good_init/fgsm.log",
-        *(f"{stage}/good_init/{s}.log" for stage in ("features", "mi", "aggregate")
-          for s in ("normal_train", "fgsm@good_init"))])
+    assert sorted(ran) == sorted(LOGS)
     assert len({job for job, _ in ran.values()}) == len(ran)
     for log, (job, node) in ran.items():
         state = slurm.job(job)
@@ -91,18 +101,26 @@ def test_tiny_config_through_slurm_runs_every_job_as_a_slurm_job_with_the_local_
         assert state.get("Partition") == PARTITION
 
     # ... and the results equal the local run's.
-    for name in ("deep_conv", "ensemble"):
-        ours = torch.load(work / D / f"models/{name}.pt", weights_only=True)
-        local = torch.load(tiny_run / D / f"models/{name}.pt", weights_only=True)
-        assert ours["state_dict"].keys() == local["state_dict"].keys()
-        for key, value in local["state_dict"].items():
-            assert torch.equal(ours["state_dict"][key], value), (name, key)
+    ours = torch.load(work / D / "models/distilled_teacher.pt", weights_only=True)["state_dict"]
+    local = torch.load(tiny_run / D / "models/distilled_teacher.pt", weights_only=True)["state_dict"]
+    assert ours.keys() == local.keys() and all(torch.equal(ours[k], local[k]) for k in local)
     for h5 in ["inputs/normal_train.h5", "inputs/normal_test.h5", "adv/good_init/fgsm.h5",
                "features/good_init/normal_train.h5", "features/good_init/fgsm@good_init.h5",
                "mi/good_init/normal_train.h5", "mi/good_init/fgsm@good_init.h5"]:
         _assert_same_h5(work / D / h5, tiny_run / D / h5)
-    for table in ["paths/good_init/fgsm@good_init.csv", *(str(t.relative_to(D)) for t in TARGETS)]:
+    for table in ["paths/good_init/normal_train.csv", "paths/good_init/fgsm@good_init.csv",
+                  "aggregates/good_init/normal_train.csv"]:
         assert _rows(work / D / table) == _rows(tiny_run / D / table), table
+
+
+def _start(args: list[str], workdir: Path, log: Path) -> subprocess.Popen:
+    """Snakemake in the background, its stdout and stderr both to ``log`` (``.log`` on the result)."""
+    with open(log, "w") as out:
+        run = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+                                *args], cwd=workdir, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+                               stdout=out, stderr=subprocess.STDOUT)
+    run.log = log
+    return run
 
 
 def _assert_same_h5(ours: Path, local: Path) -> None:
