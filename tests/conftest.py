@@ -54,6 +54,21 @@ TINY_ARGS = ("--set-threads", "train_model=1", "train_distillation_teacher=1", "
              "attack=1", "jsma_trajectories=1", "features=1", "mi=1")
 
 
+def assert_same_h5(ours: Path, reference: Path) -> None:
+    """Two HDF5 files hold the same datasets with equal values."""
+    import h5py
+
+    def datasets(h5: h5py.File) -> list[str]:
+        names: list[str] = []
+        h5.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        return names
+
+    with h5py.File(ours, "r") as a, h5py.File(reference, "r") as b:
+        assert datasets(a) == datasets(b), ours
+        for name in datasets(b):
+            assert np.array_equal(a[name][()], b[name][()]), (ours, name)
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

@@ -173,6 +173,7 @@ def test_code_digest_follows_the_library_modules_a_script_imports_but_not_commen
 ])
 def test_changing_library_code_reruns_only_the_rules_that_use_it(tiny_run, tmp_path, module, expected):
     copy = tmp_path / "repo"
+    copy.mkdir()
     for part in ("Snakefile", "config.yaml", "rules", "workflow_scripts", "schemas", "envs", "report", "profiles",
                  "src"):
         source = REPO / part
