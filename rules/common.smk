@@ -9,7 +9,7 @@ from snakemake.utils import validate
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 
-from advflow.workflow import (
+from advflow.control import (
     code_digest,
     export_hdf5_locking,
     export_pythonpath,
@@ -19,7 +19,7 @@ from advflow.workflow import (
 export_pythonpath(SRC)
 
 # A run killed with SIGKILL (or by a power cut) leaves Snakemake's directory locks behind; the next
-# run removes them when no live run holds them (advflow.workflow.release_stale_locks).
+# run removes them when no live run holds them (advflow.control.release_stale_locks).
 if workflow.is_main_process:
     for lock in release_stale_locks():
         print(

@@ -28,7 +28,7 @@ def test_a_failed_block_leaves_neither_the_output_nor_a_temporary_file(tmp_path)
 @pytest.mark.parametrize("mode, expected", [("false", (0, 0)), ("true", (1, 0)), ("best-effort", (1, 1))])
 def test_hdf5_locking_follows_the_config_in_every_file_the_jobs_open(tmp_path, monkeypatch, mode, expected):
     from advflow.io import atomic_h5, open_h5
-    from advflow.workflow import export_hdf5_locking
+    from advflow.control import export_hdf5_locking
 
     monkeypatch.setenv("ADVFLOW_HDF5_LOCKING", "auto")  # restored after the test, whatever export sets
     export_hdf5_locking({"false": False, "true": True}.get(mode, mode))  # what the Snakefile does

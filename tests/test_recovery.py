@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from advflow.io import atomic_path
-from advflow.workflow import release_stale_locks
+from advflow.control import release_stale_locks
 from conftest import REPO, TINY_ARGS, assert_same_h5, planned_jobs, snakemake
 
 D = Path("results/synthetic")
@@ -35,7 +35,7 @@ def test_a_temporary_file_left_by_a_killed_job_is_removed_when_the_output_is_wri
 HOLD = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from advflow.workflow import release_stale_locks
+from advflow.control import release_stale_locks
 release_stale_locks(sys.argv[2])
 print("holding", flush=True)
 time.sleep(60)
@@ -58,6 +58,23 @@ def test_locks_are_removed_only_when_the_run_that_left_them_is_dead(tmp_path):
         live.wait()
     # Killed (SIGKILL: it cleaned nothing up): its locks are stale and go.
     assert release_stale_locks(folder) == [lock] and not lock.exists()
+
+
+def test_locks_are_kept_when_a_run_on_another_host_used_the_folder(tmp_path):
+    # Some shared filesystems keep a flock on its own host: a run elsewhere cannot be seen, so its
+    # locks are never taken for stale.
+    folder = tmp_path / ".snakemake"
+    (folder / "locks").mkdir(parents=True)
+    release_stale_locks(folder, host="login2")  # a run on another host read the Snakefile
+    lock = folder / "locks" / "0.output.lock"
+    lock.write_text("results/x.h5\n")
+    assert release_stale_locks(folder, host="login1") == [] and lock.exists()
+    assert release_stale_locks(folder, host="login2") == [] and lock.exists()  # login1 is on record now
+    lock.unlink()  # what `snakemake --unlock` does; Snakemake's message says so
+    release_stale_locks(folder, host="login1")  # no locks: the record starts again
+    assert (folder / "advflow-running").read_text() == "login1\n"
+    lock.write_text("results/x.h5\n")
+    assert release_stale_locks(folder, host="login1") == [lock] and not lock.exists()
 
 
 @pytest.mark.slow

@@ -129,7 +129,7 @@ def test_changing_one_setting_reruns_only_what_depends_on_it(tiny_run, tmp_path,
 
 
 def test_code_digest_follows_the_library_modules_a_script_imports_but_not_comments(tmp_path):
-    from advflow.workflow import code_digest, code_modules
+    from advflow.control import code_digest, code_modules
 
     lib = tmp_path / "lib"
     (lib / "sub").mkdir(parents=True)
@@ -145,7 +145,7 @@ def test_code_digest_follows_the_library_modules_a_script_imports_but_not_commen
 
     def digest():
         code_digest.cache_clear()
-        from advflow.workflow import _read_module
+        from advflow.control import _read_module
         _read_module.cache_clear()
         return code_digest(script, lib)
 
