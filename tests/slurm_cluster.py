@@ -29,6 +29,7 @@ class SlurmUnavailable(RuntimeError):
 class OneNodeSlurm:
     root: Path
     node: str = ""
+    cpus: int = 0
     pids: dict[str, Path] = field(default_factory=dict)  # daemon -> its pid file, for those we started
     wrote_conf: bool = False
 
@@ -91,7 +92,7 @@ class OneNodeSlurm:
             raise SlurmUnavailable("`slurmd -C` did not describe this node")
         fields = dict(item.split("=", 1) for item in node_line.split())
         self.node = fields["NodeName"]
-        cpus, memory = int(fields["CPUs"]), int(fields["RealMemory"])
+        self.cpus, memory = int(fields["CPUs"]), int(fields["RealMemory"])
         (self.root / "state").mkdir(exist_ok=True)
         (self.root / "spool").mkdir(exist_ok=True)
         conf = f"""{MARKER}
@@ -115,7 +116,7 @@ JobCompType=jobcomp/none
 MpiDefault=none
 ReturnToService=2
 MinJobAge=600
-NodeName={self.node} CPUs={cpus} RealMemory={int(memory * 0.9)} State=UNKNOWN
+NodeName={self.node} CPUs={self.cpus} RealMemory={int(memory * 0.9)} State=UNKNOWN
 PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 """
         SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -66,10 +65,9 @@ def test_tiny_config_through_slurm_runs_every_job_as_a_slurm_job_with_the_local_
         (work / D / output).unlink()
     assert planned_jobs(snakemake(*map(str, CHAIN), "-n", "--configfile", "tiny.yaml", workdir=work)) == CHAIN_JOBS
 
-    cpus = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout)
     options = [
         "--profile", str(repo / "profiles/slurm"), "--configfile", "tiny.yaml", *TINY_ARGS,
-        "--max-threads", str(cpus),  # a rule's threads beyond the node's CPUs could not be scheduled
+        "--max-threads", str(slurm.cpus),  # a rule's threads beyond the node's CPUs could not be scheduled
         "--slurm-status-command", "squeue", "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1",
         "--default-resources", f"slurm_partition={PARTITION}", "mem_mb=1000", "runtime=30"]
     # The chain first: its DAG reaches back to the teacher (through the distilled model), so the teacher

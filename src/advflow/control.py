@@ -72,8 +72,10 @@ def _imported_modules(tree: ast.AST, package: str) -> set[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def _read_module(path: Path, package: str) -> tuple[str, frozenset[str]]:
-    """One source file as (its normalized syntax tree, the modules it imports)."""
+def _read_module(path: Path, dotted: str) -> tuple[str, frozenset[str]]:
+    """One source file, the module ``dotted`` ("" for a script), as (its normalized syntax tree, the
+    modules it imports)."""
+    package = dotted if path.name == "__init__.py" else dotted.rpartition(".")[0]
     tree = _strip_docstrings(ast.parse(path.read_text(), filename=str(path)))
     return ast.unparse(tree), frozenset(_imported_modules(tree, package))
 
@@ -89,8 +91,7 @@ def code_modules(script: str | Path, package_root: str | Path | None = None) -> 
     pending, found = [(Path(script), "")], {}
     while pending:
         path, dotted = pending.pop()
-        package = dotted if path.name == "__init__.py" else dotted.rpartition(".")[0]
-        for name in _read_module(path, package)[1]:
+        for name in _read_module(path, dotted)[1]:
             module = _module_file(root, name)
             if module is not None and name not in found:
                 found[name] = module
@@ -108,9 +109,8 @@ def code_digest(script: str | Path, package_root: str | Path | None = None) -> s
     """
     digest = hashlib.sha256(_read_module(Path(script), "")[0].encode())
     for name, path in code_modules(script, package_root).items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         digest.update(f"\0{name}\0".encode())
-        digest.update(_read_module(path, package)[0].encode())
+        digest.update(_read_module(path, name)[0].encode())
     return digest.hexdigest()[:16]
 
 
