@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from advflow.features import conv_maps, load_set, record_features
 from advflow.information import FeaturesCorruptError, measure_set
@@ -111,3 +112,89 @@ def test_trajectory_sets_carry_seed_and_step(tmp_path):
     assert data.x.shape == (5, 1, 4, 4)
     assert data.extra["seed"].tolist() == [0, 0, 0, 1, 1] and data.extra["step"].tolist() == [0, 1, 2, 0, 1]
     assert data.labels.tolist() == [4, 4, 4, 7, 7]
+
+
+# ------------------------------------------------ stored maps against the model itself, independently
+
+SMALL_N = 5
+
+
+@pytest.fixture(scope="module")
+def small_deep_conv(tmp_path_factory):
+    """deep_conv (6 conv layers, pools after conv2, conv4, conv6) on 5 random 1x28x28 inputs: a
+    checkpoint and a set file."""
+    folder = tmp_path_factory.mktemp("small_features")
+    torch.manual_seed(1)
+    model = ConvNet(architecture("deep_conv", 1, (28, 28), 10)).eval()
+    save_checkpoint(model, folder / "deep_conv.pt")
+    x = torch.rand(SMALL_N, 1, 28, 28, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with h5py.File(folder / "set.h5", "w") as h5:
+        h5["adversarial"], h5["labels"] = x.numpy(), np.arange(SMALL_N) % 10
+    return folder, model, x
+
+
+def hooked_conv_outputs(model: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
+    """Each conv layer's output (conv -> ReLU -> the max-pool right after it, if any), read with forward
+    hooks on the model's modules in the order they run, from one forward pass over all of ``x``."""
+    events: list[tuple[nn.Module, torch.Tensor]] = []
+    handles = [m.register_forward_hook(lambda mod, _inp, out: events.append((mod, out.detach().clone())))
+               for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ReLU, nn.MaxPool2d))]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    outputs = []
+    for i, (module, _) in enumerate(events):
+        if isinstance(module, nn.Conv2d):
+            assert isinstance(events[i + 1][0], nn.ReLU), "every convolution is followed by a ReLU"
+            end = i + 2 if i + 2 < len(events) and isinstance(events[i + 2][0], nn.MaxPool2d) else i + 1
+            outputs.append(events[end][1].numpy())
+    return outputs
+
+
+def stored_layer_names(h5: h5py.File) -> list[str]:
+    return sorted(h5["layers"], key=lambda name: int(name.removeprefix("conv")))
+
+
+def test_stored_maps_equal_forward_hooks(small_deep_conv):
+    folder, model, x = small_deep_conv
+    out = folder / "hooked.h5"
+    record_features(folder / "deep_conv.pt", folder / "set.h5", out, set_name="hooked", batch_size=2)
+    expected = hooked_conv_outputs(model, x)
+    assert [m.shape[1:] for m in expected] == [(32, 28, 28), (32, 14, 14), (64, 14, 14), (64, 7, 7), (128, 7, 7),
+                                               (128, 3, 3)]
+    with h5py.File(out) as h5:
+        names = stored_layer_names(h5)
+        assert names == [f"conv{k}" for k in range(1, len(expected) + 1)]
+        assert h5["layers/conv1"].dtype == np.float16
+        for name, maps in zip(names, expected):
+            stored = h5[f"layers/{name}"][:]
+            assert stored.shape == maps.shape, name
+            assert (stored >= 0).all(), f"{name}: maps are post-ReLU"
+            assert (stored > 0).any(), f"{name}: the test needs live maps"
+            # float16 storage: half an ulp of float16 relative, and its subnormal spacing near zero.
+            np.testing.assert_allclose(stored.astype(np.float32), maps, rtol=2 ** -10, atol=1e-4, err_msg=name)
+
+
+def test_record_features_does_not_depend_on_batch_size(small_deep_conv):
+    folder, _, _ = small_deep_conv
+    outputs = {}
+    for batch_size in (1, SMALL_N):
+        outputs[batch_size] = folder / f"batch{batch_size}.h5"
+        record_features(folder / "deep_conv.pt", folder / "set.h5", outputs[batch_size], set_name="batched",
+                        batch_size=batch_size)
+    with h5py.File(outputs[1]) as one, h5py.File(outputs[SMALL_N]) as full:
+        names = stored_layer_names(one)
+        assert len(names) == 6 and stored_layer_names(full) == names
+        for key in ("input", "labels", "predictions"):
+            np.testing.assert_array_equal(one[key][:], full[key][:], err_msg=key)
+        for name in names:
+            a, b = one[f"layers/{name}"][:], full[f"layers/{name}"][:]
+            assert a.dtype == b.dtype == np.float16 and a.shape == b.shape
+            # PyTorch's CPU convolution rounds differently at different batch sizes (float32 ulps), which
+            # can move a value across a float16 rounding edge: at most one float16 step apart, rarely.
+            ulp = np.spacing(np.maximum(np.abs(a), np.abs(b)))
+            assert (np.abs(a.astype(np.float32) - b.astype(np.float32)) <= ulp.astype(np.float32)).all(), name
+            assert (a != b).mean() < 1e-2, name

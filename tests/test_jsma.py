@@ -70,7 +70,8 @@ def test_success_flags_agree_with_the_models_predictions(model, seeds):
 def test_least_perturbation_picks_the_successful_target_with_the_smallest_l0(model, seeds):
     x, y = seeds
     x, y = x[:8], y[:8]
-    kwargs = dict(theta=1.0, gamma=0.2)
+    # theta = 2 is Papernot et al.'s theta = +1 in [0, 1]: a picked pixel jumps to the bound.
+    kwargs = dict(theta=2.0, gamma=0.2)
     chosen = jsma_least_perturbation(model, x, y, num_classes=NUM_CLASSES, **kwargs)
     per_target = [jsma(model, x, torch.full_like(y, c), **kwargs) for c in range(NUM_CLASSES)]
     assert (chosen.target != y).all()
@@ -91,6 +92,77 @@ def test_least_perturbation_picks_the_successful_target_with_the_smallest_l0(mod
     assert choices_mattered, "some input should have successful targets of different L0"
 
 
+def test_least_perturbation_prefers_success_over_smaller_l0():
+    """A failed target whose attempt changed fewer pixels than the successful ones is not chosen."""
+    # logits = W x + b on 12 features starting at the low bound, label 0 (bias 1.5). Class 1 reads
+    # features 0-3 (weight 1): two pairs raise its logit from -4 to 4, L0 = 4. Class 3 reads features
+    # 4-11 (weight 0.25): four pairs raise it from -2 to 2, L0 = 8. Class 2 reads nothing: its target
+    # derivative is negative everywhere, so its attempt stops at once with no admissible pair, L0 = 0.
+    weight = torch.zeros(4, 12)
+    weight[1, :4], weight[3, 4:] = 1.0, 0.25
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 4)).eval()
+    with torch.no_grad():
+        net[1].weight.copy_(weight)
+        net[1].bias.copy_(torch.tensor([1.5, 0.0, -10.0, 0.0]))
+    x = torch.full((1, 1, 3, 4), -1.0)
+    y = torch.tensor([0])
+    kwargs = dict(theta=2.0, gamma=1.0)
+    with torch.no_grad():
+        assert int(net(x).argmax(1)) == 0
+    per_target = {c: jsma(net, x, torch.tensor([c]), **kwargs) for c in (1, 2, 3)}
+    ok = [c for c in per_target if per_target[c].success[0]]
+    failed = [c for c in per_target if not per_target[c].success[0]]
+    assert ok and failed
+    assert {c: int(r.l0[0]) for c, r in per_target.items()} == {1: 4, 2: 0, 3: 8}
+    smallest_ok = min(int(per_target[c].l0[0]) for c in ok)
+    # Precondition: a failed attempt changed fewer pixels than every successful one.
+    assert min(int(per_target[c].l0[0]) for c in failed) < smallest_ok
+    expected = min(ok, key=lambda c: (int(per_target[c].l0[0]), c))
+    assert (expected, smallest_ok) == (1, 4)
+
+    chosen = jsma_least_perturbation(net, x, y, num_classes=4, **kwargs)
+    assert bool(chosen.success[0]) and int(chosen.target[0]) == expected
+    assert int(chosen.l0[0]) == smallest_ok
+    assert torch.equal(chosen.adversarial, per_target[expected].adversarial)
+    assert torch.equal(chosen.iterations, per_target[expected].iterations)
+
+
+def test_least_perturbation_does_not_depend_on_batch_size(model, seeds):
+    x, y = seeds
+    x, y = x[:4], y[:4]
+    kwargs = dict(num_classes=NUM_CLASSES, theta=2.0, gamma=0.2, record_trajectory=True)
+    large = jsma_least_perturbation(model, x, y, batch_size=128, **kwargs)
+    single = jsma_least_perturbation(model, x, y, batch_size=1, **kwargs)
+    assert len(set(large.iterations.tolist())) > 1, "attempts should finish at different iterations"
+    for field in ("adversarial", "target", "success", "prediction", "iterations", "l0"):
+        assert torch.equal(getattr(single, field), getattr(large, field)), field
+    assert len(single.trajectory) == len(large.trajectory) == len(x)
+    for a, b in zip(single.trajectory, large.trajectory, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_jsma_never_changes_a_pixel_twice():
+    """Both pixels of a picked pair leave the search domain (Papernot et al.'s Algorithm 3, cleverhans),
+    even when |theta| is well below the box width and they could move further."""
+    gen = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(36, 3)).eval()
+    with torch.no_grad():
+        net[1].weight.copy_(torch.randn(3, 36, generator=gen) * 0.1)
+        net[1].bias.copy_(torch.tensor([0.5, 0.5, -0.5]))  # class 2 is far: many iterations
+    x = torch.rand(4, 1, 6, 6, generator=gen) - 0.5  # mid-box: a pixel could take several 0.3 steps
+    target = torch.full((4,), 2)
+    with torch.no_grad():
+        assert (net(x).argmax(1) != target).all()
+    for theta in (0.3, -0.3):
+        result = jsma(net, x, target, theta=theta, gamma=1.0, record_trajectory=True)
+        assert int(result.iterations.min()) >= 5, "the test needs many iterations"
+        for i, steps in enumerate(result.trajectory):
+            changed = (steps[1:] != steps[:-1]).flatten(1)  # (iterations, F)
+            assert (changed.sum(1) <= 2).all(), "a step changes at most the two pixels of its pair"
+            assert (changed.sum(0) <= 1).all(), "a pixel changed in more than one step"
+            assert (result.adversarial[i] - x[i]).abs().max() <= abs(theta) + 1e-6
+
+
 def test_trajectory_runs_from_the_seed_to_the_adversarial_input(model, seeds):
     x, y = seeds
     x, y = x[:6], y[:6]
@@ -100,7 +172,7 @@ def test_trajectory_runs_from_the_seed_to_the_adversarial_input(model, seeds):
         assert steps.shape == (int(result.iterations[i]) + 1, *x.shape[1:])
         assert torch.equal(steps[0], x[i])
         assert torch.equal(steps[-1], result.adversarial[i])
-        # Every iteration moves at most two features (two, unless one was already at the bound).
+        # Every iteration moves at most the two features of its pair.
         assert ((steps[1:] != steps[:-1]).flatten(1).sum(1) <= 2).all()
     untracked = jsma(model, x, (y + 1) % NUM_CLASSES, theta=1.0, gamma=0.2)
     assert untracked.trajectory is None and torch.equal(untracked.adversarial, result.adversarial)

@@ -4,9 +4,12 @@ distillation (Carlini & Wagner 2016, "Defensive Distillation is Not Robust to Ad
 
 Each iteration takes the forward derivative of F = softmax(Z / T) with respect to the input, builds
 Papernot's pairwise saliency map over the features still in the search domain and adds ``theta`` to the
-best pair. T = 1 is the regular attack. On a defensively distilled model softmax(Z) saturates to exactly
-one-hot in float32, so its derivative, and with it every saliency, is exactly zero; dividing the logits
-by the distillation temperature restores them (C&W's adaptive JSMA, T = the model's T).
+best pair. The search domain starts as the features that can still move in theta's direction (not
+already at the box bound), and both features of a picked pair leave it whatever their new value
+(Algorithm 3, as in cleverhans), so each feature is changed at most once. T = 1 is the regular attack.
+On a defensively distilled model softmax(Z) saturates to exactly one-hot in float32, so its derivative,
+and with it every saliency, is exactly zero; dividing the logits by the distillation temperature
+restores them (C&W's adaptive JSMA, T = the model's T).
 
 Inputs live in the box ``clip`` (the models' [-1, 1] space) and never leave it. All inputs of a batch
 are attacked together: one forward and one backward pass per iteration for the whole batch, and a
@@ -119,8 +122,9 @@ def _jsma_batch(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, thet
     flat = adv.view(n, -1)
     num_features = flat.shape[1]
     budget = max_iterations(num_features, gamma)
-    # Search domain: features that can still move in theta's direction. A feature leaves it when it
-    # reaches the bound (Algorithm 3), so with |theta| < the box width one feature can be picked again.
+    # Search domain: initially the features that can still move in theta's direction (not already at
+    # the bound). Both features of a picked pair leave it after their update, whatever their new value
+    # (Algorithm 3, as in cleverhans), so every feature is changed at most once, by at most |theta|.
     domain = flat < high if increasing else flat > low
     iterations = torch.zeros(n, dtype=torch.long, device=x.device)
     done = (domain.sum(1) < 2) | (budget == 0)
@@ -146,8 +150,7 @@ def _jsma_batch(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, thet
         with torch.no_grad():
             for feature in (p, q):
                 flat[rows, feature] = (flat[rows, feature] + theta).clamp(low, high)
-                at_bound = flat[rows, feature] >= high if increasing else flat[rows, feature] <= low
-                domain[rows, feature] &= ~at_bound
+                domain[rows, feature] = False  # picked once, never again
         iterations[rows] += 1
         done[rows] |= (iterations[rows] >= budget) | (domain[rows].sum(1) < 2)
         if steps is not None:
@@ -173,9 +176,11 @@ def jsma(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, theta: floa
     ``x`` (N, C, H, W) in the box ``clip``; ``target`` (N,) class indices. Each iteration adds ``theta``
     to the two features of the best pair of Papernot's saliency map on the Jacobian of
     softmax(Z / ``temperature``), clipped to the box; ``theta > 0`` increases features, ``theta < 0``
-    decreases them. An input stops when the model (argmax of Z, i.e. T = 1) classifies it as the target,
-    when fewer than two features remain in its search domain, when no pair is admissible, or after
-    floor(``gamma`` * F / 2) iterations, so at most ``gamma`` * F features change.
+    decreases them. Both features of a picked pair then leave the search domain, so each feature is
+    changed at most once (by at most ``|theta|``). An input stops when the model (argmax of Z, i.e.
+    T = 1) classifies it as the target, when fewer than two features remain in its search domain, when
+    no pair is admissible, or after floor(``gamma`` * F / 2) iterations, so at most ``gamma`` * F
+    features change.
 
     ``temperature`` = 1 is the regular attack; the distillation temperature gives Carlini & Wagner's
     adaptive attack on a distilled model. ``batch_size`` inputs are attacked together (results do not
