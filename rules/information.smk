@@ -46,6 +46,8 @@ rule mi:
     params:
         code=code("mi.py"),
         buckets=MI["buckets"],
+        bias_correction=MI["bias_correction"],
+        seed=config["seed"],
     script:
         "../workflow_scripts/mi.py"
 

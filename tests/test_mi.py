@@ -7,14 +7,17 @@ formula ceil(B (v - vmin) / (vmax - vmin)) clamped to 1..B in numpy float64, MI 
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy.stats import entropy
 from sklearn.metrics import mutual_info_score
 
 from advflow.mi import bucketize, layer_mi, mi_matrix
 from advflow.paths import path_distance
+from conftest import assert_same_h5
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -180,3 +183,89 @@ def test_iip_oip_and_ioc_are_the_layer_means_of_s_and_t():
     assert torch.equal(ioc(mu_s, mu_t), torch.stack([mu_s, mu_t], dim=-1))
     with pytest.raises(ValueError, match="same layers"):
         information_paths(S, T[:1])
+
+
+# ------------------------------------- the MI stage on a real features file, against sklearn directly
+
+STAGE_N, STAGE_BATCH, B = 5, 2, 8
+
+
+@pytest.fixture(scope="module")
+def features_file(tmp_path_factory):
+    """A features file of deep_conv (conv1..conv6 at 28, 14, 14, 7, 7, 3 px) on 5 random 1x28x28
+    inputs, recorded in batches of 2: every size ratio of the MI stage, integer (28 -> 14, 28 -> 7) and
+    not (28 -> 3, 14 -> 3, 7 -> 3)."""
+    from advflow.features import record_features
+    from advflow.models import ConvNet, architecture, save_checkpoint
+
+    folder = tmp_path_factory.mktemp("mi_stage")
+    torch.manual_seed(3)
+    save_checkpoint(ConvNet(architecture("deep_conv", 1, (28, 28), 10)).eval(), folder / "deep_conv.pt")
+    x = torch.rand(STAGE_N, 1, 28, 28, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    with h5py.File(folder / "set.h5", "w") as h5:
+        h5["adversarial"], h5["labels"] = x.numpy(), np.arange(STAGE_N) % 10
+    record_features(folder / "deep_conv.pt", folder / "set.h5", folder / "features.h5", set_name="stage",
+                    batch_size=STAGE_BATCH)
+    return folder, folder / "features.h5"
+
+
+def sklearn_mi(a: np.ndarray, b: np.ndarray, buckets: int = B) -> float:
+    """The SPEC's MI of two 2-D maps: the larger max-pooled down to the smaller (torch's adaptive max
+    pool: non-overlapping windows when the ratio is an integer), each bucketized on its own range,
+    then sklearn's mutual_info_score on the ids."""
+    size = (min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1]))
+
+    def ids(m: np.ndarray) -> np.ndarray:
+        pooled = F.adaptive_max_pool2d(torch.as_tensor(m, dtype=torch.float32)[None, None], size)
+        return spec_ids(pooled.flatten().numpy(), buckets)
+
+    return mutual_info_score(ids(a), ids(b))
+
+
+def test_S_and_T_entries_equal_sklearn_from_stored_maps(features_file):
+    from advflow.information import measure_set
+
+    folder, features = features_file
+    measure_set(features, folder / "mi.h5", folder / "paths.csv", buckets=B, batch_size=STAGE_BATCH)
+    rng = np.random.default_rng(5)
+    checked = nonzero = differs_from_second_to_last = 0
+    with h5py.File(features) as h5, h5py.File(folder / "mi.h5") as mi:
+        names = sorted(h5["layers"], key=lambda name: int(name.removeprefix("conv")))
+        assert len(names) == 6
+        layers = {name: h5[f"layers/{name}"][:].astype(np.float32) for name in names}
+        source = h5["input"][:]
+        last, second_to_last = layers[names[-1]], layers[names[-2]]
+        for n in range(STAGE_N):  # every input: all three batches of 2, 2 and 1
+            for name in names:
+                maps = layers[name][n]
+                S, T = mi[f"S/{name}"][n], mi[f"T/{name}"][n]
+                assert S.shape == (maps.shape[0], source.shape[1]) and T.shape == (maps.shape[0], last.shape[1])
+                for i in rng.choice(maps.shape[0], 3, replace=False):
+                    for j in range(source.shape[1]):
+                        assert S[i, j] == pytest.approx(sklearn_mi(maps[i], source[n, j]), abs=1e-5), (n, name, i, j)
+                        checked += 1
+                pairs = [tuple(rng.integers(0, T.shape)) for _ in range(3)]
+                pairs.append(np.unravel_index(np.argmax(T), T.shape))  # the largest stored T: MI > 0
+                for i, j in pairs:
+                    expected = sklearn_mi(maps[i], last[n, j])
+                    assert T[i, j] == pytest.approx(expected, abs=1e-5), (n, name, i, j)
+                    checked += 1
+                    nonzero += expected > 1e-3
+                    differs_from_second_to_last += abs(sklearn_mi(maps[i], second_to_last[n, j]) - expected) > 1e-3
+    assert checked > 100 and nonzero > 20, f"the test needs entries with MI > 0; {nonzero} of {checked}"
+    assert differs_from_second_to_last > 0, "the entries must tell the last conv layer from the one before"
+
+
+def test_measure_set_does_not_depend_on_batch_size(features_file):
+    from advflow.information import measure_set
+
+    folder, features = features_file
+    for batch_size in (1, STAGE_N):
+        measure_set(features, folder / f"mi{batch_size}.h5", folder / f"paths{batch_size}.csv", buckets=B,
+                    batch_size=batch_size)
+    assert_same_h5(folder / "mi1.h5", folder / f"mi{STAGE_N}.h5")
+    with h5py.File(folder / "mi1.h5") as h5:
+        assert {"S", "T"} <= set(h5) and len(h5["S"]) == len(h5["T"]) == 6
+    paths = (folder / "paths1.csv").read_text()
+    assert paths == (folder / f"paths{STAGE_N}.csv").read_text()
+    assert len(paths.splitlines()) == 1 + STAGE_N * 6

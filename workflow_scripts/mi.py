@@ -7,4 +7,4 @@ device = start(sm)
 from advflow.information import measure_set  # noqa: E402
 
 measure_set(sm.input[0], sm.output.mi, sm.output.paths, buckets=sm.params.buckets, batch_size=sm.config["mi"]["batch_size"],
-            device=device)
+            device=device, bias_correction=sm.params.bias_correction, seed=sm.params.seed)

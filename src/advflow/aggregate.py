@@ -419,8 +419,9 @@ def fit_path(layers: np.ndarray, values: np.ndarray, *, seed: int = 0, grid_step
 
 def read_paths_csv(paths_csv: str | Path) -> dict[str, np.ndarray]:
     """The columns of a per-input paths CSV (SPEC: ``input, layer, layer_name, mu_s, mu_t, label,
-    prediction`` [+ ``seed, step``]) as arrays: float64 for ``layer``, ``mu_s``, ``mu_t``, ``step``,
-    strings for the others."""
+    prediction`` [+ ``dead, mu_s_bias, mu_t_bias``] [+ ``seed, step``]) as arrays: float64 for ``layer``,
+    ``mu_s``, ``mu_t``, ``step`` and the diagnostics ``dead``, ``mu_s_bias``, ``mu_t_bias`` (absent
+    from older CSVs), strings for the others."""
     paths_csv = Path(paths_csv)
     if not paths_csv.is_file():
         raise FileNotFoundError(f"{paths_csv}: no such file; run the workflow stage that writes the paths")
@@ -436,7 +437,7 @@ def read_paths_csv(paths_csv: str | Path) -> dict[str, np.ndarray]:
     columns: dict[str, np.ndarray] = {}
     for name in reader.fieldnames or []:
         cells = [row[name] for row in rows]
-        if name in ("layer", "mu_s", "mu_t", "step"):
+        if name in ("layer", "mu_s", "mu_t", "step", "dead", "mu_s_bias", "mu_t_bias"):
             try:
                 columns[name] = np.array([float(c) if c not in ("", None) else math.nan for c in cells])
             except ValueError as error:

@@ -5,11 +5,20 @@ For each input and conv layer k, S^(k) (n_k x n_s) holds the MI between each of 
 each input channel, T^(k) (n_k x n_t) the MI with each map of the last conv layer (the target maps),
 computed by :func:`advflow.mi.mi_against` in batches of inputs on the GPU when there is one. Writes::
 
-    mi/{model}/{set}.h5      S/{layer} (N, n_k, n_s), T/{layer} (N, n_k, n_t) float32, labels,
-                             predictions (+ seed, step for trajectories); attrs: model, set, layers,
-                             buckets
-    paths/{model}/{set}.csv  input, layer (1..K), layer_name, mu_s, mu_t, label, prediction
-                             (+ seed, step): mu_s = mean S^(k), mu_t = mean T^(k)
+    mi/{model}/{set}.h5      S/{layer} (N, n_k, n_s), T/{layer} (N, n_k, n_t) float32, dead/{layer} (N,)
+                             float32, labels, predictions (+ seed, step for trajectories); attrs: model,
+                             set, layers, buckets, bias_correction, bias_seed
+    paths/{model}/{set}.csv  input, layer (1..K), layer_name, mu_s, mu_t, label, prediction, dead,
+                             mu_s_bias, mu_t_bias (+ seed, step)
+
+Estimator diagnostics, per input and layer: ``dead`` is the share of the layer's maps that are
+constant (max == min over positions: one bucket, MI 0 with anything); ``mu_s_bias`` and ``mu_t_bias``
+are the layer means of S and T computed with the layer's maps position-shuffled (after pooling to the
+compared size; :func:`advflow.mi.seeded_permutations` of (seed, input index, layer index)) against the
+unshuffled reference: the MI the estimator gives maps with those marginals and no alignment. ``mu_s``
+and ``mu_t`` are the raw layer means of S^(k) and T^(k) (the paper's estimator) or, with
+``bias_correction``, the raw means minus ``mu_s_bias`` / ``mu_t_bias``; the bias columns are written
+either way, so the other variant is always recoverable (raw = mu + bias when corrected).
 
 Features are read batch by batch; memory holds one batch of maps and its matrices.
 """
@@ -28,7 +37,7 @@ import numpy as np
 import torch
 
 from advflow.io import CorruptFileError, atomic_h5, atomic_path, open_h5
-from advflow.mi import mi_against
+from advflow.mi import mi_against, seeded_permutations
 from advflow.paths import information_paths
 
 log = logging.getLogger("advflow.information")
@@ -64,8 +73,16 @@ def _check_layout(h5: h5py.File) -> tuple[list[str], int]:
 
 
 def measure_set(features_path: str | Path, out_mi: str | Path, out_paths: str | Path, *, buckets: int = 8,
-                batch_size: int = 16, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """S and T of every layer for every input of a features file, and its information paths."""
+                batch_size: int = 16, device: torch.device | str = "cpu", bias_correction: bool = False,
+                seed: int = 0) -> dict[str, Any]:
+    """S and T of every layer for every input of a features file, and its information paths, with the
+    dead-map shares and the shuffled-map MI (the estimator's bias, seeded by ``seed``) of each input and
+    layer. ``bias_correction`` subtracts that bias from ``mu_s`` and ``mu_t`` (default: the raw means)."""
+    if not isinstance(bias_correction, (bool, np.bool_)):
+        raise ValueError(f"bias_correction must be true or false; got {type(bias_correction).__name__} "
+                         f"{bias_correction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer; got {type(seed).__name__} {seed!r}")
     features_path = Path(features_path)
     device = torch.device(device)
     started = last = time.monotonic()
@@ -89,8 +106,12 @@ def measure_set(features_path: str | Path, out_mi: str | Path, out_paths: str | 
                                             chunks=(1, h5[f"layers/{k}"].shape[1], n_s), **packed) for k in names}
             t_sets = {k: out.create_dataset(f"T/{k}", shape=(n, h5[f"layers/{k}"].shape[1], n_t), dtype="f4",
                                             chunks=(1, h5[f"layers/{k}"].shape[1], n_t), **packed) for k in names}
+            dead_sets = {k: out.create_dataset(f"dead/{k}", shape=(n,), dtype="f4") for k in names}
             mu_s = np.zeros((n, len(names)))
             mu_t = np.zeros((n, len(names)))
+            mu_s_bias = np.zeros((n, len(names)))
+            mu_t_bias = np.zeros((n, len(names)))
+            dead = np.zeros((n, len(names)))
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
                 try:
@@ -108,25 +129,52 @@ def measure_set(features_path: str | Path, out_mi: str | Path, out_paths: str | 
                     t_sets[name][start:stop] = t.float().cpu().numpy()
                 mu_s[start:stop], mu_t[start:stop] = (m.double().cpu().numpy()
                                                       for m in information_paths(sources, targets))
+                del sources, targets
+
+                def shuffle(k: int, positions: int, first: int = start, last: int = stop) -> torch.Tensor:
+                    return seeded_permutations(seed, range(first, last), k, positions, device=device)
+
+                shuffled = information_paths(mi_against(layers, x, buckets, permutation=shuffle),
+                                             mi_against(layers, target, buckets, permutation=shuffle))
+                mu_s_bias[start:stop], mu_t_bias[start:stop] = (m.double().cpu().numpy() for m in shuffled)
+                for j, (name, maps) in enumerate(zip(names, layers)):
+                    flat = maps.flatten(2)
+                    share = (flat.amax(dim=2) == flat.amin(dim=2)).double().mean(dim=1).cpu().numpy()
+                    dead[start:stop, j] = share
+                    dead_sets[name][start:stop] = share.astype(np.float32)
                 if time.monotonic() - last > 30 or stop == n:
                     last = time.monotonic()
                     log.info("mi: %d / %d inputs (%.0f s)", stop, n, last - started)
             for key, value in meta.items():
                 out.create_dataset(key, data=value)
-            out.attrs.update({**attrs, "layers": json.dumps(names), "buckets": int(buckets), "units": "nats"})
-    write_paths(out_paths, names, mu_s, mu_t, meta)
+            out.attrs.update({**attrs, "layers": json.dumps(names), "buckets": int(buckets), "units": "nats",
+                              "bias_correction": bool(bias_correction), "bias_seed": int(seed)})
+    if bias_correction:
+        mu_s, mu_t = mu_s - mu_s_bias, mu_t - mu_t_bias
+    write_paths(out_paths, names, mu_s, mu_t, meta,
+                diagnostics={"dead": dead, "mu_s_bias": mu_s_bias, "mu_t_bias": mu_t_bias})
     return {"inputs": n, "layers": len(names), "seconds": time.monotonic() - started}
 
 
+#: The diagnostic columns of a paths CSV, written after ``prediction`` when given (see the module doc).
+DIAGNOSTIC_COLUMNS = ("dead", "mu_s_bias", "mu_t_bias")
+
+
 def write_paths(path: str | Path, names: list[str], mu_s: np.ndarray, mu_t: np.ndarray,
-                meta: dict[str, np.ndarray]) -> None:
-    """The per-input information paths as CSV: one row per (input, layer)."""
+                meta: dict[str, np.ndarray], *, diagnostics: dict[str, np.ndarray] | None = None) -> None:
+    """The per-input information paths as CSV: one row per (input, layer). ``diagnostics`` maps each of
+    :data:`DIAGNOSTIC_COLUMNS` to an ``(N, K)`` array (all or none)."""
     extra = [key for key in ("seed", "step") if key in meta]
+    columns = list(DIAGNOSTIC_COLUMNS) if diagnostics is not None else []
+    if diagnostics is not None and set(diagnostics) != set(DIAGNOSTIC_COLUMNS):
+        raise ValueError(f"diagnostics must hold exactly {', '.join(DIAGNOSTIC_COLUMNS)}; got "
+                         f"{', '.join(sorted(diagnostics))}")
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["input", "layer", "layer_name", "mu_s", "mu_t", "label", "prediction", *extra])
+        writer.writerow(["input", "layer", "layer_name", "mu_s", "mu_t", "label", "prediction", *columns, *extra])
         for i in range(mu_s.shape[0]):
             for j, name in enumerate(names):
                 writer.writerow([i, j + 1, name, repr(float(mu_s[i, j])), repr(float(mu_t[i, j])),
                                  int(meta["labels"][i]), int(meta["predictions"][i]),
+                                 *(repr(float(diagnostics[c][i, j])) for c in columns),  # type: ignore[index]
                                  *(int(meta[key][i]) for key in extra)])

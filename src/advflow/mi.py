@@ -24,13 +24,22 @@ For one input and a conv layer k with maps (n_k, H_k, W_k), the SPEC's matrices 
 S^(k)(i, j) = I(m_i^(k), input channel j) and T^(k)(i, j) = I(m_i^(k), m_j^target), the target maps
 being the last conv layer's output maps: :func:`layer_mi` for one layer, :func:`mi_against` for many
 layers against one reference at a time (one matrix product per map size, not per layer).
+
+The estimator's bias: ``mi_against(..., permutation=...)`` permutes the positions of each layer's maps
+(after pooling them to the size they are compared at; one permutation per input and layer, shared by
+all of that layer's maps) before comparing them with the unshuffled reference. This keeps each map's
+histogram but breaks its spatial alignment with the reference, so the result is the MI that the
+estimator reports for maps with those marginals and no dependence (plug-in MI is > 0 at few
+positions). :func:`seeded_permutations` draws those permutations from (seed, input index, layer
+index), so they do not depend on how inputs are batched.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -206,13 +215,49 @@ def _ids(maps: torch.Tensor, size: tuple[int, int], buckets: int) -> torch.Tenso
     return bucketize(pool_to(maps, size).flatten(2), buckets)
 
 
+#: ``permutation(k, P)``: ``(N, P)`` int64, row i a permutation of 0..P-1 for input i of layer k.
+Permutation = Callable[[int, int], torch.Tensor]
+
+
+def seeded_permutations(seed: int, inputs: Sequence[int], layer: int, positions: int, *,
+                        device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(len(inputs), positions)`` int64: for each input index i, a permutation of 0..positions-1 drawn
+    from a generator seeded by ``(seed, i, layer)`` alone (numpy's SeedSequence; a negative seed is
+    taken modulo 2^64), so an input's permutation does not depend on the inputs batched with it."""
+    if positions < 1:
+        raise ValueError(f"positions must be positive; got {positions}")
+    if any(int(i) < 0 for i in inputs) or layer < 0:
+        raise ValueError(f"input and layer indices must be non-negative; got layer {layer}, inputs {list(inputs)}")
+    key = int(seed) % 2 ** 64
+    rows = [np.random.default_rng([key, int(i), int(layer)]).permutation(positions) for i in inputs]
+    table = np.stack(rows) if rows else np.zeros((0, positions), dtype=np.int64)
+    return torch.as_tensor(table, dtype=torch.int64, device=device)
+
+
+def _permuted(ids: torch.Tensor, permutation: Permutation, k: int) -> torch.Tensor:
+    """Layer k's ids ``(N, n_k, P)`` with each input's positions reordered by ``permutation(k, P)``."""
+    n, _, positions = ids.shape
+    order = torch.as_tensor(permutation(k, positions), device=ids.device)
+    if order.shape != (n, positions) or order.dtype != torch.int64:
+        raise ValueError(f"permutation({k}, {positions}) must be an int64 tensor of shape {(n, positions)}; "
+                         f"got {order.dtype} {tuple(order.shape)}")
+    if not bool((order.sort(dim=1).values == torch.arange(positions, device=ids.device)).all()):
+        raise ValueError(f"permutation({k}, {positions}) must hold a permutation of 0..{positions - 1} per input")
+    return ids.gather(2, order[:, None, :].expand_as(ids))
+
+
 def mi_against(layers: Sequence[torch.Tensor], reference: torch.Tensor, buckets: int = DEFAULT_BUCKETS, *,
-               max_elements: int | None = None) -> list[torch.Tensor]:
+               max_elements: int | None = None, permutation: Permutation | None = None) -> list[torch.Tensor]:
     """For each layer's maps ``(N, n_k, H_k, W_k)``, the ``(N, n_k, n_r)`` MI matrix against the
     reference maps ``(N, n_r, H_r, W_r)`` (the input's channels for S, the target maps for T).
 
     Each pair is compared at the smaller of the two sizes (the larger max-pooled down, then both
     bucketized on their pooled ranges). Layers compared at the same size share one matrix product.
+
+    ``permutation`` (default None: no shuffle) measures the estimator's bias: called as
+    ``permutation(k, P)`` for layer k compared at P positions, it returns ``(N, P)`` int64 whose row i
+    reorders the positions of every pooled map of layer k for input i (e.g. :func:`seeded_permutations`);
+    the reference is not shuffled. Bucketizing is per map, so permuting ids equals permuting the maps.
     """
     _check_buckets(buckets)
     _check_maps("reference", reference)
@@ -227,7 +272,10 @@ def mi_against(layers: Sequence[torch.Tensor], reference: torch.Tensor, buckets:
         groups.setdefault(_common_size(maps, reference), []).append(k)
     result: list[torch.Tensor | None] = [None] * len(layers)
     for size, members in groups.items():
-        layer_ids = torch.cat([_ids(layers[k], size, buckets) for k in members], dim=1)
+        if permutation is None:
+            layer_ids = torch.cat([_ids(layers[k], size, buckets) for k in members], dim=1)
+        else:
+            layer_ids = torch.cat([_permuted(_ids(layers[k], size, buckets), permutation, k) for k in members], dim=1)
         matrix = mi_matrix(layer_ids, _ids(reference, size, buckets), buckets, max_elements=max_elements)
         for k, part in zip(members, matrix.split([layers[k].shape[1] for k in members], dim=1)):
             result[k] = part
