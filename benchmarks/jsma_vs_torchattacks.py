@@ -11,8 +11,8 @@ mapped to (x + 1) / 2 and theta halved (theta = 0.1 in [-1, 1] is 0.05 in [0, 1]
 solve the same problem. Known differences of the two algorithms, which the figures include:
 torchattacks takes the Jacobian of the logits (we: of softmax(Z / T), T = 1, one backward pass and a
 top-2 pair search, exact because the softmax Jacobian's rows sum to zero), attacks one image at a time,
-removes a feature from the search domain once it is picked (we: once it reaches the bound, so a feature
-can be raised more than once, as in Papernot et al.'s Algorithm 3) and allows ceil(gamma * F / 2)
+removes a feature from the search domain once it is picked (so do we: both pixels of a picked pair leave
+it, as in cleverhans) and allows ceil(gamma * F / 2)
 iterations (we: floor). L0 is the number of changed pixels, counted in each attack's own space.
 
 Two settings (theta in [-1, 1] space : gamma) run by default: ``0.1:0.1``, the study's JSMA (SPEC), and

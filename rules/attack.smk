@@ -52,6 +52,34 @@ rule attack:
         "../workflow_scripts/attack.py"
 
 
+rule control:
+    input:
+        attack_set="results/{dataset}/adv/{target}/{attack}.h5",
+        seeds="results/{dataset}/inputs/normal_test.h5",
+        model="results/{dataset}/models/{target}.pt",
+    output:
+        "results/{dataset}/adv/{target}/random_{attack}.h5",
+    log:
+        "results/{dataset}/logs/control/{target}/{attack}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/control/{target}/{attack}.tsv"
+    wildcard_constraints:
+        target="|".join(MODEL_NAMES),
+        attack="|".join(ATTACK_NAMES),
+    conda:
+        "../envs/advflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=0,
+    params:
+        code=code("control.py"),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/control.py"
+
+
 rule jsma_trajectories:
     input:
         model="results/{dataset}/models/{target}.pt",
@@ -77,6 +105,29 @@ rule jsma_trajectories:
         n=config["trajectories"]["n"],
     script:
         "../workflow_scripts/trajectories.py"
+
+
+rule trajectory_control:
+    input:
+        "results/{dataset}/trajectories/{target}/jsma.h5",
+    output:
+        "results/{dataset}/trajectories/{target}/random_jsma.h5",
+    log:
+        "results/{dataset}/logs/trajectories/{target}_control.log",
+    wildcard_constraints:
+        target="|".join(MODEL_NAMES),
+    conda:
+        "../envs/advflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+        gpu=0,
+    params:
+        code=code("trajectory_control.py"),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/trajectory_control.py"
 
 
 rule attack_tables:

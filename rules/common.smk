@@ -30,7 +30,7 @@ if workflow.is_main_process:
 from advflow.catalog import DATASETS, TRAINED_FROM_SCRATCH, locate_dataset
 from advflow.catalog import MODELS as MODEL_NAMES
 from advflow.catalog import measurements as catalog_measurements
-from advflow.catalog import set_path, trajectories_wanted
+from advflow.catalog import CONTROL_PREFIX, is_trajectory, set_path, trajectories_wanted
 from advflow.config import (
     ATTACK_DEFAULTS,
     attack_settings,
@@ -64,7 +64,12 @@ FEATURES = {
     "batch_size": 100,
     **(config.get("features") or {}),
 }
-MI = {"buckets": 8, "batch_size": 16, **(config.get("mi") or {})}
+MI = {
+    "buckets": 8,
+    "batch_size": 16,
+    "bias_correction": False,
+    **(config.get("mi") or {}),
+}
 GP = {"grid_step": 0.05, **(config.get("aggregate") or {})}
 # Batch sizes change no result, so they are not params (changing them reruns nothing); the scripts
 # read them from the config.
@@ -143,8 +148,19 @@ def set_list(dataset):
     ]
 
 
+def control_list(dataset):
+    """The random-perturbation control beside every measured adversarial set (SPEC, "How a finding is
+    decided"); the ensemble's sets enter Table VI only and get none."""
+    return [
+        f"results/{dataset}/adv/{target}/{CONTROL_PREFIX}{attack}.h5"
+        for target, attacks in ATTACK_SETS.items()
+        if target != "ensemble"
+        for attack in attacks
+    ]
+
+
 def adversarial_sets(wildcards):
-    return set_list(wildcards.dataset)
+    return set_list(wildcards.dataset) + control_list(wildcards.dataset)
 
 
 def transfer_pairs(wildcards):
@@ -206,7 +222,7 @@ def gp_params(wildcards):
 
 def aggregated_sets():
     """Every measured pair but the trajectories (Q1 compares steps of single inputs)."""
-    return [(m, s) for m, s in measurements() if not s.startswith("trajectory@")]
+    return [(m, s) for m, s in measurements() if not is_trajectory(s)]
 
 
 def report_params(wildcards):
@@ -226,7 +242,10 @@ def report_params(wildcards):
         "report",
     )
     study = {k: config.get(k) for k in keys}
-    study["mi"] = {"buckets": MI["buckets"]}  # batch sizes change no result
+    study["mi"] = {  # batch sizes change no result
+        "buckets": MI["buckets"],
+        "bias_correction": MI.get("bias_correction", False),
+    }
     study["attacks"] = {
         a: attack_settings(config, a)
         for attacks in ATTACK_SETS.values()
@@ -238,12 +257,17 @@ def report_params(wildcards):
 def final_targets():
     targets = [f"{RESULTS}/models/{m}.json" for m in MODELS]
     if ATTACK_SETS:
-        targets += set_list(DATASET) + [
-            f"{RESULTS}/tables/attacks.csv",
-            f"{RESULTS}/tables/transferability.csv",
-        ]
+        targets += (
+            set_list(DATASET)
+            + control_list(DATASET)
+            + [
+                f"{RESULTS}/tables/attacks.csv",
+                f"{RESULTS}/tables/transferability.csv",
+            ]
+        )
     if trajectory_wanted():
         targets.append(f"{RESULTS}/trajectories/good_init/jsma.h5")
+        targets.append(f"{RESULTS}/trajectories/good_init/random_jsma.h5")
     targets += [f"{RESULTS}/paths/{m}/{s}.csv" for m, s in measurements()]
     targets += [f"{RESULTS}/aggregates/{m}/{s}.csv" for m, s in aggregated_sets()]
     if ATTACK_SETS:

@@ -25,15 +25,16 @@ import yaml
 
 from advflow import findings
 from advflow.aggregate import AggregatedPath, aggregate_frame, aggregate_paths, read_aggregate, write_aggregate
+from advflow.catalog import CONTROL_PREFIX, is_trajectory
 from advflow.report import NORMAL, NORMAL_TRAIN, TABLE_COLUMNS, TRAJECTORY, Study, build_report, set_name
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 K = 4  # conv layers of the synthetic models
-N = 5  # inputs per set
+N = 8  # inputs per set
 CLASSES = 4
-SUCCESS = np.array([True, True, True, True, False])  # success of every synthetic set on its target
-FOOLED_ELSEWHERE = np.array([True, True, False, False, True])  # misclassified by another model
+SUCCESS = np.array([True, True, True, True, False, True, True, True])  # success of every synthetic set on its target
+FOOLED_ELSEWHERE = np.array([True, True, False, False, True, True, False, True])  # misclassified by another model
 TRAJECTORY_STEPS = 4
 
 SYNTHETIC_CONFIG = {
@@ -90,7 +91,9 @@ def make_synthetic_run(root: Path, config: dict, fooled_elsewhere: np.ndarray = 
     base_s = {m: rng.uniform(0.2, 0.6, K) for m in study.models}
     base_t = {m: rng.uniform(0.1, 0.3, K) for m in study.models}
 
-    sets = [NORMAL, NORMAL_TRAIN] + [set_name(a, t) for t, attacks in study.attack_sets.items() for a in attacks]
+    attacked = [(a, t) for t, attacks in study.attack_sets.items() for a in attacks]
+    attacked += [(CONTROL_PREFIX + a, t) for a, t in attacked]  # every attack's random control
+    sets = [NORMAL, NORMAL_TRAIN] + [set_name(a, t) for a, t in attacked]
     for model in study.models:
         (results / "models").mkdir(parents=True, exist_ok=True)
         record = {"model": model, "parameters": int(1_000_000 * rng.uniform(0.5, 1.5)),
@@ -100,6 +103,8 @@ def make_synthetic_run(root: Path, config: dict, fooled_elsewhere: np.ndarray = 
             if not study.measured(model, set_):
                 continue
             shift = 0.0 if set_.startswith("normal") else rng.uniform(0.005, 0.05)
+            if set_.startswith(CONTROL_PREFIX):
+                shift /= 4
             mu_s = base_s[model] + rng.normal(0, 0.01, (N, K)) + shift / 3
             mu_t = base_t[model] + rng.normal(0, 0.01, (N, K)) + shift
             predictions = labels.copy()
@@ -113,12 +118,15 @@ def make_synthetic_run(root: Path, config: dict, fooled_elsewhere: np.ndarray = 
 
     attack_rows, transfer_rows = [], []
     for target, attacks in study.attack_sets.items():
-        for attack in attacks:
+        for attack in [*attacks, *(CONTROL_PREFIX + a for a in attacks)]:
             with h5py.File(_mkdir(results / "adv" / target / f"{attack}.h5"), "w") as h5:
                 h5["success"], h5["labels"] = SUCCESS, labels
+                h5["norms_r/l0"], h5["norms_r/l2"] = np.where(SUCCESS, 5.0, 0.0), np.where(SUCCESS, 0.5, 0.0)
             attack_rows.append({"target": target, "attack": attack, "norm": "l2", "distortion": 0.05,
                                 "distortion_l2": 0.05, "confidence": 0.6, "success_rate": float(SUCCESS.mean()),
                                 "attacked": N})
+            if attack.startswith(CONTROL_PREFIX):
+                continue
             for model in study.models:
                 if model != target and study.measured(model, set_name(attack, target)):
                     transferred = int((SUCCESS & fooled_elsewhere).sum())
@@ -137,6 +145,10 @@ def make_synthetic_run(root: Path, config: dict, fooled_elsewhere: np.ndarray = 
         predictions = np.where(steps == TRAJECTORY_STEPS, 1, 0)
         _write_paths(results / "paths" / "good_init" / f"{TRAJECTORY}.csv", mu_s, mu_t, np.zeros(seeds.size),
                      predictions, seeds, steps)
+        _write_paths(results / "paths" / "good_init" / "random_trajectory@good_init.csv", mu_s - drift / 2,
+                     mu_t - drift * 0.8, np.zeros(seeds.size), np.zeros(seeds.size), seeds, steps)
+        with h5py.File(_mkdir(results / "trajectories" / "good_init" / "jsma.h5"), "w") as h5:
+            h5["success"] = np.array([True, True])
     return results
 
 
@@ -202,7 +214,8 @@ def assert_report_holds_everything(html_text: str, captions: dict[str, str], tab
     for name in written:
         assert f'data-table="{name}"' in html_text
     assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", html_text), "the report must be self-contained"
-    assert html_text.count('class="finding ') == 5
+    assert html_text.count('class="finding ') == 10  # each question: the statistical and the literal finding
+    assert html_text.count('data-kind="literal" data-verdict') == 5
 
 
 def chromium() -> str:
@@ -247,8 +260,8 @@ def test_distance_tables_equal_the_path_distance_of_the_aggregates_they_name(syn
 def test_distance_tables_cover_every_set_the_config_asks_for(synthetic_report):
     tables = synthetic_report["tables"]
     table3 = read_rows(tables / "table3_distance_from_normal.csv")
-    assert [(r["attack"], r["set"]) for r in table3] == [("", NORMAL_TRAIN), ("fgsm", "fgsm@good_init"),
-                                                         ("jsma", "jsma@good_init"), ("cw", "cw@good_init")]
+    assert [(r["attack"], r["set"]) for r in table3] == [("", NORMAL_TRAIN)] + [
+        (name, f"{name}@good_init") for a in ("fgsm", "jsma", "cw") for name in (a, CONTROL_PREFIX + a)]
     table5 = read_rows(tables / "table5_complexity.csv")  # Q3's attacks: crafted on both models
     assert {(r["attack"], r["measured_on"], r["target"], r["relation"]) for r in table5} == {
         (a, m, t, "itself" if m == t else "other") for a in ("fgsm", "jsma") for m in ("good_init", "compressed")
@@ -256,7 +269,8 @@ def test_distance_tables_cover_every_set_the_config_asks_for(synthetic_report):
     assert all(float(r["average_distance"]) == pytest.approx((float(r["iip_distance"]) + float(r["oip_distance"])) / 2)
                for r in table5)
     q4 = read_rows(tables / "q4_defense.csv")
-    assert [r["attack"] for r in q4] == ["jsma_control", "jsma_adaptive"]
+    assert [r["attack"] for r in q4] == ["jsma_control", "random_jsma_control", "jsma_adaptive",
+                                         "random_jsma_adaptive"]
     assert all(float(r["success_rate"]) == pytest.approx(SUCCESS.mean()) for r in q4)
     table9 = read_rows(tables / "table9_transfer.csv")  # Q5's attacks: crafted on all three models (jsma)
     group = ("good_init", "deep_conv", "vgg_like")
@@ -334,9 +348,10 @@ def test_model_and_attack_tables_are_selections_of_the_records_and_attack_tables
     attacks = {(r["target"], r["attack"]) for r in read_rows(results / "tables" / "attacks.csv")}
     table2 = [(r["target"], r["attack"]) for r in read_rows(tables / "table2_attacks.csv")]
     assert set(table2) <= attacks
-    assert table2 == [("good_init", a) for a in ("fgsm", "jsma", "cw")] + [("compressed", a) for a in ("fgsm", "jsma")]
+    assert table2 == [("good_init", n) for a in ("fgsm", "jsma", "cw") for n in (a, CONTROL_PREFIX + a)] + [
+        ("compressed", n) for a in ("fgsm", "jsma") for n in (a, CONTROL_PREFIX + a)]
     table8 = {(r["target"], r["attack"]) for r in read_rows(tables / "table8_attacks.csv")}
-    assert table8 == {(t, "jsma") for t in ("good_init", "deep_conv", "vgg_like")}
+    assert table8 == {(t, n) for t in ("good_init", "deep_conv", "vgg_like") for n in ("jsma", "random_jsma")}
     table6 = {(r["attack"], r["target"], r["measured_on"]) for r in read_rows(tables / "table6_transferability.csv")}
     assert table6 == {(a, t, m) for a in ("fgsm", "jsma") for t, m in (("good_init", "compressed"),
                                                                       ("compressed", "good_init"))}
@@ -358,7 +373,8 @@ def test_report_states_each_finding_computed_from_its_tables(synthetic_report):
     page = synthetic_report["html"].read_text()
     table3 = read_rows(synthetic_report["tables"] / "table3_distance_from_normal.csv")
     expected = findings.attack_mechanisms([{**r, "iip_distance": float(r["iip_distance"]),
-                                            "oip_distance": float(r["oip_distance"])} for r in table3])
+                                            "oip_distance": float(r["oip_distance"])} for r in table3
+                                           if not r["attack"].startswith(CONTROL_PREFIX)])
     assert html.escape(expected.text) in page
 
 
@@ -379,7 +395,7 @@ def test_sections_without_their_sets_are_skipped_with_a_note(tmp_path):
     assert "Note: skipped: attack_sets.distilled has neither" in page
     assert "Note: skipped: the config records no JSMA trajectories" in page
     assert_report_holds_everything(page, captions, tmp_path / "t", tmp_path / "f")
-    assert page.count('data-holds="none"') == 2
+    assert page.count('data-holds="none"') == 4  # Q1 and Q4: statistical and literal
 
 
 def test_a_missing_aggregate_is_an_error_that_names_the_file(tmp_path):
@@ -422,24 +438,18 @@ def test_q2_cannot_be_checked_without_attack_rows():
     assert finding.holds is None and "cannot be checked" in finding.text
 
 
-def q3_rows(on_good_init: float, on_compressed: float) -> list[dict]:
-    rows = []
-    for attack in ("fgsm", "jsma", "cw"):
-        for model, value in (("good_init", on_good_init), ("compressed", on_compressed)):
-            other = "compressed" if model == "good_init" else "good_init"
-            rows.append({"attack": attack, "measured_on": model, "target": model, "iip_distance": 0.001,
-                         "oip_distance": value})
-            rows.append({"attack": attack, "measured_on": model, "target": other, "iip_distance": 0.001,
-                         "oip_distance": value / 2})
-    return rows
+def q3_rows(gap_good_init: float, gap_compressed: float) -> list[dict]:
+    """table5_gap rows: on each model, the gap between the sets targeting it and the other model."""
+    return [{"attack": attack, "measured_on": model, "iip_gap": value / 3, "oip_gap": value, "average_gap": value}
+            for attack in ("fgsm", "jsma", "cw")
+            for model, value in (("good_init", gap_good_init), ("compressed", gap_compressed))]
 
 
-def test_q3_verdict_follows_which_model_is_shifted_further():
-    holds = findings.model_complexity(q3_rows(0.0066, 0.0028))
-    assert holds.holds is True and "holds for 3 of 3 attacks" in holds.text
-    assert "fgsm: 0.0066 on good_init vs 0.0028 on compressed" in holds.text
-    flipped = findings.model_complexity(q3_rows(0.0028, 0.0066))
-    assert flipped.holds is False and "does not hold" in flipped.text and "holds for 0 of 3 attacks" in flipped.text
+def test_q3_verdict_follows_on_which_model_the_gap_is_larger():
+    holds = findings.model_complexity(q3_rows(0.0039, 0.0116))
+    assert holds.holds is True and "holds for 3 of 3 attacks" in holds.text and holds.verdict == "holds"
+    flipped = findings.model_complexity(q3_rows(0.0116, 0.0039))
+    assert flipped.holds is False and flipped.verdict == "fails" and "holds for 0 of 3 attacks" in flipped.text
 
 
 def q4_rows(adaptive: float, control: float) -> list[dict]:
@@ -515,7 +525,7 @@ def test_tiny_run_report_holds_everything_and_renders_in_chromium(tiny_run, repo
     config = yaml.safe_load((repo / "configs" / "tiny.yaml").read_text())
     source = tiny_run / "results" / config["dataset"]
     results = tmp_path / "results" / config["dataset"]
-    for folder in ("paths", "adv", "tables", "aggregates"):
+    for folder in ("paths", "adv", "tables", "aggregates", "trajectories"):
         if (source / folder).is_dir():
             shutil.copytree(source / folder, results / folder)
     (results / "models").mkdir(parents=True)
@@ -523,7 +533,7 @@ def test_tiny_run_report_holds_everything_and_renders_in_chromium(tiny_run, repo
         shutil.copy(record, results / "models" / record.name)
     for paths_csv in sorted((results / "paths").glob("*/*.csv")):  # until the run writes them itself
         aggregate = results / "aggregates" / paths_csv.parent.name / paths_csv.name
-        if not paths_csv.stem.startswith("trajectory@") and not aggregate.is_file():
+        if not is_trajectory(paths_csv.stem) and not aggregate.is_file():
             write_aggregate(aggregate, aggregate_paths(paths_csv, seed=config["seed"]))
 
     out = tmp_path / "report"

@@ -22,10 +22,13 @@ from conftest import REPO, planned_jobs, snakemake
 
 def test_dry_run_of_the_default_config_plans_every_stage(tmp_path):
     result = snakemake("-n", "--configfile", str(REPO / "config.yaml"), workdir=tmp_path)
+    # The default config adds seed 003's PGD and EAD on good_init to the tiny config's matrix: 3 more
+    # attack sets and controls, 6 more measurements.
     assert planned_jobs(result) == {
         "prepare_data": 1, "train_model": 3, "train_distillation_teacher": 1, "distill": 1, "compress": 1,
-        "ensemble": 1, "select_inputs": 1, "attack": 22, "jsma_trajectories": 1, "attack_tables": 1,
-        "features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES, "report": 1, "all": 1,
+        "ensemble": 1, "select_inputs": 1, "attack": 22, "control": 19, "jsma_trajectories": 1,
+        "trajectory_control": 1, "attack_tables": 1, "features": MEASUREMENTS + 6, "mi": MEASUREMENTS + 6,
+        "aggregate": AGGREGATES + 6, "report": 1, "all": 1,
     }
 
 
@@ -78,13 +81,14 @@ def test_tiny_run_is_up_to_date_after_it_finishes(tiny_run):
 
 # Every attack set starts from the same seeds, test images every attacked model classifies correctly,
 # so a retrained model reruns the seed selection and the attack stage after it.
-# (measuring model, set) pairs of the study's matrix (tiny and default configs alike): good_init 20
-# (2 profiles, its 8 sets, FGSM/JSMA/C&W of compressed, deep_conv and vgg_like, the trajectories),
-# compressed 8, deep_conv 11, vgg_like 11, distilled 4.
-MEASUREMENTS = 54
-AGGREGATES = MEASUREMENTS - 1  # every measured set but the trajectories
-ATTACK_STAGE = {"select_inputs": 1, "attack": 22, "jsma_trajectories": 1, "attack_tables": 1,
-                "features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES, "report": 1, "all": 1}
+# (measuring model, set) pairs of the tiny config's matrix: good_init 27 (2 profiles, its 5 sets and their
+# 5 random controls, FGSM/JSMA/C&W of compressed, deep_conv and vgg_like, the trajectories and their
+# control), compressed 11, deep_conv 14, vgg_like 14, distilled 6 (each model's own sets with controls).
+MEASUREMENTS = 68
+AGGREGATES = MEASUREMENTS - 2  # every measured set but the trajectories and their control
+ATTACK_STAGE = {"select_inputs": 1, "attack": 19, "control": 16, "jsma_trajectories": 1, "trajectory_control": 1,
+                "attack_tables": 1, "features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES,
+                "report": 1, "all": 1}
 
 
 @pytest.mark.slow
@@ -96,16 +100,18 @@ ATTACK_STAGE = {"select_inputs": 1, "attack": 22, "jsma_trajectories": 1, "attac
     (lambda c: c["models"]["good_init"].update(lr=0.01),
      {"train_model": 1, "compress": 1, "ensemble": 1, **ATTACK_STAGE}),
     (lambda c: c["models"]["compressed"].update(step=0.2), {"compress": 1, **ATTACK_STAGE}),
-    # An attack's setting reruns that attack's sets (one per target), the tables and the sets'
-    # measurements (FGSM: 4 on good_init's set, 2 on compressed's, 3 each on deep_conv's and vgg_like's;
-    # the ensemble's set is not measured), nothing upstream.
+    # An attack's setting reruns that attack's sets (one per target), their controls, the tables and the
+    # sets' measurements (FGSM: 4 on good_init's set, 2 on compressed's, 3 each on deep_conv's and
+    # vgg_like's, 4 controls on their targets; the ensemble's set is not measured), nothing upstream.
     (lambda c: c["attacks"].update(fgsm={"epsilon": 0.05}),
-     {"attack": 5, "attack_tables": 1, "features": 12, "mi": 12, "aggregate": 12, "report": 1, "all": 1}),
+     {"attack": 5, "control": 4, "attack_tables": 1, "features": 16, "mi": 16, "aggregate": 16, "report": 1,
+      "all": 1}),
     (lambda c: c["attacks"]["jsma"].update(theta=0.5),
-     {"attack": 5, "jsma_trajectories": 1, "attack_tables": 1, "features": 13, "mi": 13, "aggregate": 12,
-      "report": 1, "all": 1}),
+     {"attack": 5, "control": 4, "jsma_trajectories": 1, "trajectory_control": 1, "attack_tables": 1,
+      "features": 18, "mi": 18, "aggregate": 16, "report": 1, "all": 1}),
     (lambda c: c["attacks"]["jsma_adaptive"].update(gamma=0.3),
-     {"attack": 2, "attack_tables": 1, "features": 2, "mi": 2, "aggregate": 2, "report": 1, "all": 1}),
+     {"attack": 2, "control": 2, "attack_tables": 1, "features": 4, "mi": 4, "aggregate": 4, "report": 1,
+      "all": 1}),
     (lambda c: c["inputs"].update(n=5), ATTACK_STAGE),
     # B reruns the MI stage and what follows; the storage precision the features and what follows;
     # the GP settings the aggregates only.
@@ -115,6 +121,7 @@ ATTACK_STAGE = {"select_inputs": 1, "attack": 22, "jsma_trajectories": 1, "attac
     (lambda c: c.update(aggregate={"grid_step": 0.1}), {"aggregate": AGGREGATES, "report": 1, "all": 1}),
     # A report-only setting re-renders the report and nothing else.
     (lambda c: c.update(report={"dpi": 80}), {"report": 1, "all": 1}),
+    (lambda c: c.update(report={"bootstrap_resamples": 200}), {"report": 1, "all": 1}),
     # Batch sizes change no result and rerun nothing.
     (lambda c: c.update(features={"batch_size": 7}, mi={"batch_size": 3}), {}),
 ])
@@ -126,6 +133,23 @@ def test_changing_one_setting_reruns_only_what_depends_on_it(tiny_run, tmp_path,
     changed = tiny_run / f"changed-{tmp_path.name}.yaml"
     changed.write_text(yaml.safe_dump(config))  # sorted keys: order must not matter
     assert planned_jobs(snakemake("-n", "--configfile", changed.name, workdir=tiny_run)) == expected
+
+
+@pytest.mark.slow
+def test_changing_mi_bias_correction_reruns_the_mi_stage_and_what_follows_and_nothing_upstream(tiny_run, tmp_path):
+    from advflow.config import config_errors, load_schema
+
+    default = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert default["mi"]["bias_correction"] is False  # the paper's estimator
+    assert config_errors(default, load_schema(REPO / "schemas" / "config.schema.yaml")) == []
+    config = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
+    for name in config["models"]:
+        config["models"][name] = config["models"][name] or {}
+    config.setdefault("mi", {})["bias_correction"] = True
+    changed = tiny_run / f"changed-{tmp_path.name}.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    assert planned_jobs(snakemake("-n", "--configfile", changed.name, workdir=tiny_run)) == {
+        "mi": MEASUREMENTS, "aggregate": AGGREGATES, "report": 1, "all": 1}
 
 
 def test_code_digest_follows_the_library_modules_a_script_imports_but_not_comments(tmp_path):
@@ -234,6 +258,26 @@ def test_tiny_run_writes_every_adversarial_set_with_its_records_and_tables(tiny_
             row = rows[(target, attack)]
             assert float(row["success_rate"]) == pytest.approx(expected["success_rate"])
             assert row["norm"] == expected["norm"] and int(row["attacked"]) == len(success)
+    # Beside every attack set but the ensemble's, its random control: the same seeds, and per input the
+    # attack's own L-infinity norm (FGSM, IGSM), L0 (JSMA), or L2 (DeepFool, C&W).
+    matched = {"fgsm": "linf", "igsm": "linf", "jsma": "l0", "jsma_adaptive": "l0", "jsma_control": "l0",
+               "deepfool": "l2", "cw": "l2"}
+    controls = 0
+    for target, attacks in config["attack_sets"].items():
+        for attack in attacks:
+            control = results / "adv" / target / f"random_{attack}.h5"
+            if target == "ensemble":
+                assert not control.exists()
+                continue
+            with h5py.File(results / "adv" / target / f"{attack}.h5") as a, h5py.File(control) as c:
+                norm = matched[attack]
+                assert c.attrs["attack"] == f"random_{attack}" and c.attrs["norm"] == norm
+                assert np.array_equal(c["indices"][:], a["indices"][:])
+                np.testing.assert_allclose(c[f"norms_r/{norm}"][:], a[f"norms_r/{norm}"][:], rtol=1e-5, atol=1e-5)
+                assert c["adversarial"][:].min() >= -1 and c["adversarial"][:].max() <= 1
+                assert ((target, f"random_{attack}")) in rows
+            controls += 1
+    assert controls == 16
     transfer = list(csv.DictReader(open(results / "tables" / "transferability.csv")))
     assert {(r["target"], r["measured_on"]) for r in transfer} >= {
         ("good_init", "compressed"), ("compressed", "good_init"), ("deep_conv", "vgg_like"),
@@ -258,6 +302,11 @@ def test_jsma_trajectory_starts_at_the_seed_and_ends_at_the_adversarial_input(ti
             assert len(steps) == h5["iterations"][i] + 1
             changed = (steps[-1] != steps[0]).sum()
             assert changed <= 0.1 * steps[0].size + 1e-9
+            assert (np.diff(steps, axis=0) != 0).sum(axis=0).max() <= 1  # each pixel changes at most once
+    with h5py.File(results / "trajectories" / "good_init" / "random_jsma.h5") as h5:  # Q1's control
+        for i in range(2):
+            steps = h5["steps"][str(i)][:]
+            assert np.allclose(steps[0], seeds[i]) and (np.diff(steps, axis=0) != 0).reshape(len(steps) - 1, -1).sum(1).max() <= 2
 
 
 @pytest.mark.slow
@@ -270,7 +319,8 @@ def test_tiny_run_measures_every_pair_with_paths_of_every_layer(tiny_run):
     assert len(paths) == MEASUREMENTS
     assert (results / "paths" / "compressed" / "cw@good_init.csv").exists()  # Q3: measured on both models
     assert (results / "paths" / "vgg_like" / "jsma@deep_conv.csv").exists()  # Q5: measured on all three
-    assert not (results / "paths" / "compressed" / "pgd@good_init.csv").exists()  # not in the Q3 matrix
+    assert (results / "paths" / "good_init" / "random_cw@good_init.csv").exists()  # a control, on its target
+    assert not (results / "paths" / "compressed" / "random_cw@good_init.csv").exists()  # ... and only there
     for path in paths:
         rows = list(csv.DictReader(open(path)))
         with h5py.File(results / "features" / path.parent.name / f"{path.stem}.h5") as h5:

@@ -41,6 +41,38 @@ def _model_space(images: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(to_model_space(images.astype(np.float32)))
 
 
+@torch.no_grad()
+def model_logits(model: torch.nn.Module, x: torch.Tensor | np.ndarray, device: torch.device,
+                 batch_size: int = 200) -> torch.Tensor:
+    """Logits (T = 1) of inputs already in model space, batched, on the CPU."""
+    x = torch.as_tensor(x)
+    model = model.to(device).eval()
+    out = [model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def write_set(out_path: str | Path, *, x: torch.Tensor, adversarial: torch.Tensor, labels: np.ndarray,
+              indices: np.ndarray, before: np.ndarray, logits: torch.Tensor, attrs: dict[str, Any],
+              extra: dict[str, np.ndarray] | None = None) -> None:
+    """An adversarial set file (layout in the module docstring) from the seeds ``x`` and ``adversarial``
+    (both in model space) and the target model's ``logits`` on ``adversarial``."""
+    prediction = logits.argmax(1)
+    confidence = torch.softmax(logits, 1).gather(1, prediction[:, None]).squeeze(1)
+    success = prediction.numpy() != np.asarray(labels)
+    with atomic_h5(out_path) as h5:
+        h5.create_dataset("adversarial", data=adversarial.numpy().astype(np.float32), compression="gzip")
+        for key, value in (("labels", labels), ("indices", indices), ("pred_before", before),
+                           ("pred_after", prediction.numpy()), ("success", success),
+                           ("confidence", confidence.numpy())):
+            h5.create_dataset(key, data=value)
+        for group, vectors in (("norms_r", adversarial - x), ("norms_x", x)):
+            for key, value in norms(vectors).items():
+                h5.create_dataset(f"{group}/{key}", data=value)
+        for key, value in (extra or {}).items():
+            h5.create_dataset(f"extra/{key}", data=value)
+        h5.attrs.update(attrs)
+
+
 def craft_set(attack: str, target_path: str | Path, seeds_path: str | Path, settings: dict[str, Any], *,
               seed: int, device: torch.device, out_path: str | Path, batch_size: int = 100) -> dict[str, float]:
     """Attack the seeds on the target model and write the set; returns its Table II row."""
@@ -51,21 +83,11 @@ def craft_set(attack: str, target_path: str | Path, seeds_path: str | Path, sett
     before = predict_logits(model, images, device).argmax(1)
     outcome = run_attack(attack, model, x, y, settings, num_classes=num_classes, device=device, seed=seed,
                          batch_size=batch_size)
-    confidence = torch.softmax(outcome.logits, 1).gather(1, outcome.prediction[:, None]).squeeze(1)
     name = model.arch["name"]
-    with atomic_h5(out_path) as h5:
-        h5.create_dataset("adversarial", data=outcome.adversarial.numpy().astype(np.float32), compression="gzip")
-        for key, value in (("labels", labels), ("indices", indices), ("pred_before", before.numpy()),
-                           ("pred_after", outcome.prediction.numpy()), ("success", outcome.success.numpy()),
-                           ("confidence", confidence.numpy())):
-            h5.create_dataset(key, data=value)
-        for group, vectors in (("norms_r", outcome.adversarial - x), ("norms_x", x)):
-            for key, value in norms(vectors).items():
-                h5.create_dataset(f"{group}/{key}", data=value)
-        for key, value in outcome.extra.items():
-            h5.create_dataset(f"extra/{key}", data=value.numpy())
-        h5.attrs.update({"attack": attack, "target": name, "norm": ATTACK_NORMS[attack],
-                         "settings": json.dumps(settings, sort_keys=True), "seed": seed})
+    write_set(out_path, x=x, adversarial=outcome.adversarial, labels=labels, indices=indices, before=before.numpy(),
+              logits=outcome.logits, extra={k: v.numpy() for k, v in outcome.extra.items()},
+              attrs={"attack": attack, "target": name, "norm": ATTACK_NORMS[attack],
+                     "settings": json.dumps(settings, sort_keys=True), "seed": seed})
     row = summarize(out_path)
     log.info("%s on %s: success %.3f, distortion %.4f (%s)", attack, name, row["success_rate"], row["distortion"],
              row["norm"])

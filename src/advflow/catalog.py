@@ -106,6 +106,15 @@ def locate_dataset(name: str, settings: dict[str, Any] | None = None) -> Path | 
 
 
 PROFILES = ("normal_train", "normal_test")
+#: A random-perturbation control set is ``{CONTROL_PREFIX}{attack}@{target}`` (advflow.controls).
+CONTROL_PREFIX = "random_"
+#: Q1's control trajectories (random pixels moved by theta, as many steps as JSMA took).
+CONTROL_TRAJECTORY = "random_trajectory"
+
+
+def is_trajectory(set_name: str) -> bool:
+    """Whether ``set_name`` holds crafting steps (JSMA's trajectories or their random control)."""
+    return set_name.partition("@")[0] in ("trajectory", CONTROL_TRAJECTORY)
 
 
 def set_path(results: str, name: str) -> str:
@@ -118,6 +127,8 @@ def set_path(results: str, name: str) -> str:
                          "or trajectory@{target}")
     if attack == "trajectory":
         return f"{results}/trajectories/{target}/jsma.h5"
+    if attack == CONTROL_TRAJECTORY:
+        return f"{results}/trajectories/{target}/random_jsma.h5"
     return f"{results}/adv/{target}/{attack}.h5"
 
 
@@ -131,8 +142,10 @@ def measurements(attack_sets: dict[str, list[str]], transfer_groups: list[list[s
     """(measuring model, set) pairs the experiments need (SPEC, "Experiments"): every adversarial set
     on its target, and on the other members of each transfer group it belongs to when they were
     attacked the same way (Q3: good_init vs compressed; Q5: the three architectures); the normal
-    profiles on every measuring model; the JSMA trajectories on good_init (Q1). The ensemble has no
-    feature maps of its own: its sets enter Table VI, not the MI stages."""
+    profiles on every measuring model; the JSMA trajectories on good_init (Q1). Every adversarial set's
+    random control (``random_{attack}@{target}``) is measured wherever its attack is, and the control
+    trajectories beside the trajectories. The ensemble has no feature maps of its own: its sets enter
+    Table VI, not the MI stages."""
     pairs = set()
     for target, attacks in attack_sets.items():
         if target == "ensemble" or not attacks:
@@ -145,8 +158,12 @@ def measurements(attack_sets: dict[str, list[str]], transfer_groups: list[list[s
                 if model not in (target, "ensemble"):
                     shared = set(attacks) & set(attack_sets.get(model) or [])
                     pairs.update((model, f"{attack}@{target}") for attack in shared)
+    # Each control is measured on its attack's target, where the findings compare the attack with it.
+    pairs.update((target, f"{CONTROL_PREFIX}{attack}@{target}") for target, attacks in attack_sets.items()
+                 if target != "ensemble" for attack in attacks or [])
     for model in {m for m, _ in pairs}:
         pairs.update((model, profile) for profile in PROFILES)
     if trajectories_wanted(attack_sets, trajectories):
         pairs.add(("good_init", "trajectory@good_init"))
+        pairs.add(("good_init", f"{CONTROL_TRAJECTORY}@good_init"))
     return sorted(pairs)

@@ -1,5 +1,12 @@
 """The paper's five findings (Ji & Wang, Section I and IV), checked against the tables of one run.
 
+Two readings stand side by side in the report. The **statistical** one (:func:`statistical`, from the cases
+of :mod:`advflow.decisions`) decides each finding from paired, standardized shifts with bootstrap intervals
+beside random controls: holds / holds in part / fails / inconclusive / premise not met. The **literal** one
+(the functions below) applies the paper's own raw comparisons to the paper's distances (Tables III, V, IX):
+a single number against another, no uncertainty, as the paper did; it is kept for comparison with the
+paper, not as the verdict.
+
 Each function takes rows of the report's tables (lists of plain dicts, as :mod:`advflow.report` computes
 and writes them) and returns a :class:`Finding`: a sentence that states the paper's claim, whether it
 holds on this run and the numbers that decide it, with ``holds`` True (it holds for every case), False
@@ -14,9 +21,9 @@ Nothing here knows the paper's answer: every verdict is computed from the rows.
                                     vs OIP deviation > 0)
  Q2    :func:`attack_mechanisms`    the OIP of each attack's set deviates from normal more than its IIP
                                     (Table III); how much the OIP moves differs between attacks (range)
- Q3    :func:`model_complexity`     the more complex model is easier to shift: per attack, the OIP
-                                    distance of sets targeting good_init on good_init > that of sets
-                                    targeting compressed on compressed (Table V)
+ Q3    :func:`model_complexity`     Table V as the paper reads it: the gap between the sets targeting the
+                                    inference model and the other model is larger on compressed than on
+                                    good_init
  Q4    :func:`adaptive_attack`      on the distilled model the adaptive JSMA's OIP deviates further from
                                     normal than the regular JSMA's (with both success rates)
  Q5    :func:`transferability`      transferable inputs' OIPs deviate further from normal than
@@ -49,12 +56,19 @@ class Finding:
     text: str
     holds: bool | None
     numbers: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
 
     @property
     def verdict(self) -> str:
-        """A short label: ``confirmed`` (holds in every case), ``not confirmed`` (fails in some or all; the
-        text says which) or ``cannot be checked``."""
-        return {True: "confirmed", False: "not confirmed", None: "cannot be checked"}[self.holds]
+        """A short label: ``holds`` (in every case), ``holds in part``, ``fails``, ``cannot be checked``, or the
+        statistical labels of :mod:`advflow.decisions` (``inconclusive``, ``premise not met``, ...)."""
+        if self.label:
+            return self.label
+        if self.holds is None:
+            return "cannot be checked"
+        if self.holds:
+            return "holds"
+        return "holds in part" if "only in part" in self.text else "fails"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -261,51 +275,37 @@ def attack_mechanisms(distance_rows: Iterable[Row]) -> Finding:
 # Q3
 
 
-def model_complexity(complexity_rows: Iterable[Row], *, complex_model: str = "good_init",
-                     simple_model: str = "compressed") -> Finding:
-    """Q3 (Fig. 5, Table V): the information flow of the more complex model is easier to shift.
+def model_complexity(gap_rows: Iterable[Row], *, complex_model: str = "good_init",
+                     simple_model: str = "compressed", path: str = "oip") -> Finding:
+    """Q3 (Fig. 5, Table V), literally as the paper reads Table V: "the two sets of inputs [targeting the
+    inference model and targeting the other model] have a larger gap between their IPs on the compressed
+    model than on the original model".
 
-    Rows of ``table5_complexity.csv``: ``attack, measured_on, target, iip_distance, oip_distance``. Per
-    attack with both numbers, the OIP distance from normal of the set targeting ``complex_model``
-    measured on it must exceed that of the set targeting ``simple_model`` measured on it. The gap
-    between sets targeting the inference model and the other model (the paper's reading of Table V) is
-    quoted per model.
+    Rows of ``table5_gap.csv``: ``attack, measured_on, iip_gap, oip_gap`` (the distance, on ``measured_on``,
+    between the aggregated paths of the set targeting it and the set targeting the other model). Per attack
+    with both rows, the ``path`` gap on ``simple_model`` must exceed that on ``complex_model``.
     """
-    rows = _rows(complexity_rows, "attack", "measured_on", "target", "oip_distance")
-
-    def oip(attack: str, measured_on: str, target: str) -> float:
-        for r in rows:
-            if (r["attack"], r["measured_on"], r["target"]) == (attack, measured_on, target) \
-                    and _finite(r["oip_distance"]):
-                return float(r["oip_distance"])
-        return math.nan
-
-    attacks = list(dict.fromkeys(str(r["attack"]) for r in rows))
-    pairs = [(a, oip(a, complex_model, complex_model), oip(a, simple_model, simple_model)) for a in attacks]
-    pairs = [p for p in pairs if _finite(p[1], p[2])]
+    column = f"{path}_gap"
+    rows = _rows(gap_rows, "attack", "measured_on", column)
+    gaps: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if _finite(r[column]):
+            gaps.setdefault(str(r["attack"]), {})[str(r["measured_on"])] = float(r[column])
+    pairs = [(a, g[complex_model], g[simple_model]) for a, g in gaps.items() if complex_model in g and simple_model in g]
     tied = [p for p in pairs if p[1] == p[2]]
     pairs = [p for p in pairs if p[1] != p[2]]
-    easier = [p for p in pairs if p[1] > p[2]]
-    phrase, holds = tally(len(easier), len(pairs), "attack")
-    claim = (f"Q3: the more complex model ({complex_model}) is easier to shift: adversarial inputs targeting it "
-             f"move its OIP further from normal than inputs targeting {simple_model} move {simple_model}'s")
-    gaps = {}
-    for model, other in ((complex_model, simple_model), (simple_model, complex_model)):
-        for a in attacks:
-            own, cross = oip(a, model, model), oip(a, model, other)
-            if _finite(own, cross):
-                gaps[(a, model)] = abs(own - cross)
-    numbers = {"attacks_easier": len(easier), "attacks": len(pairs), "attacks_tied": [p[0] for p in tied],
-               "oip": {a: {complex_model: c, simple_model: s} for a, c, s in pairs},
-               "gap_itself_vs_other": {f"{a}@{m}": g for (a, m), g in gaps.items()}}
+    larger = [p for p in pairs if p[2] > p[1]]
+    phrase, holds = tally(len(larger), len(pairs), "attack")
+    claim = (f"Q3 (literal, Table V): the sets targeting the inference model and targeting the other model have a "
+             f"larger gap between their {path.upper()}s on {simple_model} than on {complex_model}")
+    numbers = {"attacks_larger_on_simple": len(larger), "attacks": len(pairs), "attacks_tied": [p[0] for p in tied],
+               "holding_attacks": [p[0] for p in larger],
+               "gap": {a: {complex_model: c, simple_model: s} for a, c, s in pairs}}
     if holds is None:
         return Finding(f"{claim}: {phrase}.", None, numbers)
-    cases = "; ".join(f"{a}: {_number(c)} on {complex_model} vs {_number(s)} on {simple_model}" for a, c, s in pairs)
-    text = f"{claim}: {phrase} ({cases}){_ties(len(tied), 'attack')}."
-    if gaps:
-        text += (" Gap between sets targeting the inference model and the other model (OIP): "
-                 + "; ".join(f"{a} on {m}: {_number(g)}" for (a, m), g in gaps.items()) + ".")
-    return Finding(text, holds, numbers)
+    cases = "; ".join(f"{a}: {_number(s)} on {simple_model} vs {_number(c)} on {complex_model}" for a, c, s in pairs)
+    held = f" (holds for {', '.join(p[0] for p in larger)})" if larger and len(larger) < len(pairs) else ""
+    return Finding(f"{claim}: {phrase}{held} ({cases}){_ties(len(tied), 'attack')}.", holds, numbers)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -416,3 +416,58 @@ def transferability(transfer_rows: Iterable[Row], transferable_rows: Iterable[Ro
                                  for a, m, t, own, other in comparisons) + ")"
     text += _ties(len(tied2), "comparison")
     return Finding(text + ".", holds, numbers)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The statistical reading
+
+CLAIMS = {
+    "q1": ("Q1: along JSMA's crafting steps the OIP moves away from the seed's further than along a random "
+           "trajectory of the same length (last step vs step 0, trajectories that end in a successful adversarial "
+           "input)"),
+    "q2": ("Q2: adversarial inputs shift the OIP more than the IIP, and more than a random perturbation of the same "
+           "size does (paired, standardized shifts of each attack's successful inputs on good_init)"),
+    "q3": ("Q3: the gap between the sets targeting the inference model and the other model is larger on compressed "
+           "than on good_init (OIP; Table V as the paper reads it)"),
+    "q4": ("Q4: on the defensively distilled model the adaptive JSMA shifts the OIP more than the regular JSMA "
+           "(all attacked inputs, as the paper)"),
+    "q5": ("Q5: sets targeting the inference model shift its OIP more than sets targeting another model, and "
+           "transferable inputs shift it more than non-transferable ones"),
+}
+
+#: Which interval each question's case sentence quotes first (the decisive difference), then the others.
+_QUOTED = {
+    "q1": ("oip_minus_control", "oip_shift", "control_oip_shift", "iip_minus_control"),
+    "q2": ("oip_minus_iip", "oip_minus_control", "oip_shift", "iip_shift", "control_oip_shift"),
+    "q3": ("oip_gap_difference", "oip_gap_good_init", "oip_gap_compressed", "iip_gap_difference"),
+    "q4": ("adaptive_minus_regular", "adaptive_oip_shift", "regular_oip_shift", "excess_over_control_difference"),
+    "q5": ("itself_minus_other", "transferable_minus_non_transferable"),
+}
+
+
+def _case_text(question: str, case: Any) -> str:
+    quoted = [n for n in _QUOTED.get(question, ()) if n in case.intervals] or list(case.intervals)
+    parts = []
+    for name in quoted:
+        verdict = case.claims.get(name)
+        parts.append(f"{name.replace('_', ' ')} {case.intervals[name].text()}" + (f" ({verdict})" if verdict else ""))
+    detail = f" ({'; '.join(parts)})" if parts else ""
+    notes = f" [{'; '.join(case.notes)}]" if case.notes else ""
+    return f"{case.case}: {case.verdict}, n = {case.inputs}{detail}{notes}"
+
+
+def statistical(question: str, cases: Sequence[Any], label: str) -> Finding:
+    """The statistical finding of one question from its :class:`advflow.decisions.Case` list and the overall
+    label (:func:`advflow.decisions.overall`)."""
+    claim = CLAIMS[question]
+    if not cases:
+        return Finding(f"{claim}: cannot be checked: the config asks for none of the sets it needs.", None, {},
+                       "cannot be checked")
+    counts: dict[str, int] = {}
+    for case in cases:
+        counts[case.verdict] = counts.get(case.verdict, 0) + 1
+    tally_text = ", ".join(f"{v} {k}" for k, v in counts.items())
+    holds = {"holds": True, "fails": False, "holds in part": False}.get(label)
+    text = (f"{claim}: {label} ({tally_text}; 95 % paired-bootstrap intervals, shifts in units of the normal "
+            f"inputs' spread per layer). " + ". ".join(_case_text(question, c) for c in cases) + ".")
+    return Finding(text, holds, {"cases": {c.case: c.verdict for c in cases}}, label)

@@ -63,9 +63,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from advflow import findings
+from advflow import decisions, findings
 from advflow.aggregate import AggregatedPath, aggregate_frame, aggregated_distance, read_aggregate, read_paths_csv
-from advflow.catalog import MODELS, measurements, trajectories_wanted
+from advflow.catalog import CONTROL_PREFIX, MODELS, measurements, trajectories_wanted
 from advflow.config import ConfigError, attack_settings, model_settings
 from advflow.io import atomic_path, open_h5
 from advflow.paths import path_distance
@@ -110,7 +110,16 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "table6_transferability.csv": ("attack", "target", "measured_on", "successful", "transferred",
                                    "transferability"),
     "q5_transferability.csv": ("attack", "target", "measured_on", "successful", "transferred", "transferability"),
+    "table5_gap.csv": ("attack", "measured_on", "iip_gap", "oip_gap", "average_gap"),
+    "q4_perturbation.csv": ("attack", "attacked", "successful", "success_rate", "unchanged", "l0_mean", "l0_median",
+                            "l2_mean", "l2_median"),
+    "verdicts.csv": ("question", "case", "verdict", "inputs", "note"),
+    "intervals.csv": ("question", "case", "quantity", "inputs", "estimate", "lower", "upper", "verdict"),
+    "sensitivity.csv": ("question", "case", "verdict", "verdict_other_estimator", "changed"),
+    "dead_maps.csv": ("model", "layer", "dead_share", "all_dead", "iip_spread", "oip_spread", "flag"),
 }
+#: Bootstrap resamples of every interval when the config's ``report.bootstrap_resamples`` is not set.
+DEFAULT_RESAMPLES = 1000
 
 Row = dict[str, Any]
 
@@ -160,6 +169,15 @@ class Study:
 
     def attacks_on(self, target: str) -> tuple[str, ...]:
         return self.attack_sets.get(target, ())
+
+    @property
+    def bias_corrected(self) -> bool:
+        """Whether the run's paths have the MI of position-shuffled maps subtracted (``mi.bias_correction``)."""
+        return bool((self.config.get("mi") or {}).get("bias_correction", False))
+
+    @property
+    def resamples(self) -> int:
+        return int((self.config.get("report") or {}).get("bootstrap_resamples", DEFAULT_RESAMPLES))
 
     def measured(self, model: str, set_: str) -> bool:
         """Whether the workflow measures ``set_`` on ``model`` (and so wrote its paths and aggregate)."""
@@ -247,6 +265,9 @@ class InputPaths:
     prediction: np.ndarray
     seed: np.ndarray | None = None
     step: np.ndarray | None = None
+    bias_s: np.ndarray | None = None  # (N, K): MI of position-shuffled maps (the estimator's bias), when recorded
+    bias_t: np.ndarray | None = None
+    dead: np.ndarray | None = None  # (N, K): share of the layer's maps that are constant
 
 
 def read_input_paths(path: Path) -> InputPaths:
@@ -269,8 +290,14 @@ def read_input_paths(path: Path) -> InputPaths:
         bad = np.argwhere(counts != 1)[0]
         raise ValueError(f"{path}: input {inputs[bad[0]]} has {counts[tuple(bad)]} rows for layer "
                          f"{layers[bad[1]]:g}; every input needs exactly one row per layer")
-    mu_s, mu_t = np.empty((n, k)), np.empty((n, k))
-    mu_s[row_of, col_of], mu_t[row_of, col_of] = columns["mu_s"], columns["mu_t"]
+    def per_layer(name: str) -> np.ndarray | None:
+        if name not in columns:
+            return None
+        values = np.empty((n, k))
+        values[row_of, col_of] = columns[name].astype(np.float64)
+        return values
+
+    mu_s, mu_t = per_layer("mu_s"), per_layer("mu_t")
     first = np.zeros(n, dtype=np.int64)
     first[row_of[::-1]] = np.arange(index.size)[::-1]  # a row of each input, for its per-input columns
 
@@ -280,7 +307,8 @@ def read_input_paths(path: Path) -> InputPaths:
     step = per_input("step")
     return InputPaths(inputs, layers, mu_s, mu_t, per_input("label").astype(np.int64),
                       per_input("prediction").astype(np.int64), per_input("seed"),
-                      None if step is None else step.astype(np.int64))
+                      None if step is None else step.astype(np.int64), per_layer("mu_s_bias"), per_layer("mu_t_bias"),
+                      per_layer("dead"))
 
 
 def _read_csv_rows(path: Path, numeric: Sequence[str], integer: Sequence[str] = ()) -> list[Row]:
@@ -383,6 +411,7 @@ class Tables:
     rows: dict[str, list[Row]] = field(default_factory=dict)
     subsets: dict[tuple[str, str, str, str], dict[str, AggregatedPath]] = field(default_factory=dict)
     notes: dict[str, list[str]] = field(default_factory=dict)
+    cases: dict[str, list[decisions.Case]] = field(default_factory=dict)
 
     def note(self, question: str, text: str) -> None:
         self.notes.setdefault(question, []).append(text)
@@ -398,8 +427,9 @@ def table3_rows(study: Study, results: RunResults) -> list[Row]:
     """Q2, Table III: normal_train, then each attack set on good_init, against normal on good_init."""
     rows = [{**distance_from_normal(results, Q2_MODEL, NORMAL_TRAIN), "attack": "", "success_rate": math.nan}]
     for attack in study.attacks_on(Q2_MODEL):
-        rows.append({**distance_from_normal(results, Q2_MODEL, set_name(attack, Q2_MODEL)), "attack": attack,
-                     "success_rate": _success_rate(results, Q2_MODEL, attack)})
+        for name in (attack, CONTROL_PREFIX + attack):  # each attack, then its random control
+            rows.append({**distance_from_normal(results, Q2_MODEL, set_name(name, Q2_MODEL)), "attack": name,
+                         "success_rate": _success_rate(results, Q2_MODEL, name)})
     return rows
 
 
@@ -425,10 +455,28 @@ def q4_rows(study: Study, results: RunResults) -> list[Row]:
     rows = []
     for attack in Q4_ATTACKS:
         if attack in study.attacks_on(Q4_MODEL):
-            row = results.attack_row(Q4_MODEL, attack) or {}
-            rows.append({**distance_from_normal(results, Q4_MODEL, set_name(attack, Q4_MODEL)), "attack": attack,
-                         "success_rate": float(row.get("success_rate", math.nan)),
-                         "attacked": row.get("attacked", "")})
+            for name in (attack, CONTROL_PREFIX + attack):
+                row = results.attack_row(Q4_MODEL, name) or {}
+                rows.append({**distance_from_normal(results, Q4_MODEL, set_name(name, Q4_MODEL)), "attack": name,
+                             "success_rate": float(row.get("success_rate", math.nan)),
+                             "attacked": row.get("attacked", "")})
+    return rows
+
+
+def table5_gap_rows(study: Study, results: RunResults) -> list[Row]:
+    """Table V as the paper reads it: on each model, the distance between the aggregated paths of the set
+    targeting it and the set targeting the other model."""
+    rows = []
+    for attack in study.q3_attacks:
+        for model in Q3_MODELS:
+            other = Q3_MODELS[1] if model == Q3_MODELS[0] else Q3_MODELS[0]
+            own, foreign = set_name(attack, model), set_name(attack, other)
+            if not (study.measured(model, own) and study.measured(model, foreign)):
+                continue
+            a, b = results.aggregate(model, own), results.aggregate(model, foreign)
+            iip, oip = aggregated_distance(a["iip"], b["iip"]), aggregated_distance(a["oip"], b["oip"])
+            rows.append({"attack": attack, "measured_on": model, "iip_gap": iip, "oip_gap": oip,
+                         "average_gap": (iip + oip) / 2})
     return rows
 
 
@@ -559,8 +607,12 @@ def compute_tables(study: Study, results: RunResults, *, seed: int = 0) -> Table
     else:
         tables.note("q2", "skipped: attack_sets.good_init is empty, so there are no attack sets to compare")
     attack_targets = [Q2_MODEL] + ([Q3_MODELS[1]] if study.q3_attacks else [])
-    table2 = [r for t in attack_targets for r in results.attacks
-              if r["target"] == t and r["attack"] in (study.attacks_on(t) if t == Q2_MODEL else study.q3_attacks)]
+    def attack_rows(targets: Iterable[str], attacks_of: Any) -> list[Row]:
+        """Rows of tables/attacks.csv for each target's attacks, each attack followed by its control."""
+        return [row for t in targets for a in attacks_of(t) for name in (a, CONTROL_PREFIX + a)
+                for row in [results.attack_row(t, name)] if row is not None]
+
+    table2 = attack_rows(attack_targets, lambda t: study.attacks_on(t) if t == Q2_MODEL else study.q3_attacks)
     if table2:
         tables.rows["table2_attacks.csv"] = table2
 
@@ -569,6 +621,7 @@ def compute_tables(study: Study, results: RunResults, *, seed: int = 0) -> Table
             tables.rows["table4_models.csv"] = model_rows(results, Q3_MODELS, ratio_to=Q3_MODELS[0])
         rows, missing = table5_rows(study, results)
         tables.rows["table5_complexity.csv"] = rows
+        tables.rows["table5_gap.csv"] = table5_gap_rows(study, results)
         if missing:
             tables.note("q3", f"not measured (good_init and compressed share no transfer group, or the attack is "
                               f"missing on one of them): {', '.join(missing)}")
@@ -581,6 +634,7 @@ def compute_tables(study: Study, results: RunResults, *, seed: int = 0) -> Table
 
     if any(a in study.attacks_on(Q4_MODEL) for a in Q4_ATTACKS):
         tables.rows["q4_defense.csv"] = q4_rows(study, results)
+        tables.rows["q4_perturbation.csv"] = q4_perturbation_rows(study, results)
         absent = [a for a in Q4_ATTACKS if a not in study.attacks_on(Q4_MODEL)]
         if absent:
             tables.note("q4", f"attack_sets.distilled lacks {', '.join(absent)}: the comparison needs both")
@@ -590,8 +644,7 @@ def compute_tables(study: Study, results: RunResults, *, seed: int = 0) -> Table
     if study.q5_attacks:
         group = study.q5_group
         tables.rows["table7_models.csv"] = model_rows(results, group)
-        tables.rows["table8_attacks.csv"] = [r for r in results.attacks
-                                             if r["target"] in group and r["attack"] in study.q5_attacks]
+        tables.rows["table8_attacks.csv"] = attack_rows(group, lambda t: study.q5_attacks)
         tables.rows["table9_transfer.csv"] = table9_rows(study, results)
         rows, subsets = q5_transferable_rows(study, results, seed=seed, grid_step=grid_step)
         tables.rows["q5_transferable.csv"] = rows
@@ -603,7 +656,136 @@ def compute_tables(study: Study, results: RunResults, *, seed: int = 0) -> Table
     else:
         tables.note("q5", "skipped: no transfer group of three attacked models shares an attack "
                           "(transfer_groups, attack_sets)")
+    add_statistics(study, results, tables, seed=seed)
     return tables
+
+
+def q4_perturbation_rows(study: Study, results: RunResults) -> list[Row]:
+    """Q4: per-input perturbation size of each attack on the distilled model (and its control): L0 / L2 mean and
+    median over all attacked inputs, and how many inputs were left unchanged (L0 = 0)."""
+    rows = []
+    for attack in Q4_ATTACKS:
+        if attack not in study.attacks_on(Q4_MODEL):
+            continue
+        for name in (attack, CONTROL_PREFIX + attack):
+            with open_h5(results.files.adversarial(Q4_MODEL, name)) as h5:
+                success, l0, l2 = h5["success"][:].astype(bool), h5["norms_r/l0"][:], h5["norms_r/l2"][:]
+            rows.append({"attack": name, "attacked": int(success.size), "successful": int(success.sum()),
+                         "success_rate": float(success.mean()) if success.size else math.nan,
+                         "unchanged": int((l0 == 0).sum()), "l0_mean": float(l0.mean()),
+                         "l0_median": float(np.median(l0)), "l2_mean": float(l2.mean()),
+                         "l2_median": float(np.median(l2))})
+    return rows
+
+
+def statistical_cases(study: Study, results: RunResults, *, seed: int, toggled: bool = False
+                      ) -> dict[str, list[decisions.Case]]:
+    """Every case of Q1-Q5 decided by paired, standardized shifts with intervals (:mod:`advflow.decisions`);
+    ``toggled`` uses the other MI estimator (with / without the bias correction) than the run's."""
+    evidence = decisions.Evidence(results, resamples=study.resamples, seed=seed, corrected=study.bias_corrected,
+                                  toggled=toggled)
+    cases: dict[str, list[decisions.Case]] = {key: [] for key in QUESTIONS}
+    if study.has_trajectories:
+        cases["q1"].append(decisions.q1_trajectories(evidence, model="good_init"))
+    for attack in study.attacks_on(Q2_MODEL):
+        cases["q2"].append(decisions.q2_attack(evidence, Q2_MODEL, attack))
+    for attack in study.q3_attacks:
+        original, compressed = Q3_MODELS
+        if study.measured(original, set_name(attack, compressed)) and study.measured(compressed,
+                                                                                     set_name(attack, original)):
+            cases["q3"].append(decisions.q3_attack(evidence, attack, original=original, compressed=compressed))
+    if all(a in study.attacks_on(Q4_MODEL) for a in Q4_ATTACKS):
+        cases["q4"].append(decisions.q4_adaptive(evidence, model=Q4_MODEL, adaptive=Q4_ATTACKS[1],
+                                                 regular=Q4_ATTACKS[0]))
+    for attack in study.q5_attacks:
+        for model in study.q5_group:
+            for other in study.q5_group:
+                if other != model and study.measured(model, set_name(attack, other)):
+                    cases["q5"].append(decisions.q5_itself_vs_other(evidence, attack, model, other))
+        for target in study.q5_group:
+            for model in study.q5_group:
+                if model != target and study.measured(model, set_name(attack, target)):
+                    cases["q5"].append(decisions.q5_transferable(evidence, attack, target, model))
+    return cases
+
+
+def verdict_rows(cases: Mapping[str, Sequence[decisions.Case]]) -> list[Row]:
+    return [{"question": c.question, "case": c.case, "verdict": c.verdict, "inputs": c.inputs,
+             "note": "; ".join(c.notes)} for q in cases.values() for c in q]
+
+
+def sensitivity_rows(study: Study, results: RunResults, cases: Mapping[str, Sequence[decisions.Case]], *,
+                     seed: int) -> tuple[list[Row], str]:
+    """Each case's verdict with the run's MI estimator and with the other one (bias correction toggled)."""
+    try:
+        other = statistical_cases(study, results, seed=seed, toggled=True)
+    except LookupError as error:
+        return [], f"not available: {error}"
+    rows = []
+    for key, mine in cases.items():
+        for a, b in zip(mine, other.get(key, [])):
+            rows.append({"question": key, "case": a.case, "verdict": a.verdict, "verdict_other_estimator": b.verdict,
+                         "changed": a.verdict != b.verdict})
+    changed = sum(r["changed"] for r in rows)
+    return rows, f"{changed} of {len(rows)} verdicts change"
+
+
+def dead_map_rows(study: Study, results: RunResults) -> list[Row]:
+    """Per measuring model and layer, over the normal inputs: the share of dead (constant) maps, and the
+    spread of mu_s and mu_t that scales every shift; a layer whose maps are all dead, or whose spread is 0
+    (it carries no information: e.g. 1x1 target maps give an OIP identically 0), is flagged."""
+    rows = []
+    for model in sorted(study.measuring_models(), key=_model_order):
+        normal = [results.input_paths(model, p) for p in (NORMAL_TRAIN, NORMAL)]
+        dead = (np.concatenate([p.dead for p in normal]) if all(p.dead is not None for p in normal) else None)
+        spread_s = decisions.shifts.layer_scale(np.concatenate([p.mu_s for p in normal]))
+        spread_t = decisions.shifts.layer_scale(np.concatenate([p.mu_t for p in normal]))
+        for k, layer in enumerate(normal[0].layers):
+            share = float(dead[:, k].mean()) if dead is not None else math.nan
+            flags = []
+            if dead is not None and np.all(dead[:, k] == 1):
+                flags.append("every map dead")
+            if not math.isfinite(spread_s[k]):
+                flags.append("IIP carries no information (zero spread)")
+            if not math.isfinite(spread_t[k]):
+                flags.append("OIP carries no information (zero spread)")
+            rows.append({"model": model, "layer": int(layer), "dead_share": share,
+                         "all_dead": bool(dead is not None and np.all(dead[:, k] == 1)),
+                         "iip_spread": float(spread_s[k]), "oip_spread": float(spread_t[k]), "flag": "; ".join(flags)})
+    return rows
+
+
+def gp_flags(results: RunResults) -> list[str]:
+    """Aggregates read for this report whose curve or band is not finite (a GP fit that failed)."""
+    flagged = []
+    for (model, set_), aggregated in sorted(results._aggregates.items()):
+        for name, path in aggregated.items():
+            if not all(np.isfinite(v).all() for v in (path.mean, path.lower, path.upper)):
+                flagged.append(f"{name.upper()} of {set_} on {model}")
+    return flagged
+
+
+def add_statistics(study: Study, results: RunResults, tables: Tables, *, seed: int) -> None:
+    """The statistical verdicts, their intervals, the estimator's sensitivity and diagnostics, as tables."""
+    cases = statistical_cases(study, results, seed=seed)
+    tables.cases = cases
+    tables.rows["verdicts.csv"] = verdict_rows(cases)
+    tables.rows["intervals.csv"] = decisions.interval_rows([c for q in cases.values() for c in q])
+    rows, summary = sensitivity_rows(study, results, cases, seed=seed)
+    tables.rows["sensitivity.csv"] = rows
+    estimator = "bias-corrected (shuffled-map MI subtracted)" if study.bias_corrected else "the paper's (uncorrected)"
+    tables.note("diagnostics", f"MI estimator of this run: {estimator}; with the other estimator {summary}.")
+    if study.measuring_models():
+        tables.rows["dead_maps.csv"] = dead_map_rows(study, results)
+        flagged = sorted({f"{r['model']} layer {r['layer']}: {r['flag']}" for r in tables.rows["dead_maps.csv"]
+                          if r["flag"]})
+        if flagged:
+            tables.note("diagnostics", "layers that cannot carry information (left out of every shift): "
+                        + "; ".join(flagged))
+    flagged_gp = gp_flags(results)
+    if flagged_gp:
+        tables.note("diagnostics", "GP aggregates that are not finite (their distances are not usable): "
+                    + "; ".join(flagged_gp))
 
 
 def write_table(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
@@ -621,14 +803,24 @@ def write_table(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence
 
 
 def compute_findings(tables: Tables) -> dict[str, findings.Finding]:
-    """The paper's five findings, each from the tables it rests on (absent tables: cannot be checked)."""
+    """The statistical verdict of each question (:mod:`advflow.decisions`), from its cases."""
+    return {key: findings.statistical(key, tables.cases.get(key, []), decisions.overall(tables.cases.get(key, [])))
+            for key in QUESTIONS}
+
+
+def compute_literal_findings(tables: Tables) -> dict[str, findings.Finding]:
+    """The paper's five findings as the paper compared them (raw distances of aggregated paths), each from
+    the tables it rests on (absent tables: cannot be checked); control rows are left out."""
     rows = tables.rows
+    attacks_only = [r for r in rows.get("table3_distance_from_normal.csv", [])
+                    if not str(r["attack"]).startswith(CONTROL_PREFIX)]
+    q4 = [r for r in rows.get("q4_defense.csv", []) if not str(r["attack"]).startswith(CONTROL_PREFIX)]
     return {
         "q1": findings.crafting_process(rows.get("q1_trajectory.csv", [])),
-        "q2": findings.attack_mechanisms(rows.get("table3_distance_from_normal.csv", [])),
-        "q3": findings.model_complexity(rows.get("table5_complexity.csv", []), complex_model=Q3_MODELS[0],
+        "q2": findings.attack_mechanisms(attacks_only),
+        "q3": findings.model_complexity(rows.get("table5_gap.csv", []), complex_model=Q3_MODELS[0],
                                         simple_model=Q3_MODELS[1]),
-        "q4": findings.adaptive_attack(rows.get("q4_defense.csv", []), adaptive=Q4_ATTACKS[1], regular=Q4_ATTACKS[0]),
+        "q4": findings.adaptive_attack(q4, adaptive=Q4_ATTACKS[1], regular=Q4_ATTACKS[0]),
         "q5": findings.transferability(rows.get("table9_transfer.csv", []), rows.get("q5_transferable.csv", [])),
     }
 
@@ -645,6 +837,7 @@ class Curve:
     paths: Mapping[str, AggregatedPath]
     color: Any
     linestyle: str = "-"
+    band: bool = True
 
 
 PANEL_LABELS = (("IIP", "conv layer k", "mean S$^{(k)}$ (nats)"), ("OIP", "conv layer k", "mean T$^{(k)}$ (nats)"),
@@ -681,8 +874,10 @@ def _draw_row(axes: Sequence[Any], curves: Sequence[Curve], title: str | None = 
     for curve in curves:
         for ax, name in zip(axes[:2], ("iip", "oip")):
             path = curve.paths[name]
-            ax.fill_between(path.grid, path.grid_lower, path.grid_upper, color=curve.color, alpha=0.15, lw=0)
-            ax.plot(path.grid, path.grid_mean, color=curve.color, ls=curve.linestyle, lw=1.6, label=curve.label)
+            if curve.band:
+                ax.fill_between(path.grid, path.grid_lower, path.grid_upper, color=curve.color, alpha=0.15, lw=0)
+            ax.plot(path.grid, path.grid_mean, color=curve.color, ls=curve.linestyle, lw=1.6 if curve.band else 1.0,
+                    label=curve.label)
             _integer_ticks(ax)
         iip, oip = curve.paths["iip"], curve.paths["oip"]
         axes[2].plot(iip.mean, oip.mean, color=curve.color, ls=curve.linestyle, lw=1.2, marker="o", ms=3.5,
@@ -794,11 +989,14 @@ def figure_q2(study: Study, results: RunResults) -> tuple[bytes, str]:
     attacks = study.attacks_on(Q2_MODEL)
     curves = [_normal_curve(results, Q2_MODEL),
               Curve(f"normal ({NORMAL_TRAIN})", results.aggregate(Q2_MODEL, NORMAL_TRAIN), TRAIN_COLOR, "--")]
-    curves += [Curve(a, results.aggregate(Q2_MODEL, set_name(a, Q2_MODEL)), c) for a, c in
-               zip(attacks, _palette(len(attacks)))]
+    for a, c in zip(attacks, _palette(len(attacks))):
+        curves.append(Curve(a, results.aggregate(Q2_MODEL, set_name(a, Q2_MODEL)), c))
+        curves.append(Curve(f"{a} control", results.aggregate(Q2_MODEL, set_name(CONTROL_PREFIX + a, Q2_MODEL)), c,
+                            ":", band=False))
     caption = (f"Q2 (cf. Fig. 4): aggregated IIP, OIP and IOC on {Q2_MODEL} of the clean seeds ({NORMAL}), the normal "
                f"training inputs ({NORMAL_TRAIN}, dashed) and the adversarial sets of {', '.join(attacks)} "
-               f"(GP posterior mean, shaded 95 % band).")
+               f"(GP posterior mean, shaded 95 % band), each with its random control of the same size per input "
+               f"(dotted, same colour, no band).")
     return _rows_figure([(Q2_MODEL, curves)]), caption
 
 
@@ -826,10 +1024,13 @@ def figure_q4(study: Study, results: RunResults) -> tuple[bytes, str]:
     """Fig. 6: normal, the regular (control) JSMA and the adaptive JSMA on the distilled model."""
     attacks = [a for a in Q4_ATTACKS if a in study.attacks_on(Q4_MODEL)]
     curves = [_normal_curve(results, Q4_MODEL)]
-    curves += [Curve(a, results.aggregate(Q4_MODEL, set_name(a, Q4_MODEL)), c)
-               for a, c in zip(attacks, _palette(len(Q4_ATTACKS)))]
+    for a, c in zip(attacks, _palette(len(Q4_ATTACKS))):
+        curves.append(Curve(a, results.aggregate(Q4_MODEL, set_name(a, Q4_MODEL)), c))
+        curves.append(Curve(f"{a} control", results.aggregate(Q4_MODEL, set_name(CONTROL_PREFIX + a, Q4_MODEL)), c,
+                            ":", band=False))
     caption = (f"Q4 (cf. Fig. 6): aggregated IPs on the defensively distilled model of normal inputs and of the "
-               f"adversarial inputs (successful and failed) of {' and '.join(attacks)}.")
+               f"adversarial inputs (successful and failed) of {' and '.join(attacks)}, each with its random control "
+               f"(dotted).")
     return _rows_figure([(Q4_MODEL, curves)]), caption
 
 
@@ -914,6 +1115,21 @@ TABLE_CAPTIONS = {
     "q5_transferable.csv": "Q5: distance from normal of the transferable and non-transferable inputs of each set on "
                            "each other model (each subset GP-aggregated; NaN: fewer than 2 inputs).",
     "q5_transferability.csv": "Transferability within the three-model group and from the ensemble to its members.",
+    "table5_gap.csv": "Table V as the paper reads it: on each model, the distance between the aggregated paths of "
+                      "the set targeting that model and the set targeting the other model (the paper's claim: larger "
+                      "on compressed).",
+    "q4_perturbation.csv": "Q4: perturbation size per input on the distilled model (L0 = changed pixels, L2 in "
+                           "model space; mean and median over all attacked inputs) and inputs left unchanged.",
+    "verdicts.csv": "Every case's statistical verdict: holds / fails / inconclusive by the 95 % paired-bootstrap "
+                    "interval of its compared difference (see intervals), or why it could not be tested.",
+    "intervals.csv": "Every compared quantity with its 95 % paired-bootstrap interval. Shifts are (1/K') Σ_k "
+                     "|mean_i Δ_ik / σ_k|: paired differences from the seeds, per layer in units of the normal "
+                     "inputs' spread σ_k. A row with a verdict is a difference whose claim is '> 0'.",
+    "sensitivity.csv": "Each verdict with the run's MI estimator and with the other (the MI bias correction — "
+                       "subtracting the MI of position-shuffled maps — toggled).",
+    "dead_maps.csv": "Estimator diagnostics per model and layer over the normal inputs: share of dead (constant) "
+                     "maps, whose MI is 0 and which are averaged into μ; the spread σ_k of μ_s and μ_t that scales "
+                     "every shift (NaN: zero spread, the layer carries no information and is left out).",
 }
 
 COLUMN_HEADERS = {
@@ -939,6 +1155,8 @@ figcaption { font-size: 0.92em; color: #444; } .finding { padding: 0.7em 1em; bo
 .finding.holds { background: #e8f5e9; border-left: 5px solid #2e7d32; }
 .finding.fails { background: #fdecea; border-left: 5px solid #c62828; }
 .finding.unknown { background: #f1f1f1; border-left: 5px solid #888; }
+.finding.part { background: #fff8e1; border-left: 5px solid #b08800; }
+.finding[data-kind="literal"] { font-size: 0.92em; opacity: 0.9; }
 .verdict { font-weight: bold; text-transform: uppercase; font-size: 0.85em; margin-right: 0.5em; }
 .scroll { max-height: 28em; overflow: auto; display: inline-block; }
 """
@@ -951,6 +1169,8 @@ window.addEventListener("load", function () {
   document.body.dataset.imagesTotal = String(images.length);
 });
 """
+
+VERDICT_CSS = {"holds": "holds", "fails": "fails", "holds in part": "part"}
 
 QUESTIONS = {
     "q1": "Q1: How are adversarial inputs crafted to trigger DNNs to misbehave?",
@@ -1003,9 +1223,10 @@ def _settings_text(config: Mapping[str, Any], attacks: Iterable[str]) -> str:
     return "; ".join(parts)
 
 
-def _finding_html(finding: findings.Finding) -> str:
-    css = {True: "holds", False: "fails", None: "unknown"}[finding.holds]
-    return (f'<div class="finding {css}" data-holds="{str(finding.holds).lower()}"><span class="verdict">'
+def _finding_html(finding: findings.Finding, kind: str = "statistical") -> str:
+    css = VERDICT_CSS.get(finding.verdict, "unknown")
+    return (f'<div class="finding {css}" data-kind="{kind}" data-verdict="{html.escape(finding.verdict)}" '
+            f'data-holds="{str(finding.holds).lower()}"><span class="verdict">'
             f"{html.escape(finding.verdict)}</span>{html.escape(finding.text)}</div>")
 
 
@@ -1055,8 +1276,8 @@ def _settings_html(study: Study, tables: Tables) -> dict[str, _Section]:
                                   f"the inference model; non-transferable: successful on the target, classified "
                                   f"correctly by the inference model.")
     layout = {"q1": ["q1_trajectory.csv"], "q2": ["table2_attacks.csv", "table3_distance_from_normal.csv"],
-              "q3": ["table4_models.csv", "table5_complexity.csv", "table6_transferability.csv"],
-              "q4": ["q4_defense.csv"],
+              "q3": ["table4_models.csv", "table5_gap.csv", "table5_complexity.csv", "table6_transferability.csv"],
+              "q4": ["q4_defense.csv", "q4_perturbation.csv"],
               "q5": ["table7_models.csv", "table8_attacks.csv", "table9_transfer.csv", "q5_transferable.csv",
                      "q5_transferability.csv"]}
     for key, names in layout.items():
@@ -1069,8 +1290,13 @@ def _title(study: Study) -> str:
     return str(title) if title else f"Information flow of adversarial inputs: {study.dataset}"
 
 
+def _question_intervals(tables: Tables, key: str) -> list[Row]:
+    return [r for r in tables.rows.get("intervals.csv", []) if r["question"] == key]
+
+
 def render_html(study: Study, results: RunResults, tables: Tables, found: Mapping[str, findings.Finding],
-                figures: Mapping[str, bytes], captions: Mapping[str, str], sections: Mapping[str, _Section]) -> str:
+                figures: Mapping[str, bytes], captions: Mapping[str, str], sections: Mapping[str, _Section],
+                literal: Mapping[str, findings.Finding] | None = None) -> str:
     """The self-contained report page."""
     date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     esc = html.escape
@@ -1103,6 +1329,14 @@ def render_html(study: Study, results: RunResults, tables: Tables, found: Mappin
         "<table data-summary=\"run\"><tbody>" + "".join(
             f'<tr><th class="text">{esc(k)}</th><td class="text">{esc(v)}</td></tr>' for k, v in summary)
         + "</tbody></table>",
+        "<h2>Verdicts</h2>",
+        html_table("verdict_summary", [{"question": QUESTIONS[k].split(":")[0], "verdict": found[k].verdict,
+                                        "literal (paper's comparison)": (literal or {}).get(k).verdict
+                                        if literal and k in literal else ""} for k in QUESTIONS],
+                   ("question", "verdict", "literal (paper's comparison)"),
+                   f"Each question's verdict from paired, standardized shifts with 95 % bootstrap intervals "
+                   f"({study.resamples} resamples) beside random-perturbation controls; beside it the paper's own raw "
+                   f"comparison of aggregated distances, which carries no uncertainty."),
         "<h3>Models</h3>",
         html_table("models", models_rows, ("model", "parameters", "test_accuracy"),
                    "Models of this run (parameters, accuracy on the whole test split)."),
@@ -1122,7 +1356,21 @@ def render_html(study: Study, results: RunResults, tables: Tables, found: Mappin
                          f"<figcaption>{esc(captions[name])} <code>{esc(name)}</code></figcaption></figure>")
         for name in section.tables:
             parts.append(html_table(name, tables.rows[name], TABLE_COLUMNS[name], captions[name]))
-        parts.append("<h3>Finding</h3>" + _finding_html(found[key]) + "</section>")
+        parts.append("<h3>Finding</h3>" + _finding_html(found[key]))
+        mine = _question_intervals(tables, key)
+        if mine:
+            parts.append(html_table(f"intervals_{key}", mine, TABLE_COLUMNS["intervals.csv"][1:],
+                                    captions.get("intervals.csv", "")))
+        if literal and key in literal:
+            parts.append("<h3>The paper's literal comparison</h3>" + _finding_html(literal[key], "literal"))
+        parts.append("</section>")
+    parts.append('<section id="diagnostics" data-question="diagnostics"><h2>Estimator diagnostics</h2>')
+    for note in tables.notes.get("diagnostics", []):
+        parts.append(f'<p class="note">{esc(note)}</p>')
+    for name in ("sensitivity.csv", "dead_maps.csv", "verdicts.csv", "intervals.csv"):
+        if name in tables.rows:
+            parts.append(html_table(name, tables.rows[name], TABLE_COLUMNS[name], captions.get(name, "")))
+    parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -1156,6 +1404,7 @@ def build_report(results: Path, config: Mapping[str, Any], *, out_html: Path, ta
     run = RunResults(ResultFiles(results))
     tables = compute_tables(study, run, seed=seed)
     found = compute_findings(tables)
+    literal = compute_literal_findings(tables)
     captions: dict[str, str] = {}
     for name, rows in tables.rows.items():
         write_table(tables_dir / name, rows, TABLE_COLUMNS[name])
@@ -1182,9 +1431,10 @@ def build_report(results: Path, config: Mapping[str, Any], *, out_html: Path, ta
         _write_text(figures_dir / f"{Path(name).stem}.rst", caption + "\n")
         sections[key].figures.append(name)
 
-    page = render_html(study, run, tables, found, figures, captions, sections)
+    page = render_html(study, run, tables, found, figures, captions, sections, literal)
     _write_text(out_html, page)
     for key, finding in found.items():
         log.info("%s: %s", key, finding.text)
+        log.info("%s (literal): %s", key, literal[key].text)
     log.info("report: %d tables, %d figures, %s", len(tables.rows), len(figures), out_html)
     return captions
