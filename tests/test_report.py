@@ -310,7 +310,7 @@ def test_q5_split_is_success_on_the_target_and_misclassification_on_the_inferenc
 
 
 def test_subsets_with_fewer_than_two_inputs_are_reported_as_nan(tmp_path):
-    one_transferable = np.array([True, False, False, False, False])
+    one_transferable = np.eye(1, N, dtype=bool)[0]  # input 0 alone
     results = make_synthetic_run(tmp_path, SYNTHETIC_CONFIG, fooled_elsewhere=one_transferable)
     build_report(results, SYNTHETIC_CONFIG, out_html=tmp_path / "r.html", tables_dir=tmp_path / "t",
                  figures_dir=tmp_path / "f", seed=3)

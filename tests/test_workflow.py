@@ -384,6 +384,8 @@ def test_local_profile_offers_one_gpu_that_the_gpu_rules_request(tmp_path):
 
     jobs = re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout + result.stderr)
     attack_jobs = [j for j in jobs if re.match(r"(?:local)?rule attack:", j)]
-    assert len(attack_jobs) == 22 and all("gpu=1" in j for j in attack_jobs)
+    assert len(attack_jobs) == 19 and all("gpu=1" in j for j in attack_jobs)
     tables = [j for j in jobs if re.match(r"(?:local)?rule attack_tables:", j)]
     assert len(tables) == 1 and "gpu=0" in tables[0]  # CPU-only rules do not wait for the GPU
+    controls = [j for j in jobs if re.match(r"(?:local)?rule control:", j)]
+    assert len(controls) == 16 and all("gpu=0" in j for j in controls)
