@@ -2,7 +2,7 @@
 
     python benchmarks/stage_times.py WORKDIR [--log .snakemake/log/<file>.snakemake.log]
 
-Reads the run's Snakemake log (the newest under WORKDIR/.snakemake/log unless given): every job's rule and
+Reads the run's Snakemake log (unless given, the newest under WORKDIR/.snakemake/log that ran jobs): every job's rule and
 its start and finish times. A stage's wall time runs from its first job's start to its last job's finish
 (stages overlap where Snakemake interleaves them); "job seconds" is the sum of its jobs' own durations.
 Prints a Markdown table.
@@ -58,7 +58,8 @@ def main() -> None:
     parser.add_argument("workdir", type=Path)
     parser.add_argument("--log", type=Path)
     args = parser.parse_args()
-    log = args.log or max((args.workdir / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
+    runs = [p for p in (args.workdir / ".snakemake" / "log").glob("*.snakemake.log") if "Finished job" in p.read_text()]
+    log = args.log or max(runs, key=lambda p: p.stat().st_mtime)  # the newest run that ran jobs (not a dry run)
     jobs = parse(log)
     print(f"log: {log}\n\n| stage | jobs | job seconds | wall time (s) |\n| --- | ---: | ---: | ---: |")
     for stage, rules in STAGES.items():
