@@ -83,6 +83,8 @@ class Evidence:
                  toggled: bool = False) -> None:
         self.results, self.resamples, self.seed = results, int(resamples), int(seed)
         self.corrected, self.toggled = bool(corrected), bool(toggled)
+        self._scales: dict[tuple[str, str], np.ndarray] = {}
+        self._success: dict[tuple[str, str], np.ndarray] = {}
 
     def mu(self, model: str, set_: str, path: str) -> np.ndarray:
         paths = self.results.input_paths(model, set_)
@@ -97,8 +99,10 @@ class Evidence:
 
     def scale(self, model: str, path: str) -> np.ndarray:
         """sigma_k of the path over the normal inputs (normal_train and the seeds) on ``model``."""
-        normal = np.concatenate([self.mu(model, NORMAL_TRAIN, path), self.mu(model, NORMAL, path)])
-        return shifts.layer_scale(normal)
+        if (model, path) not in self._scales:  # every delta on the model divides by it
+            normal = np.concatenate([self.mu(model, NORMAL_TRAIN, path), self.mu(model, NORMAL, path)])
+            self._scales[(model, path)] = shifts.layer_scale(normal)
+        return self._scales[(model, path)]
 
     def deltas(self, model: str, set_: str, reference: str, path: str) -> np.ndarray:
         """(N, K) standardized paired differences of ``set_`` against ``reference`` on ``model``."""
@@ -120,7 +124,9 @@ class Evidence:
             return {key: h5[key][:] for key in keys}
 
     def success(self, target: str, attack: str) -> np.ndarray:
-        return self.set_record(target, attack, "success")["success"].astype(bool)
+        if (target, attack) not in self._success:  # Q3 and Q5 ask for each set's mask many times
+            self._success[(target, attack)] = self.set_record(target, attack, "success")["success"].astype(bool)
+        return self._success[(target, attack)]
 
 
 def _no_information(evidence: Evidence, model: str, path: str) -> bool:

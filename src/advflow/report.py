@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from advflow import decisions, findings
+from advflow import decisions, findings, shifts
 from advflow.aggregate import AggregatedPath, aggregate_frame, aggregated_distance, read_aggregate, read_paths_csv
 from advflow.catalog import CONTROL_PREFIX, MODELS, measurements, trajectories_wanted
 from advflow.config import ConfigError, attack_settings, model_settings
@@ -738,8 +738,8 @@ def dead_map_rows(study: Study, results: RunResults) -> list[Row]:
     for model in sorted(study.measuring_models(), key=_model_order):
         normal = [results.input_paths(model, p) for p in (NORMAL_TRAIN, NORMAL)]
         dead = (np.concatenate([p.dead for p in normal]) if all(p.dead is not None for p in normal) else None)
-        spread_s = decisions.shifts.layer_scale(np.concatenate([p.mu_s for p in normal]))
-        spread_t = decisions.shifts.layer_scale(np.concatenate([p.mu_t for p in normal]))
+        spread_s = shifts.layer_scale(np.concatenate([p.mu_s for p in normal]))
+        spread_t = shifts.layer_scale(np.concatenate([p.mu_t for p in normal]))
         for k, layer in enumerate(normal[0].layers):
             share = float(dead[:, k].mean()) if dead is not None else math.nan
             flags = []
