@@ -8,6 +8,7 @@ same hyperparameters and all N K points, so it checks the factorization, not the
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from advflow.aggregate import (
     fit_path,
     latent_posterior,
     marginal_log_likelihood,
+    fit_flags,
     read_aggregate,
     read_paths_csv,
     write_aggregate,
@@ -225,7 +227,8 @@ def test_write_read_round_trip(tmp_path: Path, noisy_fits):
     write_aggregate(target, aggregated)
     with target.open(newline="") as handle:
         header = next(csv.reader(handle))
-    assert header == ["path", "layer", "mean", "lower", "upper", "at_layer"]
+    assert header == ["path", "layer", "mean", "lower", "upper", "at_layer", "constant", "lengthscale",
+                      "outputscale", "noise", "log_marginal_likelihood"]
     assert [p.name for p in tmp_path.joinpath("agg").iterdir()] == ["set.csv"]  # no temporary left over
     back = read_aggregate(target)
     assert set(back) == {"iip", "oip"}
@@ -233,6 +236,24 @@ def test_write_read_round_trip(tmp_path: Path, noisy_fits):
         for field in ("layers", "mean", "lower", "upper", "grid", "grid_mean", "grid_lower", "grid_upper"):
             assert np.array_equal(getattr(back[name], field), getattr(original, field)), (name, field)
     assert aggregated_distance(back["iip"], back["oip"]) == aggregated_distance(aggregated["iip"], aggregated["oip"])
+    for name, original in aggregated.items():
+        assert back[name].hyperparameters == original.hyperparameters  # the fit travels with the curve
+        assert fit_flags(back[name]) == []
+
+
+def test_fit_flags_name_fits_that_carry_no_information(tmp_path: Path):
+    """An all-equal set (OIPs identically 0, as 1x1 target maps give) has no finite lengthscale or
+    likelihood: flagged, also after a round trip through the file; a usable fit is not."""
+    flat = fit_path(LAYERS, np.zeros((5, LAYERS.size)))
+    assert not math.isfinite(flat.hyperparameters["lengthscale"])
+    assert fit_flags(flat) == ["lengthscale nan", "log marginal likelihood inf"]
+    noisy = fit_path(LAYERS, np.random.default_rng(0).normal(size=(5, LAYERS.size)))
+    assert fit_flags(noisy) == []
+    write_aggregate(tmp_path / "a.csv", {"iip": noisy, "oip": flat})
+    back = read_aggregate(tmp_path / "a.csv")
+    assert fit_flags(back["iip"]) == [] and fit_flags(back["oip"]) == ["lengthscale nan", "log marginal likelihood inf"]
+    broken = dataclasses.replace(noisy, upper=np.full_like(noisy.upper, np.nan))
+    assert fit_flags(broken) == ["curve or band not finite"]
 
 
 def write_paths_csv(path: Path, mu_s: np.ndarray, mu_t: np.ndarray, steps: int = 0) -> None:

@@ -10,6 +10,7 @@ report of the tiny workflow run (``tiny_run``)."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import html
 import json
 import math
@@ -404,6 +405,25 @@ def test_a_missing_aggregate_is_an_error_that_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"aggregates/good_init/jsma@good_init\.csv.*rule aggregate"):
         build_report(results, SYNTHETIC_CONFIG, out_html=tmp_path / "r.html", tables_dir=tmp_path / "t",
                      figures_dir=tmp_path / "f")
+
+
+def test_a_gp_fit_without_finite_lengthscale_is_flagged_in_its_table_row_and_diagnostics(tmp_path):
+    """An aggregate whose fit has no finite lengthscale or likelihood (an all-equal set) is flagged on the
+    distance row that uses it and in the diagnostics; the other rows carry no flag."""
+    results = make_synthetic_run(tmp_path, SYNTHETIC_CONFIG)
+    target = results / "aggregates" / "good_init" / "fgsm@good_init.csv"
+    aggregated = read_aggregate(target)
+    flat = {"constant": 0.0, "lengthscale": math.nan, "outputscale": 0.0, "noise": 0.0,
+            "log_marginal_likelihood": math.inf}
+    write_aggregate(target, {"iip": aggregated["iip"],
+                             "oip": dataclasses.replace(aggregated["oip"], hyperparameters=flat)})
+    build_report(results, SYNTHETIC_CONFIG, out_html=tmp_path / "r.html", tables_dir=tmp_path / "t",
+                 figures_dir=tmp_path / "f")
+    rows = {r["set"]: r for r in read_rows(tmp_path / "t" / "table3_distance_from_normal.csv")}
+    assert rows["fgsm@good_init"]["gp_flag"] == "OIP: lengthscale nan, log marginal likelihood inf"
+    assert all(r["gp_flag"] == "" for s, r in rows.items() if s != "fgsm@good_init")
+    page = (tmp_path / "r.html").read_text()
+    assert "OIP of fgsm@good_init on good_init (lengthscale nan, log marginal likelihood inf)" in page
 
 
 # ---------------------------------------------------------------------------------------------------------

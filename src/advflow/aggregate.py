@@ -72,7 +72,9 @@ NOISE_FLOOR = 1e-6
 Z95 = 1.959963984540054
 PATH_NAMES = ("iip", "oip")
 _COLUMNS = {"iip": "mu_s", "oip": "mu_t"}
-_AGGREGATE_FIELDS = ["path", "layer", "mean", "lower", "upper", "at_layer"]
+#: The fitted hyperparameters, written on every row of their path (so one file carries the whole fit).
+FIT_FIELDS = ("constant", "lengthscale", "outputscale", "noise", "log_marginal_likelihood")
+_AGGREGATE_FIELDS = ["path", "layer", "mean", "lower", "upper", "at_layer", *FIT_FIELDS]
 _DTYPE = torch.float64
 
 
@@ -85,8 +87,9 @@ class AggregatedPath:
     grid from the first to the last layer. ``counts (K,)``: points per layer (empty when read from a
     file). ``hyperparameters``: the fitted ``constant`` (mean), ``lengthscale`` (in layers),
     ``outputscale`` (variance of f), ``noise`` (sigma^2, variance of one point about f), all in the
-    paths' units, with ``log_marginal_likelihood`` of all the points; empty when read from a file. For a
-    set whose points are all equal (no fit): lengthscale NaN, outputscale and noise 0, likelihood inf.
+    paths' units, with ``log_marginal_likelihood`` of all the points (also read back from a file). For a
+    set whose points are all equal (no fit): lengthscale NaN, outputscale and noise 0, likelihood inf;
+    :func:`fit_flags` names such fits.
     With a single layer the lengthscale is not identified and stays at its starting value.
     """
 
@@ -494,9 +497,23 @@ def aggregated_ioc(aggregated: Mapping[str, AggregatedPath]) -> np.ndarray:
     return np.stack([iip.mean, oip.mean], axis=1)
 
 
+def fit_flags(aggregated: AggregatedPath) -> list[str]:
+    """Why a GP aggregate cannot carry information: its curve or band, lengthscale or likelihood is not
+    finite (an all-equal set, e.g. OIPs identically 0, or a failed fit). Empty when the fit is usable."""
+    flags = []
+    if not all(np.isfinite(v).all() for v in (aggregated.mean, aggregated.lower, aggregated.upper)):
+        flags.append("curve or band not finite")
+    for name in ("lengthscale", "log_marginal_likelihood"):
+        value = aggregated.hyperparameters.get(name)
+        if value is not None and not math.isfinite(value):
+            flags.append(f"{name.replace('_', ' ')} {value}")
+    return flags
+
+
 def write_aggregate(path: str | Path, aggregated: Mapping[str, AggregatedPath]) -> None:
     """Write aggregates as CSV ``path, layer, mean, lower, upper, at_layer`` (one row per layer with
-    at_layer True, then one per grid point with False), atomically. Hyperparameters are not written."""
+    at_layer True, then one per grid point with False) followed by the fitted hyperparameters
+    (:data:`FIT_FIELDS`, the same on every row of a path; NaN when not fitted), atomically."""
     unknown = sorted(set(aggregated) - set(PATH_NAMES))
     if unknown:
         raise ValueError(f"aggregate names must be among {', '.join(PATH_NAMES)}; got {', '.join(unknown)}")
@@ -504,15 +521,16 @@ def write_aggregate(path: str | Path, aggregated: Mapping[str, AggregatedPath]) 
         writer = csv.writer(handle)
         writer.writerow(_AGGREGATE_FIELDS)
         for name, agg in aggregated.items():
+            fit = [repr(float(agg.hyperparameters.get(f, math.nan))) for f in FIT_FIELDS]
             for at_layer, xs, means, lows, highs in ((True, agg.layers, agg.mean, agg.lower, agg.upper),
                                                      (False, agg.grid, agg.grid_mean, agg.grid_lower,
                                                       agg.grid_upper)):
                 for row in zip(xs, means, lows, highs):
-                    writer.writerow([name, *(repr(float(v)) for v in row), at_layer])
+                    writer.writerow([name, *(repr(float(v)) for v in row), at_layer, *fit])
 
 
 def read_aggregate(path: str | Path) -> dict[str, AggregatedPath]:
-    """Read a file of :func:`write_aggregate`: the curves and bands (no counts, no hyperparameters)."""
+    """Read a file of :func:`write_aggregate`: the curves, bands and fitted hyperparameters (no counts)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file; run the workflow stage that aggregates the paths")
@@ -520,16 +538,20 @@ def read_aggregate(path: str | Path) -> dict[str, AggregatedPath]:
         reader = csv.DictReader(handle)
         if reader.fieldnames != _AGGREGATE_FIELDS:
             raise ValueError(f"{path}: expected columns {', '.join(_AGGREGATE_FIELDS)}; got "
-                             f"{', '.join(reader.fieldnames or [])}")
+                             f"{', '.join(reader.fieldnames or [])} (written by an older advflow? rerun the "
+                             f"aggregate rule)")
         rows: dict[str, dict[bool, list[list[float]]]] = {}
+        fits: dict[str, dict[str, float]] = {}
         for number, row in enumerate(reader, start=2):
             if row["path"] not in PATH_NAMES or row["at_layer"] not in ("True", "False"):
                 raise ValueError(f"{path}, line {number}: path must be iip or oip and at_layer True or False; "
                                  f"got {row['path']!r}, {row['at_layer']!r}")
             values = [float(row[c]) for c in ("layer", "mean", "lower", "upper")]
             rows.setdefault(row["path"], {True: [], False: []})[row["at_layer"] == "True"].append(values)
+            fits.setdefault(row["path"], {f: float(row[f]) for f in FIT_FIELDS})
     aggregated = {}
     for name, parts in rows.items():
         at, on_grid = np.array(parts[True]).reshape(-1, 4), np.array(parts[False]).reshape(-1, 4)
-        aggregated[name] = AggregatedPath(*at.T, *on_grid.T)
+        fit = fits[name] if not all(math.isnan(v) for v in fits[name].values()) else {}  # written unfitted
+        aggregated[name] = AggregatedPath(*at.T, *on_grid.T, hyperparameters=fit)
     return aggregated

@@ -64,7 +64,8 @@ import numpy as np
 import torch
 
 from advflow import decisions, findings, shifts
-from advflow.aggregate import AggregatedPath, aggregate_frame, aggregated_distance, read_aggregate, read_paths_csv
+from advflow.aggregate import (AggregatedPath, aggregate_frame, aggregated_distance, fit_flags, read_aggregate,
+                               read_paths_csv)
 from advflow.catalog import CONTROL_PREFIX, MODELS, measurements, trajectories_wanted
 from advflow.config import ConfigError, attack_settings, model_settings
 from advflow.io import atomic_path, open_h5
@@ -92,12 +93,13 @@ DISTANCE_COLUMNS = ("iip_distance", "oip_distance")
 
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "table3_distance_from_normal.csv": ("measured_on", "attack", "set", "normal", "iip_distance", "oip_distance",
-                                        "success_rate"),
+                                        "success_rate", "gp_flag"),
     "table5_complexity.csv": ("attack", "measured_on", "target", "relation", "set", "normal", "iip_distance",
-                              "oip_distance", "average_distance"),
+                              "oip_distance", "average_distance", "gp_flag"),
     "q4_defense.csv": ("measured_on", "attack", "set", "normal", "iip_distance", "oip_distance", "success_rate",
-                       "attacked"),
-    "table9_transfer.csv": ("attack", "target", "measured_on", "set", "normal", "iip_distance", "oip_distance"),
+                       "attacked", "gp_flag"),
+    "table9_transfer.csv": ("attack", "target", "measured_on", "set", "normal", "iip_distance", "oip_distance",
+                            "gp_flag"),
     "q5_transferable.csv": ("attack", "target", "measured_on", "set", "subset", "inputs", "normal", "iip_distance",
                             "oip_distance"),
     "q1_trajectory.csv": ("seed", "step", "input", "label", "prediction", "iip_deviation", "oip_deviation"),
@@ -400,7 +402,8 @@ def distance_from_normal(results: RunResults, model: str, set_: str, normal: str
     adversarial, reference = results.aggregate(model, set_), results.aggregate(model, normal)
     return {"measured_on": model, "set": set_, "normal": normal,
             "iip_distance": aggregated_distance(adversarial["iip"], reference["iip"]),
-            "oip_distance": aggregated_distance(adversarial["oip"], reference["oip"])}
+            "oip_distance": aggregated_distance(adversarial["oip"], reference["oip"]),
+            "gp_flag": _gp_flag(adversarial, reference)}
 
 
 @dataclass
@@ -756,13 +759,21 @@ def dead_map_rows(study: Study, results: RunResults) -> list[Row]:
 
 
 def gp_flags(results: RunResults) -> list[str]:
-    """Aggregates read for this report whose curve or band is not finite (a GP fit that failed)."""
+    """Aggregates read for this report whose GP fit cannot carry information
+    (:func:`advflow.aggregate.fit_flags`: curve, band, lengthscale or likelihood not finite)."""
     flagged = []
     for (model, set_), aggregated in sorted(results._aggregates.items()):
         for name, path in aggregated.items():
-            if not all(np.isfinite(v).all() for v in (path.mean, path.lower, path.upper)):
-                flagged.append(f"{name.upper()} of {set_} on {model}")
+            flags = fit_flags(path)
+            if flags:
+                flagged.append(f"{name.upper()} of {set_} on {model} ({', '.join(flags)})")
     return flagged
+
+
+def _gp_flag(*aggregates: Mapping[str, AggregatedPath]) -> str:
+    """The fit flags of these aggregates' IIP and OIP, for a table's ``gp_flag`` column."""
+    return "; ".join(f"{name.upper()}: {', '.join(fit_flags(a[name]))}" for a in aggregates for name in ("iip", "oip")
+                     if fit_flags(a[name]))
 
 
 def add_statistics(study: Study, results: RunResults, tables: Tables, *, seed: int) -> None:
@@ -784,7 +795,7 @@ def add_statistics(study: Study, results: RunResults, tables: Tables, *, seed: i
                         + "; ".join(flagged))
     flagged_gp = gp_flags(results)
     if flagged_gp:
-        tables.note("diagnostics", "GP aggregates that are not finite (their distances are not usable): "
+        tables.note("diagnostics", "GP aggregates whose fit cannot carry information (their distances are not usable): "
                     + "; ".join(flagged_gp))
 
 
