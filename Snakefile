@@ -6,7 +6,13 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
-configfile: "config.yaml"
+# The config is config.yaml beside this Snakefile, or else exactly the --configfile preset(s) given: a
+# preset replaces config.yaml rather than adding to it, and neither depends on the directory Snakemake
+# is started from. Keys a config leaves out take the schema's and the library's defaults; the run's
+# complete settings are written to results/{dataset}/config.resolved.yaml (README, "Presets").
+if not workflow.overwrite_configfiles:
+
+    configfile: workflow.source_path("config.yaml")
 
 
 include: "rules/common.smk"
@@ -21,3 +27,15 @@ rule all:
     default_target: True
     input:
         final_targets(),
+
+
+# The run's complete settings beside its results (an older, different file is kept, not overwritten).
+onstart:
+    kept = write_resolved(f"{RESULTS}/config.resolved.yaml", resolve(config))
+    if kept:
+        print(f"advflow: settings changed; the previous resolved config is kept as {kept}", file=sys.stderr)
+
+
+onsuccess:
+    if Path(f"{RESULTS}/report.html").exists():
+        print(f"advflow: done; the report is {RESULTS}/report.html", file=sys.stderr)

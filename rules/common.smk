@@ -33,6 +33,9 @@ from advflow.catalog import measurements as catalog_measurements
 from advflow.catalog import CONTROL_PREFIX, is_trajectory, set_path, trajectories_wanted
 from advflow.config import (
     ATTACK_DEFAULTS,
+    RUN_DEFAULTS,
+    resolve,
+    write_resolved,
     attack_settings,
     canonical,
     check_config,
@@ -54,8 +57,8 @@ DATASET = config["dataset"]
 MODELS = list(config["models"])
 RESULTS = f"results/{DATASET}"
 ATTACK_SETS = {t: list(a) for t, a in (config.get("attack_sets") or {}).items() if a}
-config.setdefault("inputs", {}).setdefault("n", 20)
-config.setdefault("trajectories", {}).setdefault("n", 3)
+config.setdefault("inputs", {}).setdefault("n", RUN_DEFAULTS["inputs"]["n"])
+config.setdefault("trajectories", {}).setdefault("n", RUN_DEFAULTS["trajectories"]["n"])
 config.setdefault("attacks", {})
 FEATURES = {
     "dtype": "float16",

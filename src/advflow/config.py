@@ -167,3 +167,113 @@ def attack_settings(config: dict[str, Any], attack: str) -> dict[str, Any]:
     if attack == "jsma_adaptive":
         settings["temperature"] = float(model_settings(config, "distilled")["temperature"])
     return settings
+
+
+#: Run-wide defaults of the keys a config may leave out (the schema fills the others).
+RUN_DEFAULTS: dict[str, Any] = {"inputs": {"n": 50}, "trajectories": {"n": 10}}
+
+#: What the paper states (Ji & Wang, Section IV-A; SPEC "Attacks", "Models"): a run that departs from
+#: any of these says so in its report (:func:`paper_departures`).
+PAPER_SETTINGS: dict[str, Any] = {
+    "dataset": "cifar10",
+    "inputs.n": 200,
+    "models.distilled.temperature": 40.0,
+    "models.compressed.target_ratio": 890411 / 1071542,
+    "attacks.fgsm.epsilon": 0.025,
+    "attacks.igsm.epsilon": 0.025,
+    "attacks.igsm.alpha": 0.002,
+    "attacks.jsma.theta": 0.1,
+    "attacks.jsma.gamma": 0.1,
+    "attacks.jsma_adaptive.theta": 0.4,
+    "attacks.jsma_adaptive.gamma": 0.2,
+    "attacks.deepfool.overshoot": 0.02,
+    "attacks.cw.kappa": 0.0,
+    "attacks.cw.c": 0.25,
+}
+
+
+def attacks_in_use(config: dict[str, Any]) -> list[str]:
+    """Every attack some target of ``attack_sets`` lists, in the order of :data:`ATTACK_DEFAULTS`."""
+    listed = {a for attacks in (config.get("attack_sets") or {}).values() for a in (attacks or [])}
+    return [a for a in [*ATTACK_DEFAULTS, "jsma_control"] if a in listed]
+
+
+def resolve(config: dict[str, Any]) -> dict[str, Any]:
+    """Every setting a run of ``config`` uses, with the defaults of whatever it leaves out: the seed,
+    device and dataset; each listed model's complete training settings (and the distillation teacher's);
+    each listed attack's complete settings; the sets, transfer groups and sizes; the MI, aggregate and
+    report settings. Written by the workflow to ``results/{dataset}/config.resolved.yaml``; ``departs_from_paper``
+    lists :func:`paper_departures`.
+
+    >>> resolve({"seed": 0, "dataset": "synthetic", "models": {"good_init": {}},
+    ...          "attack_sets": {"good_init": ["fgsm"]}})["attacks"]
+    {'fgsm': {'epsilon': 0.025}}
+    """
+    models = list(config.get("models") or {})
+    resolved_models = {m: model_settings(config, m) for m in models}
+    if "distilled" in models:
+        resolved_models["distilled_teacher"] = teacher_settings(config)
+    sections = {key: {**copy.deepcopy(RUN_DEFAULTS.get(key, {})), **(config.get(key) or {})}
+                for key in ("inputs", "trajectories", "features", "mi", "aggregate", "report")}
+    return canonical({
+        "seed": config.get("seed"),
+        "device": config.get("device", "auto"),
+        "dataset": config.get("dataset"),
+        "datasets": {config.get("dataset"): (config.get("datasets") or {}).get(config.get("dataset")) or {}},
+        "models": resolved_models,
+        "attacks": {a: attack_settings(config, a) for a in attacks_in_use(config)},
+        "attack_sets": {t: list(a) for t, a in (config.get("attack_sets") or {}).items() if a},
+        "transfer_groups": [list(g) for g in config.get("transfer_groups") or []],
+        **sections,
+        "departs_from_paper": paper_departures(config),
+    })
+
+
+def paper_departures(config: dict[str, Any]) -> list[str]:
+    """``"key = value (paper: value)"`` for each of :data:`PAPER_SETTINGS` this run sets otherwise, among
+    the models and attacks it uses."""
+    models = set(config.get("models") or {})
+    attacks = attacks_in_use(config)
+    values: dict[str, Any] = {"dataset": config.get("dataset"),
+                              "inputs.n": ({**RUN_DEFAULTS["inputs"], **(config.get("inputs") or {})})["n"]}
+    for model in ("distilled", "compressed"):
+        if model in models:
+            for key, value in model_settings(config, model).items():
+                values[f"models.{model}.{key}"] = value
+    for attack in attacks:
+        if attack != "jsma_control":
+            for key, value in attack_settings(config, attack).items():
+                values[f"attacks.{attack}.{key}"] = value
+    departures = []
+    for key, paper in PAPER_SETTINGS.items():
+        if key not in values:
+            continue
+        value = values[key]
+        if isinstance(paper, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if abs(value - paper) > 1e-3 * abs(paper):  # 0.831 states the paper's 890,411 / 1,071,542
+                departures.append(f"{key} = {value:g} (paper: {paper:g})")
+        elif value != paper:
+            departures.append(f"{key} = {value} (paper: {paper})")
+    return departures
+
+
+def write_resolved(path: str | Path, resolved: dict[str, Any]) -> Path | None:
+    """Write ``resolved`` (:func:`resolve`) as YAML to ``path``. A different file already there is kept
+    as ``<name>.<its modification time>.yaml`` (never overwritten); returns that path, or None."""
+    path = Path(path)
+    text = ("# Every setting of this run, defaults included (advflow.config.resolve); written when the run "
+            "starts.\n" + yaml.safe_dump(resolved, sort_keys=True, allow_unicode=True))
+    kept = None
+    if path.exists():
+        if path.read_text() == text:
+            return None
+        import datetime
+
+        stamp = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%dT%H%M%S")
+        kept = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
+        path.rename(kept)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return kept

@@ -67,7 +67,7 @@ from advflow import decisions, findings, shifts
 from advflow.aggregate import (AggregatedPath, aggregate_frame, aggregated_distance, fit_flags, read_aggregate,
                                read_paths_csv)
 from advflow.catalog import CONTROL_PREFIX, MODELS, measurements, trajectories_wanted
-from advflow.config import ConfigError, attack_settings, model_settings
+from advflow.config import ConfigError, attack_settings, model_settings, paper_departures
 from advflow.io import atomic_path, open_h5
 from advflow.paths import path_distance
 
@@ -1249,6 +1249,14 @@ class _Section:
     tables: list[str] = field(default_factory=list)
 
 
+def _departures(config: Mapping[str, Any]) -> list[str]:
+    """The run's settings that differ from the paper's (:func:`advflow.config.paper_departures`)."""
+    try:
+        return paper_departures(dict(config))
+    except (ConfigError, KeyError, TypeError, ValueError) as error:
+        return [f"not determined ({error})"]
+
+
 def _settings_html(study: Study, tables: Tables) -> dict[str, _Section]:
     """Each question's setting, from the config, and the figures and tables it shows."""
     n = "N = " + (str(study.n) if study.n is not None else "?")
@@ -1326,7 +1334,9 @@ def render_html(study: Study, results: RunResults, tables: Tables, found: Mappin
         ("JSMA trajectories (Q1)", str(study.trajectories)),
         ("MI buckets B", str((config.get("mi") or {}).get("buckets", 8))),
         ("GP grid step", str((config.get("aggregate") or {}).get("grid_step", 0.05))),
-        ("normal profile", f"{NORMAL} (baseline: {NORMAL_TRAIN})"), ("generated", date),
+        ("normal profile", f"{NORMAL} (baseline: {NORMAL_TRAIN})"),
+        ("departs from the paper", "; ".join(_departures(config)) or "nothing (the paper's settings)"),
+        ("generated", date),
     ]
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
