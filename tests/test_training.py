@@ -49,3 +49,23 @@ def test_soft_labels_are_the_teachers_softmax_at_temperature_40():
     torch.testing.assert_close(labels.sum(1), torch.ones(12))
     # T = 40 flattens the distribution compared with T = 1.
     assert labels.max(1).values.mean() < torch.softmax(logits, 1).max(1).values.mean()
+
+
+def test_validation_accuracy_is_logged_each_epoch_and_does_not_change_training(caplog):
+    """The held-out accuracy after each epoch is logged and returned; the last one equals the trained
+    model's accuracy on those images computed independently; training with it gives the same weights."""
+    images, labels = toy_data()
+    val_images, val_labels = toy_data(30)
+    torch.manual_seed(3)
+    model = ConvNet(architecture("deep_conv", 1, (8, 8), 3))
+    with caplog.at_level("INFO", logger="advflow.training"):
+        history = fit(model, images, labels, TrainSettings(epochs=2, batch_size=16, log_every=100), seed=3,
+                      device=torch.device("cpu"), val=(val_images, val_labels))
+    assert len(history["val_accuracy"]) == 2
+    expected = float((predict_logits(model, val_images, torch.device("cpu")).argmax(1).numpy() == val_labels).mean())
+    assert history["val_accuracy"][-1] == round(expected, 5)
+    lines = [r.getMessage() for r in caplog.records if "validation accuracy" in r.getMessage()]
+    assert [line.split(" validation")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    plain = train_once(images, labels, seed=3)
+    for (name, pa), pb in zip(model.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(pa, pb), name

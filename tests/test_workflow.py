@@ -50,6 +50,21 @@ def test_tiny_config_trains_all_six_models_end_to_end(tiny_run):
 
 
 @pytest.mark.slow
+def test_training_logs_show_validation_accuracy_and_no_noise(tiny_run):
+    """Each epoch's held-out accuracy is in the log; no line twice (Lightning's handler and ours), none of
+    Lightning's accelerator lines, tips or Slurm hints."""
+    for rule in ("train/good_init", "train/distilled_teacher", "train/distilled"):
+        text = (tiny_run / "results" / "synthetic" / "logs" / f"{rule}.log").read_text()
+        assert "epoch 10/10 validation accuracy" in text or "epoch 20/20 validation accuracy" in text, rule
+        messages = [line.split(": ", 1)[-1] for line in text.splitlines() if line.strip()]
+        assert len(messages) == len(set(messages)), rule
+        for noise in ("GPU available", "TPU available", "Tip:", "srun", "Trainer.fit` stopped"):
+            assert noise not in text, (rule, noise)
+    record = json.loads((tiny_run / "results" / "synthetic" / "models" / "good_init.json").read_text())
+    assert len(record["history"]["val_accuracy"]) == 10
+
+
+@pytest.mark.slow
 def test_compressed_model_is_physically_smaller_than_good_init(tiny_run):
     models = tiny_run / "results" / "synthetic" / "models"
     good_init, compressed = load_checkpoint(models / "good_init.pt"), load_checkpoint(models / "compressed.pt")

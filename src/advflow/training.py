@@ -89,6 +89,12 @@ class ClassifierModule(L.LightningModule):
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
 
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Accuracy (argmax of Z, i.e. T = 1) on held-out images with hard labels."""
+        images, labels = batch
+        correct = (self.model(images).argmax(1) == labels).float()
+        self.log("val_accuracy", correct.mean(), on_epoch=True, batch_size=len(labels), prog_bar=True)
+
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.Adam(self.model.parameters(), lr=self.settings.lr,
                                      weight_decay=self.settings.weight_decay)
@@ -111,6 +117,14 @@ class ProgressLog(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.start, self.seen = time.perf_counter(), 0
+        self.val_accuracy: list[float] = []
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        accuracy = trainer.callback_metrics.get("val_accuracy")
+        if accuracy is not None and not trainer.sanity_checking:
+            self.val_accuracy.append(round(float(accuracy), 5))
+            log.info("epoch %d/%d validation accuracy %.4f", trainer.current_epoch + 1, trainer.max_epochs,
+                     float(accuracy))
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -133,6 +147,7 @@ def make_loader(images: np.ndarray | torch.Tensor, targets: np.ndarray | torch.T
 
 def make_trainer(settings: TrainSettings, device: torch.device, log_dir: str | None = None) -> L.Trainer:
     from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.plugins.environments import LightningEnvironment
 
     return L.Trainer(
         max_epochs=settings.epochs,
@@ -146,12 +161,19 @@ def make_trainer(settings: TrainSettings, device: torch.device, log_dir: str | N
         enable_model_summary=False,
         num_sanity_val_steps=0,
         callbacks=[ProgressLog(settings.log_every)],
+        # One process on one device: not a Slurm multi-task launch, even inside a Slurm job (otherwise
+        # Lightning warns about srun in every training log).
+        plugins=[LightningEnvironment()],
     )
 
 
 def fit(model: nn.Module, images: np.ndarray, targets: np.ndarray | torch.Tensor, settings: TrainSettings, *,
-        seed: int, device: torch.device, temperature: float = 1.0, log_dir: str | None = None) -> dict[str, Any]:
-    """Train ``model`` in place on uint8 ``images`` and hard (int) or soft (float rows) ``targets``."""
+        seed: int, device: torch.device, temperature: float = 1.0, log_dir: str | None = None,
+        val: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """Train ``model`` in place on uint8 ``images`` and hard (int) or soft (float rows) ``targets``.
+
+    ``val``: held-out uint8 images and their int labels, whose accuracy is logged after every epoch and
+    returned as ``val_accuracy`` (one value per epoch); it does not change the training."""
     L.seed_everything(seed, workers=True, verbose=False)
     if device.type == "cpu":
         # Training at T = 40 divides every gradient by T; deep in the network they reach the subnormal
@@ -163,12 +185,15 @@ def fit(model: nn.Module, images: np.ndarray, targets: np.ndarray | torch.Tensor
     trainer = make_trainer(settings, device, log_dir)
     loader = make_loader(images, targets, settings.batch_size, seed)
     start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=loader)
+    val_loader = (make_loader(val[0], np.asarray(val[1], dtype=np.int64), 256, seed, shuffle=False)
+                  if val is not None and len(val[1]) else None)
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader)
     seconds = time.perf_counter() - start
     model.to(memory_format=torch.contiguous_format)
     final_loss = trainer.callback_metrics.get("train_loss_epoch")
     return {"seconds": round(seconds, 2), "images_per_second": round(len(images) * settings.epochs / seconds, 1),
             "final_train_loss": None if final_loss is None else round(float(final_loss), 5),
+            "val_accuracy": next(c.val_accuracy for c in trainer.callbacks if isinstance(c, ProgressLog)),
             "temperature": temperature}
 
 

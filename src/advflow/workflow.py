@@ -23,6 +23,11 @@ def start(snakemake: Any) -> Any:
 
     from advflow.device import resolve_device
 
+    # Lightning's info lines (accelerator found, tips, "Trainer.fit stopped") say nothing a user can act on
+    # and went to the log twice (its own handler and the root's): keep its warnings, once.
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).propagate = False
     # A deprecation inside Lightning's own code, repeated at every fit; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 

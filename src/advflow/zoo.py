@@ -73,13 +73,14 @@ def train_model(name: str, data_path: str | Path, settings: dict[str, Any], *, s
                 log_dir: str | None = None) -> dict[str, Any]:
     """Train ``name`` from scratch on hard labels (at ``temperature``; T > 1 makes a distillation teacher)."""
     dataset = load_prepared(data_path)
-    train_idx, _ = _split(dataset, settings, seed)
+    train_idx, val_idx = _split(dataset, settings, seed)
     images, labels = dataset.train.images[train_idx], dataset.train.labels[train_idx]
     model = new_model(architecture_of or name, dataset, settings, seed, images)
     log.info("training %s (%d parameters) on %d images for %d epochs at T=%g on %s", name,
              count_parameters(model), len(images), settings["epochs"], temperature, device)
     history = fit(model, images, labels, TrainSettings.from_config(settings), seed=seed, device=device,
-                  temperature=temperature, log_dir=log_dir)
+                  temperature=temperature, log_dir=log_dir,
+                  val=(dataset.train.images[val_idx], dataset.train.labels[val_idx]))
     model.arch["name"] = name
     return _write_model(model, name, dataset, settings, seed, device, out_pt, out_json,
                         train_images=int(len(images)), history=history)
@@ -92,7 +93,7 @@ def distill(data_path: str | Path, teacher_pt: str | Path, settings: dict[str, A
     is trained at temperature T on the teacher's soft labels softmax(Z_teacher / T); inference is at T = 1."""
     dataset = load_prepared(data_path)
     temperature = float(settings["temperature"])
-    train_idx, _ = _split(dataset, settings, seed)
+    train_idx, val_idx = _split(dataset, settings, seed)
     images = dataset.train.images[train_idx]
     teacher = load_checkpoint(teacher_pt, device)
     teacher_record = json.loads(Path(teacher_pt).with_suffix(".json").read_text())  # written beside it
@@ -106,7 +107,8 @@ def distill(data_path: str | Path, teacher_pt: str | Path, settings: dict[str, A
              float(targets.max(1).values.mean()))
     student = new_model("distilled", dataset, settings, seed, images)
     history = fit(student, images, targets, TrainSettings.from_config(settings), seed=seed, device=device,
-                  temperature=temperature, log_dir=log_dir)
+                  temperature=temperature, log_dir=log_dir,
+                  val=(dataset.train.images[val_idx], dataset.train.labels[val_idx]))
     return _write_model(student, "distilled", dataset, settings, seed, device, out_pt, out_json,
                         train_images=int(len(images)), history=history, temperature=temperature,
                         teacher={"checkpoint": str(teacher_pt), "test_accuracy": teacher_record["test_accuracy"]})
