@@ -1,7 +1,31 @@
 """advflow: how information flows through a CNN's feature maps for normal and adversarial inputs.
 
-Modules follow the method's nouns: ``data``, ``models``, ``training``, ``trimming``, ``zoo``
-(the trained model zoo), ``config``. Importing the package itself loads nothing heavy.
+The Python API (:mod:`advflow.api`), loaded on first use so that ``import advflow`` stays light::
+
+    advflow.information_paths(model, x)      # IIP and OIP of each input through any nn.Module's conv layers
+    advflow.conv_layer_maps(model, x)        # each conv layer's maps, by forward hooks
+    advflow.mutual_information(a, b)         # MI of two maps, two stacks or two batches of maps, in nats
+    advflow.read_features(path), advflow.read_mi(path), advflow.read_set(path)  # the workflow's files
+
+Modules follow the method's nouns: ``data``, ``models``, ``training``, ``trimming``, ``zoo`` (the trained
+model zoo), ``attacks``, ``controls``, ``features``, ``mi``, ``information``, ``paths``, ``aggregate``,
+``shifts``, ``decisions``, ``findings``, ``report``, ``config``.
 """
 
 __version__ = "0.1.0"
+
+_API = ("Paths", "conv_layer_maps", "information_paths", "mutual_information", "Features", "read_features",
+        "MIFile", "read_mi", "AdversarialSet", "read_set")
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from advflow import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'advflow' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])
