@@ -18,6 +18,7 @@ rule report:
             caption="../report/report.rst",
             category="Report",
         ),
+        findings="results/{dataset}/findings.json",
         tables=report(
             directory("results/{dataset}/tables/report"),
             patterns=["{name}.csv"],

@@ -407,6 +407,20 @@ def test_a_missing_aggregate_is_an_error_that_names_the_file(tmp_path):
                      figures_dir=tmp_path / "f")
 
 
+def test_findings_json_beside_the_report_holds_every_verdict_case_and_interval(synthetic_report):
+    record = json.loads((synthetic_report["html"].parent / "findings.json").read_text())
+    verdicts = read_rows(synthetic_report["tables"] / "verdicts.csv")
+    intervals = read_rows(synthetic_report["tables"] / "intervals.csv")
+    assert list(record["questions"]) == ["q1", "q2", "q3", "q4", "q5"]
+    page = synthetic_report["html"].read_text()
+    for key, question in record["questions"].items():
+        assert [c["case"] for c in question["cases"]] == [r["case"] for r in verdicts if r["question"] == key]
+        assert [c["verdict"] for c in question["cases"]] == [r["verdict"] for r in verdicts if r["question"] == key]
+        assert len(question["intervals"]) == sum(r["question"] == key for r in intervals)
+        assert f"<td class=\"text\">{html.escape(question['verdict'])}</td>" in page or question["verdict"] in page
+    assert record["bootstrap_resamples"] == 1000 and isinstance(record["departs_from_paper"], list)
+
+
 def test_a_gp_fit_without_finite_lengthscale_is_flagged_in_its_table_row_and_diagnostics(tmp_path):
     """An aggregate whose fit has no finite lengthscale or likelihood (an all-equal set) is flagged on the
     distance row that uses it and in the diagnostics; the other rows carry no flag."""

@@ -1410,9 +1410,28 @@ def _write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def findings_record(tables: Tables, found: Mapping[str, findings.Finding], literal: Mapping[str, findings.Finding],
+                    config: Mapping[str, Any]) -> dict[str, Any]:
+    """The findings as data (``findings.json`` beside the report): per question its verdict and text, the
+    paper's literal comparison, every case with its verdict and every interval it was decided from."""
+    cases = verdict_rows(tables.cases)
+    intervals = tables.rows.get("intervals.csv", [])
+    return {
+        "questions": {key: {"question": QUESTIONS[key], "verdict": found[key].verdict, "text": found[key].text,
+                            "literal_verdict": literal[key].verdict if key in literal else None,
+                            "literal_text": literal[key].text if key in literal else None,
+                            "cases": [r for r in cases if r["question"] == key],
+                            "intervals": [r for r in intervals if r["question"] == key]}
+                      for key in QUESTIONS if key in found},
+        "departs_from_paper": _departures(config),
+        "bootstrap_resamples": int((config.get("report") or {}).get("bootstrap_resamples", 1000)),
+    }
+
+
 def build_report(results: Path, config: Mapping[str, Any], *, out_html: Path, tables_dir: Path, figures_dir: Path,
                  seed: int = 0) -> dict[str, str]:
-    """Tables (CSV, ``tables_dir``), figures (PNG + ``.rst`` caption, ``figures_dir``) and ``out_html`` of the
+    """Tables (CSV, ``tables_dir``), figures (PNG + ``.rst`` caption, ``figures_dir``), ``out_html`` and
+    ``findings.json`` beside it (:func:`findings_record`) of the
     run under ``results`` (``results/{dataset}``), for the sets ``config`` asks for. ``seed`` seeds the GP fits
     of Q5's transferable / non-transferable subsets. Returns ``{file name: caption}`` of every table and figure
     written."""
@@ -1454,6 +1473,8 @@ def build_report(results: Path, config: Mapping[str, Any], *, out_html: Path, ta
 
     page = render_html(study, run, tables, found, figures, captions, sections, literal)
     _write_text(out_html, page)
+    _write_text(out_html.with_name("findings.json"), json.dumps(findings_record(tables, found, literal, config),
+                                                                indent=1, allow_nan=True) + "\n")
     for key, finding in found.items():
         log.info("%s: %s", key, finding.text)
         log.info("%s (literal): %s", key, literal[key].text)
