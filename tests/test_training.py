@@ -69,3 +69,12 @@ def test_validation_accuracy_is_logged_each_epoch_and_does_not_change_training(c
     plain = train_once(images, labels, seed=3)
     for (name, pa), pb in zip(model.state_dict().items(), plain.state_dict().values()):
         assert torch.equal(pa, pb), name
+
+
+def test_training_leaves_subnormal_floats_as_they_were():
+    """fit flushes subnormals to zero while it trains (speed at T = 40) and restores IEEE behaviour, so
+    a softmax derivative of about 1e-40 computed afterwards in the same process is not 0."""
+    images, labels = toy_data()
+    train_once(images, labels, seed=3)
+    tiny = torch.tensor([1e-39], dtype=torch.float32) * torch.tensor([0.5])
+    assert float(tiny) > 0.0

@@ -187,7 +187,13 @@ def fit(model: nn.Module, images: np.ndarray, targets: np.ndarray | torch.Tensor
     start = time.perf_counter()
     val_loader = (make_loader(val[0], np.asarray(val[1], dtype=np.int64), 256, seed, shuffle=False)
                   if val is not None and len(val[1]) else None)
-    trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader)
+    try:
+        trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader)
+    finally:
+        if device.type == "cpu":
+            # Back to IEEE subnormals for whatever runs next in this process: an attack's softmax
+            # derivative of about 1e-40 is not 0 (Q4's saturation premise depends on it).
+            torch.set_flush_denormal(False)
     seconds = time.perf_counter() - start
     model.to(memory_format=torch.contiguous_format)
     final_loss = trainer.callback_metrics.get("train_loss_epoch")
