@@ -27,7 +27,8 @@ import yaml
 from advflow import findings
 from advflow.aggregate import AggregatedPath, aggregate_frame, aggregate_paths, read_aggregate, write_aggregate
 from advflow.catalog import CONTROL_PREFIX, is_trajectory
-from advflow.report import NORMAL, NORMAL_TRAIN, TABLE_COLUMNS, TRAJECTORY, Study, build_report, set_name
+from advflow.report import (NORMAL, NORMAL_TRAIN, TABLE_COLUMNS, TRAJECTORY, Study, band_limits, build_report,
+                            set_name)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -419,6 +420,29 @@ def test_findings_json_beside_the_report_holds_every_verdict_case_and_interval(s
         assert len(question["intervals"]) == sum(r["question"] == key for r in intervals)
         assert f"<td class=\"text\">{html.escape(question['verdict'])}</td>" in page or question["verdict"] in page
     assert record["bootstrap_resamples"] == 1000 and isinstance(record["departs_from_paper"], list)
+
+
+def test_figures_draw_paths_at_the_layers_with_bands_never_below_zero():
+    """A band whose GP lower edge dips below 0 nats is drawn from 0; the curve is drawn at the layers only."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.figure import Figure
+
+    from advflow.report import Curve, _draw_row
+
+    layers = np.arange(1.0, K + 1)
+    mean = np.linspace(0.01, 0.05, K)
+    grid = np.linspace(1.0, K, 4 * K)
+    low = AggregatedPath(layers, mean, mean - 0.03, mean + 0.03, grid, np.interp(grid, layers, mean),
+                         np.interp(grid, layers, mean) - 0.03, np.interp(grid, layers, mean) + 0.03)
+    figure = Figure()
+    axes = figure.subplots(1, 3)
+    _draw_row(axes, [Curve("set", {"iip": low, "oip": low}, "C0")])
+    for ax in axes[:2]:
+        bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+        assert bands and all(np.all(p.vertices[:, 1] >= 0) for c in bands for p in c.get_paths())
+        assert np.array_equal(ax.lines[0].get_xdata(), layers)  # points at the layers, not the GP grid
+    corrected = dataclasses.replace(low, mean=mean - 0.02, lower=mean - 0.05)  # bias-corrected: may be < 0
+    assert band_limits(corrected)[0].min() < 0 and band_limits(low)[0].min() == 0
 
 
 def test_a_gp_fit_without_finite_lengthscale_is_flagged_in_its_table_row_and_diagnostics(tmp_path):

@@ -36,8 +36,8 @@ Tables written to ``tables_dir`` (CSV; columns listed in :data:`TABLE_COLUMNS`):
 =================================  ==========================================================================
 
 Figures (PNG, in ``figures_dir``, each with a ``{name}.rst`` caption for Snakemake's ``report()``) show
-three panels per row, IIP | OIP | IOC, as in the paper's Figures 3-7: the aggregated mean on a fine grid
-with its 95 % band, and the IOC as the pair of means (IIP mean, OIP mean) at each layer. The findings
+three panels per row, IIP | OIP | IOC, as in the paper's Figures 3-7: the aggregated mean at the conv layers
+(points joined by lines) with its 95 % band (never below 0 for MI), and the IOC as the pair of means (IIP mean, OIP mean) at each layer. The findings
 (:mod:`advflow.findings`) are computed from the tables. ``report.html`` is one self-contained file: figures
 as base64 data URIs, inline CSS, and a small script that records on load how many images decoded
 (``data-images-decoded`` / ``data-images-total`` on ``<body>``) for a headless browser to check.
@@ -876,8 +876,16 @@ def _integer_ticks(ax: Any) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def band_limits(path: AggregatedPath) -> tuple[np.ndarray, np.ndarray]:
+    """The 95 % band drawn at the layers: the GP's, with its lower edge clipped at 0 where the path is
+    MI itself (never negative); a bias-corrected path (which can be negative) is drawn as it is."""
+    floor = 0.0 if np.all(path.mean >= 0) else -np.inf
+    return np.maximum(path.lower, floor), path.upper
+
+
 def _draw_row(axes: Sequence[Any], curves: Sequence[Curve], title: str | None = None) -> None:
-    """IIP | OIP | IOC panels of aggregated curves: mean on the grid, 95 % band, IOC markers per layer."""
+    """IIP | OIP | IOC panels of aggregated curves: the GP mean at the conv layers (points joined by lines;
+    between layers it has no meaning), its 95 % band there (:func:`band_limits`), IOC markers per layer."""
     for ax, (name, xlabel, ylabel) in zip(axes, PANEL_LABELS):
         ax.set_title(f"{name}{' — ' + title if title else ''}")
         ax.set_xlabel(xlabel)
@@ -886,9 +894,9 @@ def _draw_row(axes: Sequence[Any], curves: Sequence[Curve], title: str | None = 
         for ax, name in zip(axes[:2], ("iip", "oip")):
             path = curve.paths[name]
             if curve.band:
-                ax.fill_between(path.grid, path.grid_lower, path.grid_upper, color=curve.color, alpha=0.15, lw=0)
-            ax.plot(path.grid, path.grid_mean, color=curve.color, ls=curve.linestyle, lw=1.6 if curve.band else 1.0,
-                    label=curve.label)
+                ax.fill_between(path.layers, *band_limits(path), color=curve.color, alpha=0.15, lw=0)
+            ax.plot(path.layers, path.mean, color=curve.color, ls=curve.linestyle, lw=1.6 if curve.band else 1.0,
+                    marker="o", ms=2.5, label=curve.label)
             _integer_ticks(ax)
         iip, oip = curve.paths["iip"], curve.paths["oip"]
         axes[2].plot(iip.mean, oip.mean, color=curve.color, ls=curve.linestyle, lw=1.2, marker="o", ms=3.5,
