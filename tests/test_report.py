@@ -400,6 +400,40 @@ def test_sections_without_their_sets_are_skipped_with_a_note(tmp_path):
     assert page.count('data-holds="none"') == 4  # Q1 and Q4: statistical and literal
 
 
+def test_report_prints_to_pdf_with_every_row_of_its_long_tables(synthetic_report, tmp_path):
+    """Chromium's --print-to-pdf of the report holds the last row of every table that scrolls on screen
+    (a scroll box would cut it), and the table of contents links every question."""
+    import pypdf
+
+    page = synthetic_report["html"]
+    text = page.read_text()
+    assert all(f'href="#{key}"' in text for key in ("q1", "q2", "q3", "q4", "q5", "diagnostics"))
+    common = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer"]
+
+    def printed(html_file: Path) -> pypdf.PdfReader:
+        pdf = html_file.with_suffix(".pdf")
+        result = subprocess.run([*common, f"--print-to-pdf={pdf}", html_file.resolve().as_uri()], check=False,
+                                capture_output=True, text=True, timeout=180)
+        assert result.returncode == 0 and pdf.is_file(), result.stderr[-3000:]
+        return pypdf.PdfReader(pdf)
+
+    # A clipped table still carries its hidden rows' text in the PDF, but takes fewer pages: the report
+    # must print to as many pages as the same page with no scroll box at all.
+    unclipped = tmp_path / "unclipped.html"
+    unclipped.write_text(text.replace('<div class="scroll">', "<div>"))
+    report = printed(page)
+    assert len(report.pages) == len(printed(unclipped).pages)
+    words = " ".join(" ".join(p.extract_text() for p in report.pages).split())
+    long_tables = re.findall(r'<div class="scroll"><table data-table="([^"]+)".*?<tbody>(.*?)</tbody>', text, re.S)
+    assert long_tables, "the synthetic report should have a table long enough to scroll on screen"
+    for name, body in long_tables:
+        last = re.findall(r"<tr>(.*?)</tr>", body, re.S)[-1]
+        cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", last, re.S)]
+        for cell in cells:
+            if cell:
+                assert " ".join(cell.split()) in words, (name, cell)
+
+
 def test_a_missing_aggregate_is_an_error_that_names_the_file(tmp_path):
     results = make_synthetic_run(tmp_path, SYNTHETIC_CONFIG)
     (results / "aggregates" / "good_init" / "jsma@good_init.csv").unlink()

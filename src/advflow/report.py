@@ -1178,6 +1178,15 @@ figcaption { font-size: 0.92em; color: #444; } .finding { padding: 0.7em 1em; bo
 .finding[data-kind="literal"] { font-size: 0.92em; opacity: 0.9; }
 .verdict { font-weight: bold; text-transform: uppercase; font-size: 0.85em; margin-right: 0.5em; }
 .scroll { max-height: 28em; overflow: auto; display: inline-block; }
+nav.contents { background: #f6f8fa; padding: 0.5em 1.2em; display: inline-block; font-size: 0.95em; }
+nav.contents ol { margin: 0.3em 0; padding-left: 1.4em; }
+@media print {
+  body { max-width: none; padding: 0; font-size: 10pt; }
+  .scroll { max-height: none; overflow: visible; display: block; }
+  tr, figure, .finding { break-inside: avoid; }
+  thead { display: table-header-group; }
+  h2, h3 { break-after: avoid; }
+}
 """
 
 IMAGE_CHECK = """
@@ -1366,6 +1375,9 @@ def render_html(study: Study, results: RunResults, tables: Tables, found: Mappin
                    f"Each question's verdict from paired, standardized shifts with 95 % bootstrap intervals "
                    f"({study.resamples} resamples) beside random-perturbation controls; beside it the paper's own raw "
                    f"comparison of aggregated distances, which carries no uncertainty."),
+        '<nav class="contents" aria-label="Contents"><b>Contents</b><ol>'
+        + "".join(f'<li><a href="#{key}">{esc(question)}</a></li>' for key, question in QUESTIONS.items())
+        + '<li><a href="#diagnostics">Estimator diagnostics</a></li></ol></nav>',
         "<h3>Models</h3>",
         html_table("models", models_rows, ("model", "parameters", "test_accuracy"),
                    "Models of this run (parameters, accuracy on the whole test split)."),
