@@ -10,7 +10,7 @@ success of the regular JSMA (``jsma_control``, the least-perturbation target as 
 and of the adaptive one. Everything else is the config's.
 
     python benchmarks/distillation_premise.py [--config config.yaml] [--data data/fashion_mnist.h5]
-        [--grid 40:1:2,40:1:2:0.01,100:1:2:0.01] [--train-size 10000] [--inputs 30] [--out premise.csv]
+        [--grid 40:1:2,100:1:2] [--train-size 10000] [--inputs 30] [--out premise.csv]
 
 Prints a Markdown table (and writes it as CSV with ``--out``).
 """
@@ -49,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="config.yaml")
     parser.add_argument("--data", default="data/fashion_mnist.h5")
-    parser.add_argument("--grid", default="40:1:2,40:1:2:0.01,100:1:2:0.01",
+    parser.add_argument("--grid", default="40:1:2,100:1:2",
                         help="T:teacher_epochs:student_epochs[:lr],... (lr: the peak of the config's schedule)")
     parser.add_argument("--train-size", type=int, default=10000)
     parser.add_argument("--inputs", type=int, default=30)
@@ -97,7 +97,9 @@ def main() -> None:
                "train_images": args.train_size, "test_accuracy": record["test_accuracy"],
                "median_margin": float(np.median(margin)), "saturated": f"{saturated}/{len(correct)}",
                "regular_jsma_success": success["jsma_control"], "adaptive_jsma_success": success["jsma_adaptive"],
-               "premise_met": success["jsma_control"] <= 0.05, "train_seconds": round(trained)}
+               # A model that did not learn (e.g. a diverged run) meets the premise trivially: not counted.
+               "premise_met": success["jsma_control"] <= 0.05 and record["test_accuracy"] >= 0.7,
+               "train_seconds": round(trained)}
         rows.append(row)
         print(row, flush=True)
     columns = list(rows[0])
