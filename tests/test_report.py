@@ -442,6 +442,14 @@ def test_a_missing_aggregate_is_an_error_that_names_the_file(tmp_path):
                      figures_dir=tmp_path / "f")
 
 
+def test_rates_are_written_one_way_in_tables_and_findings(synthetic_report):
+    """Success rates and accuracies print as the findings' text prints them ("33.3 %"), never 0.3333."""
+    page = synthetic_report["html"].read_text()
+    rate = findings.percent(float(SUCCESS.mean()))
+    table2 = re.search(r'<table data-table="table2_attacks">(.*?)</table>', page, re.S).group(1)
+    assert f">{rate}</td>" in table2 and f">{SUCCESS.mean():.4f}</td>" not in table2
+
+
 def test_findings_json_beside_the_report_holds_every_verdict_case_and_interval(synthetic_report):
     record = json.loads((synthetic_report["html"].parent / "findings.json").read_text())
     verdicts = read_rows(synthetic_report["tables"] / "verdicts.csv")

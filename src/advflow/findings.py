@@ -82,7 +82,8 @@ def _number(value: float) -> str:
     return f"{float(value):.3g}"
 
 
-def _percent(value: float) -> str:
+def percent(value: float) -> str:
+    """A rate as every table and finding of the report writes it: one decimal, e.g. "33.3 %"."""
     if value is None or not math.isfinite(float(value)):
         return "n/a"
     return f"{100 * float(value):.1f} %"
@@ -340,8 +341,8 @@ def adaptive_attack(defense_rows: Iterable[Row], *, adaptive: str = "jsma_adapti
             f"{_number(r['oip_distance'])} for {regular}"
             + (f"; IIP {_number(numbers['iip_adaptive'])} vs {_number(numbers['iip_regular'])}"
                if "iip_adaptive" in numbers else "")
-            + f"). Success rates on the distilled model: {adaptive} {_percent(a['success_rate'])}, "
-              f"{regular} {_percent(r['success_rate'])}.")
+            + f"). Success rates on the distilled model: {adaptive} {percent(a['success_rate'])}, "
+              f"{regular} {percent(r['success_rate'])}.")
     return Finding(text, holds, numbers)
 
 

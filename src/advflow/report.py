@@ -1217,7 +1217,9 @@ def _format(value: Any, column: str) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return "–"
-        if column in ("success_rate", "transferability", "test_accuracy", "confidence", "parameter_ratio"):
+        if column in ("success_rate", "transferability", "test_accuracy", "dead_share"):
+            return findings.percent(value)  # rates as the findings' text writes them
+        if column in ("confidence", "parameter_ratio"):
             return f"{value:.4f}"
         return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.2e}"
     return html.escape(str(value))
