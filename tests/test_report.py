@@ -446,7 +446,7 @@ def test_rates_are_written_one_way_in_tables_and_findings(synthetic_report):
     """Success rates and accuracies print as the findings' text prints them ("33.3 %"), never 0.3333."""
     page = synthetic_report["html"].read_text()
     rate = findings.percent(float(SUCCESS.mean()))
-    table2 = re.search(r'<table data-table="table2_attacks">(.*?)</table>', page, re.S).group(1)
+    table2 = re.search(r'<table data-table="table2_attacks[^"]*">(.*?)</table>', page, re.S).group(1)
     assert f">{rate}</td>" in table2 and f">{SUCCESS.mean():.4f}</td>" not in table2
 
 
