@@ -62,6 +62,9 @@ def test_training_logs_show_validation_accuracy_and_no_noise(tiny_run):
             assert noise not in text, (rule, noise)
     record = json.loads((tiny_run / "results" / "synthetic" / "models" / "good_init.json").read_text())
     assert len(record["history"]["val_accuracy"]) == 10
+    for log in ("aggregate/good_init/fgsm@good_init.log", "report.log"):
+        text = (tiny_run / "results" / "synthetic" / "logs" / log).read_text()
+        assert "Warning" not in text, (log, text[:2000])
 
 
 @pytest.mark.slow

@@ -28,6 +28,9 @@ def start(snakemake: Any) -> Any:
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
         logging.getLogger(name).propagate = False
+    # GPyTorch's dependency linear_operator calls torch.jit.script when imported (aggregate, report):
+    # a deprecation in their code, nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
     # A deprecation inside Lightning's own code, repeated at every fit; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
