@@ -211,6 +211,7 @@ def assert_report_holds_everything(html_text: str, captions: dict[str, str], tab
     for name in pngs:
         assert f'data-figure="{name}"' in html_text
         assert (figures / f"{Path(name).stem}.rst").read_text().strip() == captions[name]
+        assert (figures / f"{Path(name).stem}.pdf").read_bytes()[:5] == b"%PDF-"  # vector copy for print
     written = sorted(n for n in captions if n.endswith(".csv"))
     assert written == sorted(p.name for p in tables.glob("*.csv"))
     for name in written:

@@ -913,10 +913,21 @@ def _draw_row(axes: Sequence[Any], curves: Sequence[Curve], title: str | None = 
 _FIGURE = {"dpi": 100}
 
 
-def _png(figure: Any) -> bytes:
+class FigureBytes(bytes):
+    """A figure's PNG, with its vector version (PDF) in ``pdf``, written beside it for print."""
+
+    pdf: bytes = b""
+
+
+def _png(figure: Any) -> FigureBytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=_FIGURE["dpi"], metadata={"Software": None})
-    return buffer.getvalue()
+    png = FigureBytes(buffer.getvalue())
+    vector = io.BytesIO()
+    # No dates or tool versions in the file, so the same figure is the same bytes.
+    figure.savefig(vector, format="pdf", metadata={"Creator": None, "Producer": None, "CreationDate": None})
+    png.pdf = vector.getvalue()
+    return png
 
 
 def _palette(n: int) -> list[Any]:
@@ -1490,6 +1501,8 @@ def build_report(results: Path, config: Mapping[str, Any], *, out_html: Path, ta
         png, caption = draw()
         figures[name], captions[name] = png, caption
         _write_bytes(figures_dir / name, png)
+        if getattr(png, "pdf", b""):
+            _write_bytes(figures_dir / f"{Path(name).stem}.pdf", png.pdf)
         _write_text(figures_dir / f"{Path(name).stem}.rst", caption + "\n")
         sections[key].figures.append(name)
 
