@@ -443,6 +443,16 @@ def test_a_missing_aggregate_is_an_error_that_names_the_file(tmp_path):
                      figures_dir=tmp_path / "f")
 
 
+def test_q2_figure_has_one_row_per_attack_family(synthetic_report):
+    """good_init's fgsm, jsma and cw fall in three families (L∞, L0, minimal L2): three rows of 350 px
+    at the report's 100 dpi, not every curve in one panel."""
+    import struct
+
+    png = (synthetic_report["figures"] / "q2_attacks.png").read_bytes()
+    height = struct.unpack(">I", png[20:24])[0]
+    assert height == 3 * 350
+
+
 def test_rates_are_written_one_way_in_tables_and_findings(synthetic_report):
     """Success rates and accuracies print as the findings' text prints them ("33.3 %"), never 0.3333."""
     page = synthetic_report["html"].read_text()

@@ -1014,20 +1014,36 @@ def _order(seed: Any) -> int:
     return seed if isinstance(seed, int) else 0
 
 
+#: Attack families, one row each in Q2's figure (as the paper's Figs. 8-11 group them by norm).
+ATTACK_FAMILIES = (("L∞ gradient attacks", ("fgsm", "igsm", "pgd")), ("JSMA (L0)", ("jsma",)),
+                   ("minimal L2 attacks", ("deepfool", "cw")), ("EAD (L1)", ("ead_l1", "ead_en")))
+
+
 def figure_q2(study: Study, results: RunResults) -> tuple[bytes, str]:
-    """Fig. 4: normal and each attack's aggregated paths on good_init."""
+    """Fig. 4: normal and each attack's aggregated paths on good_init, one row per attack family (each
+    attack keeps one colour across rows and its control is dotted in that colour)."""
     attacks = study.attacks_on(Q2_MODEL)
-    curves = [_normal_curve(results, Q2_MODEL),
-              Curve(f"normal ({NORMAL_TRAIN})", results.aggregate(Q2_MODEL, NORMAL_TRAIN), TRAIN_COLOR, "--")]
-    for a, c in zip(attacks, _palette(len(attacks))):
-        curves.append(Curve(a, results.aggregate(Q2_MODEL, set_name(a, Q2_MODEL)), c))
-        curves.append(Curve(f"{a} control", results.aggregate(Q2_MODEL, set_name(CONTROL_PREFIX + a, Q2_MODEL)), c,
-                            ":", band=False))
-    caption = (f"Q2 (cf. Fig. 4): aggregated IIP, OIP and IOC on {Q2_MODEL} of the clean seeds ({NORMAL}), the normal "
-               f"training inputs ({NORMAL_TRAIN}, dashed) and the adversarial sets of {', '.join(attacks)} "
-               f"(GP posterior mean, shaded 95 % band), each with its random control of the same size per input "
-               f"(dotted, same colour, no band).")
-    return _rows_figure([(Q2_MODEL, curves)]), caption
+    colors = dict(zip(attacks, _palette(len(attacks))))
+    families = [(name, [a for a in members if a in attacks]) for name, members in ATTACK_FAMILIES]
+    grouped = {a for _, members in families for a in members}
+    families.append(("other attacks", [a for a in attacks if a not in grouped]))
+    rows = []
+    for family, members in families:
+        if not members:
+            continue
+        curves = [_normal_curve(results, Q2_MODEL),
+                  Curve(f"normal ({NORMAL_TRAIN})", results.aggregate(Q2_MODEL, NORMAL_TRAIN), TRAIN_COLOR, "--",
+                        band=False)]
+        for a in members:
+            curves.append(Curve(a, results.aggregate(Q2_MODEL, set_name(a, Q2_MODEL)), colors[a]))
+            curves.append(Curve(f"{a} control", results.aggregate(Q2_MODEL, set_name(CONTROL_PREFIX + a, Q2_MODEL)),
+                                colors[a], ":", band=False))
+        rows.append((f"{family} on {Q2_MODEL}", curves))
+    caption = (f"Q2 (cf. Fig. 4): aggregated IIP, OIP and IOC on {Q2_MODEL}, one row per attack family, of the clean "
+               f"seeds ({NORMAL}), the normal training inputs ({NORMAL_TRAIN}, dashed grey) and the adversarial sets of "
+               f"{', '.join(attacks)} (GP posterior mean at each conv layer, shaded 95 % band), each with its random "
+               f"control of the same size per input (dotted, same colour, no band).")
+    return _rows_figure(rows), caption
 
 
 def figure_q3(study: Study, results: RunResults) -> tuple[bytes, str]:
