@@ -33,9 +33,14 @@ rule all:
 onstart:
     kept = write_resolved(f"{RESULTS}/config.resolved.yaml", resolve(config))
     if kept:
-        print(f"advflow: settings changed; the previous resolved config is kept as {kept}", file=sys.stderr)
+        print(
+            f"advflow: settings changed; the previous resolved config is kept as {kept}",
+            file=sys.stderr,
+        )
 
 
 onsuccess:
     if Path(f"{RESULTS}/report.html").exists():
-        print(f"advflow: done; the report is {RESULTS}/report.html", file=sys.stderr)
+        print(
+            f"advflow: done; the report is {RESULTS}/report.html", file=sys.stderr
+        )
