@@ -21,9 +21,12 @@ __all__ = ["__version__", *_API]
 
 def __getattr__(name: str):
     if name in _API:
-        from advflow import api
+        # importlib rather than an import statement: the workflow's code digests (advflow.control) follow
+        # import statements, and no workflow script uses the API, so changing the modules behind it
+        # must not rerun every rule.
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module("advflow.api"), name)
     raise AttributeError(f"module 'advflow' has no attribute {name!r}")
 
 
