@@ -31,6 +31,10 @@ def start(snakemake: Any) -> Any:
     # GPyTorch's dependency linear_operator calls torch.jit.script when imported (aggregate, report):
     # a deprecation in their code, nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+    # Lightning's hints that do not apply to one process on one device: Slurm's srun (printed whenever the
+    # srun command exists) and a logging interval longer than a tiny run's epoch.
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system")
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
     # A deprecation inside Lightning's own code, repeated at every fit; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
