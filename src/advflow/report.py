@@ -772,8 +772,8 @@ def gp_flags(results: RunResults) -> list[str]:
 
 def _gp_flag(*aggregates: Mapping[str, AggregatedPath]) -> str:
     """The fit flags of these aggregates' IIP and OIP, for a table's ``gp_flag`` column."""
-    return "; ".join(f"{name.upper()}: {', '.join(fit_flags(a[name]))}" for a in aggregates for name in ("iip", "oip")
-                     if fit_flags(a[name]))
+    return "; ".join(f"{name.upper()}: {', '.join(flags)}" for a in aggregates for name in ("iip", "oip")
+                     if (flags := fit_flags(a[name])))
 
 
 def add_statistics(study: Study, results: RunResults, tables: Tables, *, seed: int) -> None:
