@@ -30,7 +30,13 @@ if workflow.is_main_process:
 from advflow.catalog import DATASETS, TRAINED_FROM_SCRATCH, locate_dataset
 from advflow.catalog import MODELS as MODEL_NAMES
 from advflow.catalog import measurements as catalog_measurements
-from advflow.catalog import CONTROL_PREFIX, is_trajectory, set_path, trajectories_wanted
+from advflow.catalog import (
+    CONTROL_PREFIX,
+    is_trajectory,
+    set_path,
+    trajectories_wanted,
+    transfer_subsets,
+)
 from advflow.config import (
     ATTACK_DEFAULTS,
     RUN_DEFAULTS,
@@ -226,6 +232,11 @@ def gp_params(wildcards):
 def aggregated_sets():
     """Every measured pair but the trajectories (Q1 compares steps of single inputs)."""
     return [(m, s) for m, s in measurements() if not is_trajectory(s)]
+
+
+def subset_aggregates():
+    """Q5's transferable / non-transferable subsets, aggregated beside their sets."""
+    return transfer_subsets(ATTACK_SETS, config.get("transfer_groups") or [])
 
 
 def report_params(wildcards):

@@ -63,7 +63,7 @@ rule aggregate:
         "results/{dataset}/benchmarks/aggregate/{model}/{set}.tsv"
     wildcard_constraints:
         model="|".join(MODEL_NAMES),
-        set="[^/]*@[^/]*|normal_train|normal_test",
+        set="[^/.]+@[^/.]+|normal_train|normal_test",
     conda:
         "../envs/advflow.yaml"
     threads: 1
@@ -76,3 +76,32 @@ rule aggregate:
         seed=config["seed"],
     script:
         "../workflow_scripts/aggregate.py"
+
+
+rule aggregate_subsets:
+    input:
+        paths="results/{dataset}/paths/{model}/{attack}@{target}.csv",
+        adversarial="results/{dataset}/adv/{target}/{attack}.h5",
+    output:
+        transferable="results/{dataset}/aggregates/{model}/{attack}@{target}.transferable.csv",
+        non_transferable="results/{dataset}/aggregates/{model}/{attack}@{target}.non_transferable.csv",
+    log:
+        "results/{dataset}/logs/aggregate/{model}/{attack}@{target}.subsets.log",
+    benchmark:
+        "results/{dataset}/benchmarks/aggregate/{model}/{attack}@{target}.subsets.tsv"
+    wildcard_constraints:
+        model="|".join(MODEL_NAMES),
+        attack="[^/.@]+",
+        target="[^/.@]+",
+    conda:
+        "../envs/advflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        code=code("aggregate_subsets.py"),
+        gp=gp_params,
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/aggregate_subsets.py"

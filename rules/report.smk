@@ -3,6 +3,10 @@ rule report:
         aggregates=lambda w: [
             f"results/{w.dataset}/aggregates/{m}/{s}.csv" for m, s in aggregated_sets()
         ],
+        subsets=lambda w: [
+            f"results/{w.dataset}/aggregates/{m}/{s}.{subset}.csv"
+            for m, s, subset in subset_aggregates()
+        ],
         paths=lambda w: [
             f"results/{w.dataset}/paths/{m}/{s}.csv" for m, s in measurements()
         ],

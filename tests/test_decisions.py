@@ -1,5 +1,5 @@
-"""Findings decided by statistics (advflow.decisions) and the literal reading applied to the paper's own
-published numbers (advflow.findings).
+"""Findings decided by statistics (advflow.report.evidence and each question module's cases) and the literal
+reading applied to the paper's own published numbers (each question module's literal reading).
 
 The paper's Tables III and V are typed in below; the findings code must reach the paper's conclusions on
 them: Q2 holds literally (every attack moves the OIP further than the IIP), Q3 holds for JSMA and C&W (the
@@ -15,7 +15,8 @@ import h5py
 import numpy as np
 import pytest
 
-from advflow import decisions, findings
+from advflow.report import evidence as decisions
+from advflow.report import q2, q3, q4
 from advflow.shifts import FAILS, HOLDS, INCONCLUSIVE
 
 # Ji & Wang, Table III: difference of IIPs and OIPs between normal and adversarial inputs (CIFAR-10).
@@ -34,7 +35,7 @@ PAPER_Q4 = {"jsma_control": 0.0033, "jsma_adaptive": 0.0219}
 
 def test_literal_q2_on_the_papers_table_iii_holds():
     rows = [{"attack": a, "iip_distance": iip, "oip_distance": oip} for a, (iip, oip) in PAPER_TABLE_III.items()]
-    finding = findings.attack_mechanisms(rows)
+    finding = q2.attack_mechanisms(rows)
     assert finding.verdict == "holds" and finding.holds is True
     assert "holds for 4 of 4 attacks" in finding.text
 
@@ -43,7 +44,7 @@ def test_literal_q2_on_the_papers_table_iii_holds():
 def test_literal_q3_on_the_papers_table_v_holds_for_jsma_and_cw(path):
     rows = [{"attack": a, "measured_on": m, "iip_gap": iip, "oip_gap": oip, "average_gap": avg}
             for (a, m), (iip, oip, avg) in PAPER_TABLE_V.items()]
-    finding = findings.model_complexity(rows, path=path)
+    finding = q3.model_complexity(rows, path=path)
     assert finding.numbers["holding_attacks"] == ["jsma", "cw"]
     assert finding.verdict == "holds in part" and "for 2 of 3 attacks" in finding.text
 
@@ -51,7 +52,7 @@ def test_literal_q3_on_the_papers_table_v_holds_for_jsma_and_cw(path):
 def test_literal_q4_on_the_papers_distances_holds():
     rows = [{"attack": a, "oip_distance": d, "success_rate": 0.0 if a == "jsma_control" else 0.3132}
             for a, d in PAPER_Q4.items()]
-    assert findings.adaptive_attack(rows).verdict == "holds"
+    assert q4.adaptive_attack(rows).verdict == "holds"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -71,7 +72,7 @@ class _Paths:
 
 
 class _Results:
-    """What decisions.Evidence reads: per-input paths by (model, set) and the set files under root."""
+    """What evidence.Evidence reads: per-input paths by (model, set) and the set files under root."""
 
     def __init__(self, root: Path) -> None:
         self.files = SimpleNamespace(root=root)
@@ -120,7 +121,7 @@ def _evidence(run: _Results) -> decisions.Evidence:
 
 
 def test_q2_holds_when_the_oip_shift_exceeds_the_iip_shift_and_the_control(tmp_path):
-    case = decisions.q2_attack(_evidence(_planted_run(tmp_path, oip_shift=2.0, iip_shift=0.2, control_shift=0.3)),
+    case = q2.attack_case(_evidence(_planted_run(tmp_path, oip_shift=2.0, iip_shift=0.2, control_shift=0.3)),
                                "good_init", "fgsm")
     assert case.verdict == HOLDS, case
     assert case.claims == {"oip_minus_iip": HOLDS, "oip_minus_control": HOLDS}
@@ -129,28 +130,28 @@ def test_q2_holds_when_the_oip_shift_exceeds_the_iip_shift_and_the_control(tmp_p
 
 
 def test_q2_is_inconclusive_when_the_control_shifts_as_much(tmp_path):
-    case = decisions.q2_attack(_evidence(_planted_run(tmp_path, oip_shift=2.0, iip_shift=0.2, control_shift=2.0)),
+    case = q2.attack_case(_evidence(_planted_run(tmp_path, oip_shift=2.0, iip_shift=0.2, control_shift=2.0)),
                                "good_init", "fgsm")
     assert case.claims["oip_minus_iip"] == HOLDS
     assert case.claims["oip_minus_control"] == INCONCLUSIVE and case.verdict == INCONCLUSIVE
 
 
 def test_q2_fails_when_the_iip_moves_more(tmp_path):
-    case = decisions.q2_attack(_evidence(_planted_run(tmp_path, oip_shift=0.2, iip_shift=3.0, control_shift=0.0)),
+    case = q2.attack_case(_evidence(_planted_run(tmp_path, oip_shift=0.2, iip_shift=3.0, control_shift=0.0)),
                                "good_init", "fgsm")
     assert case.claims["oip_minus_iip"] == FAILS and case.verdict == FAILS
 
 
 def test_one_by_one_target_maps_are_flagged_as_carrying_no_information(tmp_path):
     run = _planted_run(tmp_path, oip_shift=2.0, iip_shift=0.2, control_shift=0.0, target_maps_1x1=True)
-    case = decisions.q2_attack(_evidence(run), "good_init", "fgsm")
+    case = q2.attack_case(_evidence(run), "good_init", "fgsm")
     assert case.verdict == decisions.NO_INFORMATION and "no information" in case.notes[0]
 
 
 def test_too_few_successes_is_a_premise_not_met(tmp_path):
     run = _planted_run(tmp_path, oip_shift=2.0, iip_shift=0.2, control_shift=0.0)
     run.add_set("good_init", "fgsm", np.eye(1, N, dtype=bool)[0])  # one successful input
-    case = decisions.q2_attack(_evidence(run), "good_init", "fgsm")
+    case = q2.attack_case(_evidence(run), "good_init", "fgsm")
     assert case.verdict == decisions.PREMISE and "1 successful" in case.notes[0]
 
 

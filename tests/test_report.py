@@ -1,4 +1,4 @@
-"""The report stage (advflow.report, advflow.findings): every distance table is the paper's distance of the
+"""The report stage (advflow.report): every distance table is the paper's distance of the
 aggregated paths it names; the transferable split follows success on the target and misclassification on
 the inference model; the report holds every section, figure and table and renders in a headless browser
 with every image decoded and no console error; every finding's verdict is computed from the numbers.
@@ -24,11 +24,14 @@ import numpy as np
 import pytest
 import yaml
 
-from advflow import findings
-from advflow.aggregate import AggregatedPath, aggregate_frame, aggregate_paths, read_aggregate, write_aggregate
-from advflow.catalog import CONTROL_PREFIX, is_trajectory
+from advflow.aggregate import (AggregatedPath, aggregate_frame, aggregate_subsets, read_aggregate,
+                               read_transfer_masks, write_aggregate)
+from advflow.paths import read_input_paths
+from advflow.catalog import CONTROL_PREFIX, transfer_subsets
 from advflow.report import (NORMAL, NORMAL_TRAIN, TABLE_COLUMNS, TRAJECTORY, Study, band_limits, build_report,
                             set_name)
+from advflow.report import findings as fx
+from advflow.report import q1, q2, q3, q4, q5
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,6 +41,7 @@ CLASSES = 4
 SUCCESS = np.array([True, True, True, True, False, True, True, True])  # success of every synthetic set on its target
 FOOLED_ELSEWHERE = np.array([True, True, False, False, True, True, False, True])  # misclassified by another model
 TRAJECTORY_STEPS = 4
+SUBSET_SEED = 3  # the seed of the aggregate stage's GP fits of Q5's subsets
 
 SYNTHETIC_CONFIG = {
     "seed": 0,
@@ -52,8 +56,8 @@ SYNTHETIC_CONFIG = {
 }
 DISTANCE_TABLES = ("table3_distance_from_normal.csv", "table5_complexity.csv", "q4_defense.csv", "table9_transfer.csv")
 ALL_TABLES = set(TABLE_COLUMNS)
-ALL_FIGURES = {"q1_trajectory.png", "q2_attacks.png", "q3_complexity.png", "q4_defense.png", "q5_transfer.png",
-               "q5_transferable.png"}
+ALL_FIGURES = {"q1_trajectory.png", "q2_attacks.png", "q3_complexity_fgsm.png", "q3_complexity_jsma.png",
+               "q4_defense.png", "q5_transfer_jsma.png", "q5_transferable_jsma.png"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -83,9 +87,11 @@ def _aggregate_without_fit(mu: np.ndarray) -> AggregatedPath:
     return AggregatedPath(layers, mean, mean - 0.01, mean + 0.01, grid, grid_mean, grid_mean - 0.01, grid_mean + 0.01)
 
 
-def make_synthetic_run(root: Path, config: dict, fooled_elsewhere: np.ndarray = FOOLED_ELSEWHERE) -> Path:
+def make_synthetic_run(root: Path, config: dict, fooled_elsewhere: np.ndarray = FOOLED_ELSEWHERE, *,
+                       fit_subsets: bool = False) -> Path:
     """results/synthetic with every file the report reads, for the sets ``config`` asks for; an adversarial
-    input is misclassified by a model other than its target where ``fooled_elsewhere``."""
+    input is misclassified by a model other than its target where ``fooled_elsewhere``. Q5's subsets are
+    GP-fitted as the aggregate stage fits them with ``fit_subsets``, else stand-in aggregates of the same inputs."""
     results = root / "results" / "synthetic"
     study = Study.from_config(config)
     rng = np.random.default_rng(7)
@@ -137,6 +143,7 @@ def make_synthetic_run(root: Path, config: dict, fooled_elsewhere: np.ndarray = 
                                           "transferability": transferred / SUCCESS.sum()})
     _write_rows(results / "tables" / "attacks.csv", attack_rows)
     _write_rows(results / "tables" / "transferability.csv", transfer_rows)
+    write_subsets(results, config, fit=fit_subsets)
 
     if study.has_trajectories:
         seeds = np.repeat(np.arange(2), TRAJECTORY_STEPS + 1)
@@ -152,6 +159,27 @@ def make_synthetic_run(root: Path, config: dict, fooled_elsewhere: np.ndarray = 
         with h5py.File(_mkdir(results / "trajectories" / "good_init" / "jsma.h5"), "w") as h5:
             h5["success"] = np.array([True, True])
     return results
+
+
+def write_subsets(results: Path, config: dict, fit: bool) -> None:
+    """Q5's transferable / non-transferable aggregates, as the aggregate stage writes them (rule
+    aggregate_subsets, seeded by the run's seed), or stand-ins of the same inputs (no fit, fast)."""
+    study = Study.from_config(config)
+    pairs = {(m, s) for m, s, _ in transfer_subsets({t: list(a) for t, a in study.attack_sets.items()},
+                                                       [list(g) for g in study.transfer_groups])}
+    for model, set_ in sorted(pairs):
+        attack, target = set_.split("@")
+        paths_csv, adversarial = results / "paths" / model / f"{set_}.csv", results / "adv" / target / f"{attack}.h5"
+        if fit:
+            fitted = aggregate_subsets(paths_csv, adversarial, seed=SUBSET_SEED)
+        else:
+            paths = read_input_paths(paths_csv)
+            masks = read_transfer_masks(paths_csv, adversarial)
+            fitted = {subset: (int(m.sum()), {"iip": _aggregate_without_fit(paths.mu_s[m]),
+                                              "oip": _aggregate_without_fit(paths.mu_t[m])} if m.sum() >= 2 else {})
+                      for subset, m in masks.items()}
+        for subset, (_, aggregated) in fitted.items():
+            write_aggregate(results / "aggregates" / model / f"{set_}.{subset}.csv", aggregated)
 
 
 def _mkdir(path: Path) -> Path:
@@ -175,7 +203,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def synthetic_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("report")
-    results = make_synthetic_run(root, SYNTHETIC_CONFIG)
+    results = make_synthetic_run(root, SYNTHETIC_CONFIG, fit_subsets=True)
     out = {"results": results, "html": root / "report.html", "tables": root / "tables", "figures": root / "figures"}
     out["captions"] = build_report(results, SYNTHETIC_CONFIG, out_html=out["html"], tables_dir=out["tables"],
                                    figures_dir=out["figures"], seed=3)
@@ -299,7 +327,7 @@ def test_q5_split_is_success_on_the_target_and_misclassification_on_the_inferenc
             int(counts["successful"]) - int(counts["transferred"])
         assert int(row["inputs"]) == expected
 
-    # One subset refitted here: the same GP (aggregate_frame, the report's seed) gives the same distances.
+    # One subset refitted here: the same GP (aggregate_frame, the aggregate stage's seed) gives the same distances.
     row = next(r for r in rows if r["subset"] == "transferable" and int(r["inputs"]) >= 2)
     paths = read_rows(results / "paths" / row["measured_on"] / f"{row['set']}.csv")
     fooled = {r["input"] for r in paths if r["prediction"] != r["label"]}
@@ -375,7 +403,7 @@ def test_report_holds_every_section_figure_and_table(synthetic_report):
 def test_report_states_each_finding_computed_from_its_tables(synthetic_report):
     page = synthetic_report["html"].read_text()
     table3 = read_rows(synthetic_report["tables"] / "table3_distance_from_normal.csv")
-    expected = findings.attack_mechanisms([{**r, "iip_distance": float(r["iip_distance"]),
+    expected = q2.attack_mechanisms([{**r, "iip_distance": float(r["iip_distance"]),
                                             "oip_distance": float(r["oip_distance"])} for r in table3
                                            if not r["attack"].startswith(CONTROL_PREFIX)])
     assert html.escape(expected.text) in page
@@ -429,7 +457,8 @@ def test_report_prints_to_pdf_with_every_row_of_its_long_tables(synthetic_report
     assert long_tables, "the synthetic report should have a table long enough to scroll on screen"
     for name, body in long_tables:
         last = re.findall(r"<tr>(.*?)</tr>", body, re.S)[-1]
-        cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", last, re.S)]
+        cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip()
+                 for c in re.findall(r"<td[^>]*>(.*?)</td>", last, re.S)]
         for cell in cells:
             if cell:
                 assert " ".join(cell.split()) in words, (name, cell)
@@ -456,7 +485,7 @@ def test_q2_figure_has_one_row_per_attack_family(synthetic_report):
 def test_rates_are_written_one_way_in_tables_and_findings(synthetic_report):
     """Success rates and accuracies print as the findings' text prints them ("33.3 %"), never 0.3333."""
     page = synthetic_report["html"].read_text()
-    rate = findings.percent(float(SUCCESS.mean()))
+    rate = fx.percent(float(SUCCESS.mean()))
     table2 = re.search(r'<table data-table="table2_attacks[^"]*">(.*?)</table>', page, re.S).group(1)
     assert f">{rate}</td>" in table2 and f">{SUCCESS.mean():.4f}</td>" not in table2
 
@@ -480,7 +509,7 @@ def test_figures_draw_paths_at_the_layers_with_bands_never_below_zero():
     from matplotlib.collections import PolyCollection
     from matplotlib.figure import Figure
 
-    from advflow.report import Curve, _draw_row
+    from advflow.report.plotting import Curve, draw_row
 
     layers = np.arange(1.0, K + 1)
     mean = np.linspace(0.01, 0.05, K)
@@ -489,7 +518,7 @@ def test_figures_draw_paths_at_the_layers_with_bands_never_below_zero():
                          np.interp(grid, layers, mean) - 0.03, np.interp(grid, layers, mean) + 0.03)
     figure = Figure()
     axes = figure.subplots(1, 3)
-    _draw_row(axes, [Curve("set", {"iip": low, "oip": low}, "C0")])
+    draw_row(axes, [Curve("set", {"iip": low, "oip": low}, "C0")])
     for ax in axes[:2]:
         bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
         assert bands and all(np.all(p.vertices[:, 1] >= 0) for c in bands for p in c.get_paths())
@@ -528,7 +557,7 @@ def q2_rows(oip: list[float], iip: float = 0.004) -> list[dict]:
 
 
 def test_q2_holds_when_every_attacks_oip_distance_exceeds_its_iip_distance():
-    finding = findings.attack_mechanisms(q2_rows([0.0117, 0.0162, 0.0140]))
+    finding = q2.attack_mechanisms(q2_rows([0.0117, 0.0162, 0.0140]))
     assert finding.holds is True
     assert "holds for 3 of 3 attacks" in finding.text
     assert "fgsm: OIP 0.0117 vs IIP 0.004" in finding.text
@@ -537,15 +566,15 @@ def test_q2_holds_when_every_attacks_oip_distance_exceeds_its_iip_distance():
 
 
 def test_q2_does_not_hold_when_the_numbers_are_flipped():
-    finding = findings.attack_mechanisms(q2_rows([0.001, 0.002, 0.003], iip=0.01))
+    finding = q2.attack_mechanisms(q2_rows([0.001, 0.002, 0.003], iip=0.01))
     assert finding.holds is False
     assert "does not hold" in finding.text and "holds for 0 of 3 attacks" in finding.text
-    partly = findings.attack_mechanisms(q2_rows([0.0117, 0.002, 0.0140]))
+    partly = q2.attack_mechanisms(q2_rows([0.0117, 0.002, 0.0140]))
     assert partly.holds is False and "holds only in part: for 2 of 3 attacks" in partly.text
 
 
 def test_q2_cannot_be_checked_without_attack_rows():
-    finding = findings.attack_mechanisms(q2_rows([]))
+    finding = q2.attack_mechanisms(q2_rows([]))
     assert finding.holds is None and "cannot be checked" in finding.text
 
 
@@ -557,9 +586,9 @@ def q3_rows(gap_good_init: float, gap_compressed: float) -> list[dict]:
 
 
 def test_q3_verdict_follows_on_which_model_the_gap_is_larger():
-    holds = findings.model_complexity(q3_rows(0.0039, 0.0116))
+    holds = q3.model_complexity(q3_rows(0.0039, 0.0116))
     assert holds.holds is True and "holds for 3 of 3 attacks" in holds.text and holds.verdict == "holds"
-    flipped = findings.model_complexity(q3_rows(0.0116, 0.0039))
+    flipped = q3.model_complexity(q3_rows(0.0116, 0.0039))
     assert flipped.holds is False and flipped.verdict == "fails" and "holds for 0 of 3 attacks" in flipped.text
 
 
@@ -569,13 +598,13 @@ def q4_rows(adaptive: float, control: float) -> list[dict]:
 
 
 def test_q4_verdict_follows_the_adaptive_and_regular_oip_distances():
-    holds = findings.adaptive_attack(q4_rows(0.0219, 0.0033))
+    holds = q4.adaptive_attack(q4_rows(0.0219, 0.0033))
     assert holds.holds is True
     assert "holds (OIP distance 0.0219 for jsma_adaptive vs 0.0033 for jsma_control" in holds.text
     assert "jsma_adaptive 31.3 %, jsma_control 0.0 %" in holds.text
-    flipped = findings.adaptive_attack(q4_rows(0.0033, 0.0219))
+    flipped = q4.adaptive_attack(q4_rows(0.0033, 0.0219))
     assert flipped.holds is False and "does not hold" in flipped.text
-    assert findings.adaptive_attack(q4_rows(0.0219, 0.0033)[1:]).holds is None
+    assert q4.adaptive_attack(q4_rows(0.0219, 0.0033)[1:]).holds is None
 
 
 def q5_rows(own: float, other: float, transferable: float, non_transferable: float) -> tuple[list[dict], list[dict]]:
@@ -589,14 +618,14 @@ def q5_rows(own: float, other: float, transferable: float, non_transferable: flo
 
 
 def test_q5_verdict_follows_the_transferable_split_and_table_ix():
-    holds = findings.transferability(*q5_rows(0.017, 0.011, 0.03, 0.01))
+    holds = q5.transferability(*q5_rows(0.017, 0.011, 0.03, 0.01))
     assert holds.holds is True
     assert "holds for 6 of 6 cases" in holds.text and "holds for 6 of 6 comparisons" in holds.text
-    flipped = findings.transferability(*q5_rows(0.011, 0.017, 0.01, 0.03))
+    flipped = q5.transferability(*q5_rows(0.011, 0.017, 0.01, 0.03))
     assert flipped.holds is False and "does not hold" in flipped.text
     assert "holds for 0 of 6 cases" in flipped.text and "holds for 0 of 6 comparisons" in flipped.text
     table9, split = q5_rows(0.017, 0.011, math.nan, math.nan)
-    unsplit = findings.transferability(table9, split)
+    unsplit = q5.transferability(table9, split)
     assert unsplit.holds is True and "cannot be checked" in unsplit.text
     assert "as far as it can be checked" in unsplit.text
 
@@ -611,20 +640,20 @@ def q1_rows(grow: bool) -> list[dict]:
 
 
 def test_q1_verdict_follows_the_deviation_along_the_steps():
-    holds = findings.crafting_process(q1_rows(grow=True))
+    holds = q1.crafting_process(q1_rows(grow=True))
     assert holds.holds is True and "holds for 2 of 2 seeds" in holds.text
     assert holds.numbers["spearman_oip"] == pytest.approx(1.0)
-    flipped = findings.crafting_process(q1_rows(grow=False))
+    flipped = q1.crafting_process(q1_rows(grow=False))
     assert flipped.holds is False and "holds for 0 of 2 seeds" in flipped.text
     short = [r for r in q1_rows(grow=True) if r["step"] < 2]
-    assert findings.crafting_process(short).holds is None
+    assert q1.crafting_process(short).holds is None
 
 
 def test_spearman_matches_scipy():
     stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 5, 30).astype(float), rng.normal(size=30)
-    assert findings.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert fx.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -642,37 +671,105 @@ def test_tiny_run_report_holds_everything_and_renders_in_chromium(tiny_run, repo
     (results / "models").mkdir(parents=True)
     for record in (source / "models").glob("*.json"):
         shutil.copy(record, results / "models" / record.name)
-    for paths_csv in sorted((results / "paths").glob("*/*.csv")):  # until the run writes them itself
-        aggregate = results / "aggregates" / paths_csv.parent.name / paths_csv.name
-        if not is_trajectory(paths_csv.stem) and not aggregate.is_file():
-            write_aggregate(aggregate, aggregate_paths(paths_csv, seed=config["seed"]))
-
     out = tmp_path / "report"
     captions = build_report(results, config, out_html=out / "report.html", tables_dir=out / "tables",
                             figures_dir=out / "figures", seed=config["seed"])
-    assert {n for n in captions if n.endswith(".png")} == ALL_FIGURES
+    study = Study.from_config(config)
+    assert {n for n in captions if n.endswith(".png")} == {
+        "q1_trajectory.png", "q2_attacks.png", "q4_defense.png", *(f"q3_complexity_{a}.png" for a in study.q3_attacks),
+        *(f"q5_{kind}_{a}.png" for a in study.q5_attacks for kind in ("transfer", "transferable"))}
     assert {n for n in captions if n.endswith(".csv")} == ALL_TABLES
     assert assert_distance_tables_follow_the_formula(results, out / "tables") > 0
     assert_report_holds_everything((out / "report.html").read_text(), captions, out / "tables", out / "figures")
     assert_renders_cleanly(out / "report.html", out / "screenshot.png")
 
 
+def test_the_report_fits_no_gaussian_process(tmp_path, monkeypatch):
+    """Every aggregate the report reads, Q5's subsets included, comes from the aggregate stage: with GP fitting
+    made impossible the report is still built, and Q5's subset distances are those of the stage's files."""
+    import advflow.aggregate
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the report fitted a Gaussian process")
+
+    monkeypatch.setattr(advflow.aggregate, "fit_path", no_fit)
+    monkeypatch.setattr(advflow.aggregate, "aggregate_frame", no_fit)
+    config = {**SYNTHETIC_CONFIG, "report": {"bootstrap_resamples": 20}}
+    results = make_synthetic_run(tmp_path, config)
+    build_report(results, config, out_html=tmp_path / "r.html", tables_dir=tmp_path / "t", figures_dir=tmp_path / "f")
+    rows = [r for r in read_rows(tmp_path / "t" / "q5_transferable.csv") if int(r["inputs"]) >= 2]
+    assert rows
+    for row in rows:
+        subset = read_aggregate(results / "aggregates" / row["measured_on"] / f"{row['set']}.{row['subset']}.csv")
+        normal = read_aggregate(results / "aggregates" / row["measured_on"] / f"{NORMAL}.csv")
+        assert float(row["oip_distance"]) == pytest.approx(np.mean(np.abs(subset["oip"].mean - normal["oip"].mean)))
+
+
+def test_a_missing_subset_aggregate_is_an_error_that_names_the_file_and_its_rule(tmp_path):
+    results = make_synthetic_run(tmp_path, SYNTHETIC_CONFIG)
+    (results / "aggregates" / "deep_conv" / "jsma@good_init.transferable.csv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"jsma@good_init\.transferable\.csv.*rule aggregate_subsets"):
+        build_report(results, SYNTHETIC_CONFIG, out_html=tmp_path / "r.html", tables_dir=tmp_path / "t",
+                     figures_dir=tmp_path / "f")
+
+
+def test_the_palette_keeps_every_set_distinct_and_apart_from_the_baselines_greys():
+    from advflow.report.plotting import BASELINE_COLORS, palette
+
+    for n in (1, 3, 9, 10, 14):
+        colors = [tuple(round(v, 6) for v in c) for c in palette(n)]
+        assert len(colors) == n and len(set(colors)) == n
+        assert not set(colors) & {tuple(c) for c in BASELINE_COLORS}
+        assert all(max(c) - min(c) > 0.1 for c in colors), "no grey: a set would look like a baseline"
+
+
+def test_the_ioc_panel_draws_only_the_sets_not_their_controls_or_baselines():
+    from matplotlib.figure import Figure
+
+    from advflow.report.plotting import Curve, draw_row
+
+    layers = np.arange(1.0, K + 1)
+    path = AggregatedPath(layers, layers / 10, layers / 10, layers / 10, layers, layers / 10, layers / 10, layers / 10)
+    curves = [Curve("normal", {"iip": path, "oip": path}, "k"), Curve("fgsm", {"iip": path, "oip": path}, "C0"),
+              Curve("fgsm control", {"iip": path, "oip": path}, "C0", ":", band=False, ioc=False)]
+    axes = Figure().subplots(1, 3)
+    draw_row(axes, curves)
+    assert [line.get_label() for line in axes[2].lines] == ["normal", "fgsm"]
+    assert [line.get_label() for line in axes[1].lines] == ["normal", "fgsm", "fgsm control"]
+    assert [t.get_text() for t in axes[2].get_legend().get_texts()] == ["normal", "fgsm", "fgsm control"]
+
+
+def test_q3_and_q5_draw_one_figure_per_attack_citing_the_papers_figure(tmp_path):
+    """As the paper's Figs. 5/8/9 (Q3) and 7/10/11 (Q5): JSMA, FGSM and C&W each get their own figures."""
+    attacks = ["fgsm", "jsma", "cw"]
+    config = {**SYNTHETIC_CONFIG, "trajectories": {"n": 0}, "report": {"bootstrap_resamples": 20},
+              "attack_sets": {"good_init": attacks, "compressed": attacks, "deep_conv": attacks, "vgg_like": attacks}}
+    config["models"] = {m: {} for m in ("good_init", "deep_conv", "vgg_like", "compressed")}
+    results = make_synthetic_run(tmp_path, config)
+    captions = build_report(results, config, out_html=tmp_path / "r.html", tables_dir=tmp_path / "t",
+                            figures_dir=tmp_path / "f")
+    cited = {"q3_complexity_jsma.png": "Fig. 5", "q3_complexity_fgsm.png": "Fig. 8", "q3_complexity_cw.png": "Fig. 9",
+             "q5_transfer_jsma.png": "Fig. 7", "q5_transfer_fgsm.png": "Fig. 10", "q5_transfer_cw.png": "Fig. 11"}
+    for name, figure in cited.items():
+        assert f"(cf. {figure})" in captions[name], name
+        assert name.split("_")[-1].removesuffix(".png") in captions[name]
+    assert {f"q5_transferable_{a}.png" for a in attacks} <= set(captions)
+
+
 def test_report_only_settings_change_the_page_title_and_figure_resolution(tmp_path):
-    from advflow.report import _FIGURE, _png, _title, Study
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    study = Study.from_config({"dataset": "synthetic", "models": {"good_init": {}}, "report": {"title": "My run"}})
-    assert _title(study) == "My run"
-    assert _title(Study.from_config({"dataset": "synthetic", "models": {}})).endswith("synthetic")
+    from advflow.report.page import title
+    from advflow.report.plotting import render
+
+    study = Study.from_config({"dataset": "synthetic", "models": {"good_init": {}}, "report": {"title": "My run",
+                                                                                          "dpi": 200}})
+    assert title(study) == "My run" and study.dpi == 200
+    assert title(Study.from_config({"dataset": "synthetic", "models": {}})).endswith("synthetic")
     figure = plt.figure(figsize=(2, 1))
-    sizes = {}
-    for dpi in (50, 200):
-        _FIGURE["dpi"] = dpi
-        png = _png(figure)
-        sizes[dpi] = int.from_bytes(png[16:20], "big")  # the PNG header's width
+    sizes = {dpi: int.from_bytes(render(figure, dpi)[16:20], "big") for dpi in (50, 200)}  # the PNG header's width
     plt.close(figure)
-    _FIGURE["dpi"] = 100
     assert sizes == {50: 100, 200: 400}

@@ -28,7 +28,7 @@ def test_dry_run_of_the_default_config_plans_every_stage(tmp_path):
         "prepare_data": 1, "train_model": 3, "train_distillation_teacher": 1, "distill": 1, "compress": 1,
         "ensemble": 1, "select_inputs": 1, "attack": 22, "control": 19, "jsma_trajectories": 1,
         "trajectory_control": 1, "attack_tables": 1, "features": MEASUREMENTS + 6, "mi": MEASUREMENTS + 6,
-        "aggregate": AGGREGATES + 6, "report": 1, "all": 1,
+        "aggregate": AGGREGATES + 6, "aggregate_subsets": SUBSETS, "report": 1, "all": 1,
     }
 
 
@@ -104,9 +104,13 @@ def test_tiny_run_is_up_to_date_after_it_finishes(tiny_run):
 # control), compressed 11, deep_conv 14, vgg_like 14, distilled 6 (each model's own sets with controls).
 MEASUREMENTS = 68
 AGGREGATES = MEASUREMENTS - 2  # every measured set but the trajectories and their control
+# Q5's transferable / non-transferable aggregates: FGSM, JSMA and C&W crafted on each of the three models,
+# each measured on the two others.
+SUBSETS = 3 * 3 * 2
+AGGREGATE_STAGE = {"aggregate": AGGREGATES, "aggregate_subsets": SUBSETS, "report": 1, "all": 1}
 ATTACK_STAGE = {"select_inputs": 1, "attack": 19, "control": 16, "jsma_trajectories": 1, "trajectory_control": 1,
                 "attack_tables": 1, "features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES,
-                "report": 1, "all": 1}
+                "aggregate_subsets": SUBSETS, "report": 1, "all": 1}
 
 
 @pytest.mark.slow
@@ -122,21 +126,21 @@ ATTACK_STAGE = {"select_inputs": 1, "attack": 19, "control": 16, "jsma_trajector
     # sets' measurements (FGSM: 4 on good_init's set, 2 on compressed's, 3 each on deep_conv's and
     # vgg_like's, 4 controls on their targets; the ensemble's set is not measured), nothing upstream.
     (lambda c: c["attacks"].update(fgsm={"epsilon": 0.05}),
-     {"attack": 5, "control": 4, "attack_tables": 1, "features": 16, "mi": 16, "aggregate": 16, "report": 1,
-      "all": 1}),
+     {"attack": 5, "control": 4, "attack_tables": 1, "features": 16, "mi": 16, "aggregate": 16,
+      "aggregate_subsets": 6, "report": 1, "all": 1}),
     (lambda c: c["attacks"]["jsma"].update(theta=0.5),
      {"attack": 5, "control": 4, "jsma_trajectories": 1, "trajectory_control": 1, "attack_tables": 1,
-      "features": 18, "mi": 18, "aggregate": 16, "report": 1, "all": 1}),
+      "features": 18, "mi": 18, "aggregate": 16, "aggregate_subsets": 6, "report": 1, "all": 1}),
     (lambda c: c["attacks"]["jsma_adaptive"].update(gamma=0.3),
      {"attack": 2, "control": 2, "attack_tables": 1, "features": 4, "mi": 4, "aggregate": 4, "report": 1,
       "all": 1}),
     (lambda c: c["inputs"].update(n=5), ATTACK_STAGE),
     # B reruns the MI stage and what follows; the storage precision the features and what follows;
     # the GP settings the aggregates only.
-    (lambda c: c.update(mi={"buckets": 4}), {"mi": MEASUREMENTS, "aggregate": AGGREGATES, "report": 1, "all": 1}),
+    (lambda c: c.update(mi={"buckets": 4}), {"mi": MEASUREMENTS, **AGGREGATE_STAGE}),
     (lambda c: c.update(features={"dtype": "float32"}),
-     {"features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES, "report": 1, "all": 1}),
-    (lambda c: c.update(aggregate={"grid_step": 0.1}), {"aggregate": AGGREGATES, "report": 1, "all": 1}),
+     {"features": MEASUREMENTS, "mi": MEASUREMENTS, **AGGREGATE_STAGE}),
+    (lambda c: c.update(aggregate={"grid_step": 0.1}), AGGREGATE_STAGE),
     # A report-only setting re-renders the report and nothing else.
     (lambda c: c.update(report={"dpi": 80}), {"report": 1, "all": 1}),
     (lambda c: c.update(report={"bootstrap_resamples": 200}), {"report": 1, "all": 1}),
@@ -167,7 +171,7 @@ def test_changing_mi_bias_correction_reruns_the_mi_stage_and_what_follows_and_no
     changed = tiny_run / f"changed-{tmp_path.name}.yaml"
     changed.write_text(yaml.safe_dump(config))
     assert planned_jobs(snakemake("-n", "--configfile", changed.name, workdir=tiny_run)) == {
-        "mi": MEASUREMENTS, "aggregate": AGGREGATES, "report": 1, "all": 1}
+        "mi": MEASUREMENTS, **AGGREGATE_STAGE}
 
 
 def test_code_digest_follows_the_library_modules_a_script_imports_but_not_comments(tmp_path):
@@ -206,11 +210,11 @@ def test_code_digest_follows_the_library_modules_a_script_imports_but_not_commen
 # their outputs; a comment reruns nothing.
 @pytest.mark.slow
 @pytest.mark.parametrize("module, expected", [
-    ("report.py", {"report": 1, "all": 1}),
-    ("findings.py", {"report": 1, "all": 1}),
-    ("aggregate.py", {"aggregate": AGGREGATES, "report": 1, "all": 1}),
-    ("mi.py", {"mi": MEASUREMENTS, "aggregate": AGGREGATES, "report": 1, "all": 1}),
-    ("features.py", {"features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES, "report": 1, "all": 1}),
+    ("report/q5.py", {"report": 1, "all": 1}),
+    ("report/findings.py", {"report": 1, "all": 1}),
+    ("aggregate.py", AGGREGATE_STAGE),
+    ("mi.py", {"mi": MEASUREMENTS, **AGGREGATE_STAGE}),
+    ("features.py", {"features": MEASUREMENTS, "mi": MEASUREMENTS, **AGGREGATE_STAGE}),
     ("comment-only", {}),
 ])
 def test_changing_library_code_reruns_only_the_rules_that_use_it(tiny_run, tmp_path, module, expected):

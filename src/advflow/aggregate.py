@@ -62,8 +62,8 @@ from gpytorch.likelihoods import _GaussianLikelihoodBase
 from gpytorch.likelihoods.noise_models import Noise
 from linear_operator.operators import DiagLinearOperator
 
-from advflow.io import atomic_path
-from advflow.paths import path_distance
+from advflow.io import atomic_path, open_h5
+from advflow.paths import InputPaths, path_distance, read_input_paths, read_paths_csv
 
 # Lower bound of sigma^2, the noise variance of one point, in standardized units (the targets' variance is 1).
 MIN_LENGTHSCALE_GAPS = 0.5  # the lengthscale's lower bound, in spacings of adjacent layers
@@ -420,36 +420,6 @@ def fit_path(layers: np.ndarray, values: np.ndarray, *, seed: int = 0, grid_step
 # Sets of paths, files
 
 
-def read_paths_csv(paths_csv: str | Path) -> dict[str, np.ndarray]:
-    """The columns of a per-input paths CSV (SPEC: ``input, layer, layer_name, mu_s, mu_t, label,
-    prediction`` [+ ``dead, mu_s_bias, mu_t_bias``] [+ ``seed, step``]) as arrays: float64 for ``layer``,
-    ``mu_s``, ``mu_t``, ``step`` and the diagnostics ``dead``, ``mu_s_bias``, ``mu_t_bias`` (absent
-    from older CSVs), strings for the others."""
-    paths_csv = Path(paths_csv)
-    if not paths_csv.is_file():
-        raise FileNotFoundError(f"{paths_csv}: no such file; run the workflow stage that writes the paths")
-    with paths_csv.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in ("layer", "mu_s", "mu_t") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{paths_csv}: missing column(s) {', '.join(missing)}; a paths CSV has "
-                             f"input, layer, layer_name, mu_s, mu_t, label, prediction")
-        rows = list(reader)
-    if not rows:
-        raise ValueError(f"{paths_csv}: no rows; a set needs at least one input's path to aggregate")
-    columns: dict[str, np.ndarray] = {}
-    for name in reader.fieldnames or []:
-        cells = [row[name] for row in rows]
-        if name in ("layer", "mu_s", "mu_t", "step", "dead", "mu_s_bias", "mu_t_bias"):
-            try:
-                columns[name] = np.array([float(c) if c not in ("", None) else math.nan for c in cells])
-            except ValueError as error:
-                raise ValueError(f"{paths_csv}: column {name} must hold numbers ({error})") from error
-        else:
-            columns[name] = np.array(cells, dtype=str)
-    return columns
-
-
 def aggregate_frame(layers: np.ndarray, mu_s: np.ndarray, mu_t: np.ndarray, *, seed: int = 0,
                     grid_step: float = 0.05) -> dict[str, AggregatedPath]:
     """``{"iip": ..., "oip": ...}``: the aggregates of flat points ``(layer, mu_s)`` and ``(layer, mu_t)``,
@@ -477,6 +447,55 @@ def aggregate_paths(paths_csv: str | Path, *, seed: int = 0, grid_step: float = 
         return aggregate_frame(columns["layer"], columns["mu_s"], columns["mu_t"], seed=seed, grid_step=grid_step)
     except ValueError as error:
         raise ValueError(f"{paths_csv}: {error}") from error
+
+
+#: Fewest inputs a transferable / non-transferable subset needs to be aggregated.
+MIN_SUBSET = 2
+
+
+def transfer_masks(paths: InputPaths, success: np.ndarray, labels: np.ndarray, *, where: str = "the set"
+                   ) -> dict[str, np.ndarray]:
+    """Masks over the inputs of a set crafted on a target T and measured on a model M (``paths``, M's paths):
+    ``transferable`` (successful on T and misclassified by M) and ``non_transferable`` (successful on T,
+    classified correctly by M). ``success`` and ``labels`` are the set's own records, in input order."""
+    success, labels = np.asarray(success, dtype=bool), np.asarray(labels, dtype=np.int64)
+    if success.size != paths.inputs.size or not np.array_equal(paths.inputs, np.arange(success.size)):
+        raise ValueError(f"{where}: the paths hold inputs {paths.inputs.tolist()[:10]}... but the adversarial set "
+                         f"{success.size}; the two files are not of the same set (rerun the mi rule)")
+    if not np.array_equal(paths.label, labels):
+        raise ValueError(f"{where}: the paths' labels differ from the adversarial set's; the two files are not of "
+                         f"the same set (rerun the mi rule)")
+    fooled = paths.prediction != paths.label
+    return {"transferable": success & fooled, "non_transferable": success & ~fooled}
+
+
+def read_transfer_masks(paths_csv: str | Path, adversarial_h5: str | Path) -> dict[str, np.ndarray]:
+    """:func:`transfer_masks` of a paths CSV (the set measured on another model) and the set's HDF5 file."""
+    with open_h5(adversarial_h5) as h5:
+        success, labels = h5["success"][:], h5["labels"][:]
+    return transfer_masks(read_input_paths(paths_csv), success, labels, where=f"{paths_csv} and {adversarial_h5}")
+
+
+def aggregate_subsets(paths_csv: str | Path, adversarial_h5: str | Path, *, seed: int = 0, grid_step: float = 0.05
+                      ) -> dict[str, tuple[int, dict[str, AggregatedPath]]]:
+    """Q5: per subset of :func:`read_transfer_masks`, its size and the aggregates of its inputs' paths (empty
+    below :data:`MIN_SUBSET` inputs)."""
+    paths = read_input_paths(paths_csv)
+    with open_h5(adversarial_h5) as h5:
+        success, labels = h5["success"][:], h5["labels"][:]
+    out = {}
+    for subset, mask in transfer_masks(paths, success, labels, where=f"{paths_csv} and {adversarial_h5}").items():
+        count, aggregated = int(mask.sum()), {}
+        if count >= MIN_SUBSET:
+            layers = np.tile(paths.layers, count)
+            try:
+                aggregated = aggregate_frame(layers, paths.mu_s[mask].reshape(-1), paths.mu_t[mask].reshape(-1),
+                                             seed=seed, grid_step=grid_step)
+            except (ValueError, RuntimeError) as error:
+                raise RuntimeError(f"{paths_csv}: the GP fit of its {count} {subset} inputs failed (seed {seed}): "
+                                   f"{error}") from error
+        out[subset] = (count, aggregated)
+    return out
 
 
 def aggregated_distance(a: AggregatedPath, b: AggregatedPath) -> float:

@@ -167,3 +167,33 @@ def measurements(attack_sets: dict[str, list[str]], transfer_groups: list[list[s
         pairs.add(("good_init", "trajectory@good_init"))
         pairs.add(("good_init", f"{CONTROL_TRAJECTORY}@good_init"))
     return sorted(pairs)
+
+
+#: Q5's subsets of a set measured on another model of its group (the aggregate stage fits each).
+TRANSFER_SUBSETS = ("transferable", "non_transferable")
+
+
+def q5_group(attack_sets: dict[str, list[str]], transfer_groups: list[list[str]]) -> tuple[str, ...]:
+    """Q5's models: the first transfer group with three or more attacked models (the ensemble aside)."""
+    for group in transfer_groups or []:
+        members = tuple(m for m in group if m != "ensemble" and attack_sets.get(m))
+        if len(members) >= 3:
+            return members
+    return ()
+
+
+def q5_attacks(attack_sets: dict[str, list[str]], transfer_groups: list[list[str]]) -> tuple[str, ...]:
+    """Q5's attacks: those crafted on every model of the Q5 group, in the first member's order."""
+    group = q5_group(attack_sets, transfer_groups)
+    if not group:
+        return ()
+    return tuple(a for a in attack_sets[group[0]] if all(a in attack_sets[m] for m in group))
+
+
+def transfer_subsets(attack_sets: dict[str, list[str]], transfer_groups: list[list[str]]
+                     ) -> list[tuple[str, str, str]]:
+    """(measuring model, set, subset) of Q5: each set of the group measured on another member, split into its
+    transferable and non-transferable inputs (:data:`TRANSFER_SUBSETS`)."""
+    group = q5_group(attack_sets, transfer_groups)
+    return [(model, f"{attack}@{target}", subset) for attack in q5_attacks(attack_sets, transfer_groups)
+            for target in group for model in group if model != target for subset in TRANSFER_SUBSETS]

@@ -25,7 +25,6 @@ Features are read batch by batch; memory holds one batch of maps and its matrice
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -36,8 +35,9 @@ import h5py
 import numpy as np
 import torch
 
-from advflow.io import CorruptFileError, atomic_h5, atomic_path, open_h5
+from advflow.io import CorruptFileError, atomic_h5, open_h5
 from advflow.mi import mi_against, seeded_permutations
+from advflow.paths import DIAGNOSTIC_COLUMNS, write_paths  # noqa: F401 (the paths CSV's one home)
 from advflow.paths import information_paths
 
 log = logging.getLogger("advflow.information")
@@ -156,25 +156,3 @@ def measure_set(features_path: str | Path, out_mi: str | Path, out_paths: str | 
     return {"inputs": n, "layers": len(names), "seconds": time.monotonic() - started}
 
 
-#: The diagnostic columns of a paths CSV, written after ``prediction`` when given (see the module doc).
-DIAGNOSTIC_COLUMNS = ("dead", "mu_s_bias", "mu_t_bias")
-
-
-def write_paths(path: str | Path, names: list[str], mu_s: np.ndarray, mu_t: np.ndarray,
-                meta: dict[str, np.ndarray], *, diagnostics: dict[str, np.ndarray] | None = None) -> None:
-    """The per-input information paths as CSV: one row per (input, layer). ``diagnostics`` maps each of
-    :data:`DIAGNOSTIC_COLUMNS` to an ``(N, K)`` array (all or none)."""
-    extra = [key for key in ("seed", "step") if key in meta]
-    columns = list(DIAGNOSTIC_COLUMNS) if diagnostics is not None else []
-    if diagnostics is not None and set(diagnostics) != set(DIAGNOSTIC_COLUMNS):
-        raise ValueError(f"diagnostics must hold exactly {', '.join(DIAGNOSTIC_COLUMNS)}; got "
-                         f"{', '.join(sorted(diagnostics))}")
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["input", "layer", "layer_name", "mu_s", "mu_t", "label", "prediction", *columns, *extra])
-        for i in range(mu_s.shape[0]):
-            for j, name in enumerate(names):
-                writer.writerow([i, j + 1, name, repr(float(mu_s[i, j])), repr(float(mu_t[i, j])),
-                                 int(meta["labels"][i]), int(meta["predictions"][i]),
-                                 *(repr(float(diagnostics[c][i, j])) for c in columns),  # type: ignore[index]
-                                 *(int(meta[key][i]) for key in extra)])

@@ -7,13 +7,25 @@ input's channels) and mu_t^(k) the mean of T^(k) (against the last conv layer's 
 
 and the distance of two paths is (1/K) sum_k |mu_1^(k) - mu_2^(k)|. Layers are numbered from 1, as in
 the paper. Every function works on batches: the layer axis is the last one of a ``mu`` tensor.
+
+This module is also the one home of the **paths CSV** (``paths/{model}/{set}.csv``), one row per (input,
+layer): ``input, layer, layer_name, mu_s, mu_t, label, prediction`` [+ ``dead, mu_s_bias, mu_t_bias``]
+[+ ``seed, step``]. The mi stage writes it (:func:`write_paths`); the aggregate stage reads its columns
+(:func:`read_paths_csv`), the report and the API one row of K layers per input (:func:`read_input_paths`).
 """
 
 from __future__ import annotations
 
+import csv
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
+
+from advflow.io import atomic_path
 
 
 def path_means(matrices: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -85,3 +97,121 @@ def path_distance(mu1: torch.Tensor, mu2: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"the leading axes of mu1 {tuple(mu1.shape)} and mu2 {tuple(mu2.shape)} do not "
                          f"broadcast") from error
     return (mu1 - mu2).abs().mean(dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The paths CSV: written by the mi stage, read by the aggregate and report stages and the API
+
+
+#: The diagnostic columns of a paths CSV, written after ``prediction`` when given (see the module doc).
+DIAGNOSTIC_COLUMNS = ("dead", "mu_s_bias", "mu_t_bias")
+
+
+def write_paths(path: str | Path, names: list[str], mu_s: np.ndarray, mu_t: np.ndarray,
+                meta: dict[str, np.ndarray], *, diagnostics: dict[str, np.ndarray] | None = None) -> None:
+    """The per-input information paths as CSV: one row per (input, layer). ``diagnostics`` maps each of
+    :data:`DIAGNOSTIC_COLUMNS` to an ``(N, K)`` array (all or none)."""
+    extra = [key for key in ("seed", "step") if key in meta]
+    columns = list(DIAGNOSTIC_COLUMNS) if diagnostics is not None else []
+    if diagnostics is not None and set(diagnostics) != set(DIAGNOSTIC_COLUMNS):
+        raise ValueError(f"diagnostics must hold exactly {', '.join(DIAGNOSTIC_COLUMNS)}; got "
+                         f"{', '.join(sorted(diagnostics))}")
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["input", "layer", "layer_name", "mu_s", "mu_t", "label", "prediction", *columns, *extra])
+        for i in range(mu_s.shape[0]):
+            for j, name in enumerate(names):
+                writer.writerow([i, j + 1, name, repr(float(mu_s[i, j])), repr(float(mu_t[i, j])),
+                                 int(meta["labels"][i]), int(meta["predictions"][i]),
+                                 *(repr(float(diagnostics[c][i, j])) for c in columns),  # type: ignore[index]
+                                 *(int(meta[key][i]) for key in extra)])
+
+
+def read_paths_csv(paths_csv: str | Path) -> dict[str, np.ndarray]:
+    """The columns of a per-input paths CSV (SPEC: ``input, layer, layer_name, mu_s, mu_t, label,
+    prediction`` [+ ``dead, mu_s_bias, mu_t_bias``] [+ ``seed, step``]) as arrays: float64 for ``layer``,
+    ``mu_s``, ``mu_t``, ``step`` and the diagnostics ``dead``, ``mu_s_bias``, ``mu_t_bias`` (absent
+    from older CSVs), strings for the others."""
+    paths_csv = Path(paths_csv)
+    if not paths_csv.is_file():
+        raise FileNotFoundError(f"{paths_csv}: no such file; run the workflow stage that writes the paths")
+    with paths_csv.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in ("layer", "mu_s", "mu_t") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{paths_csv}: missing column(s) {', '.join(missing)}; a paths CSV has "
+                             f"input, layer, layer_name, mu_s, mu_t, label, prediction")
+        rows = list(reader)
+    if not rows:
+        raise ValueError(f"{paths_csv}: no rows; a set needs at least one input's path to aggregate")
+    columns: dict[str, np.ndarray] = {}
+    for name in reader.fieldnames or []:
+        cells = [row[name] for row in rows]
+        if name in ("layer", "mu_s", "mu_t", "step", "dead", "mu_s_bias", "mu_t_bias"):
+            try:
+                columns[name] = np.array([float(c) if c not in ("", None) else math.nan for c in cells])
+            except ValueError as error:
+                raise ValueError(f"{paths_csv}: column {name} must hold numbers ({error})") from error
+        else:
+            columns[name] = np.array(cells, dtype=str)
+    return columns
+
+
+@dataclass(frozen=True)
+class InputPaths:
+    """The per-input paths of one set on one model, inputs in the order of their ``input`` index:
+    ``layers (K,)``, ``mu_s``, ``mu_t (N, K)``, ``label``, ``prediction (N,)`` and, for trajectories,
+    ``seed``, ``step (N,)``."""
+
+    inputs: np.ndarray
+    layers: np.ndarray
+    mu_s: np.ndarray
+    mu_t: np.ndarray
+    label: np.ndarray
+    prediction: np.ndarray
+    seed: np.ndarray | None = None
+    step: np.ndarray | None = None
+    bias_s: np.ndarray | None = None  # (N, K): MI of position-shuffled maps (the estimator's bias), when recorded
+    bias_t: np.ndarray | None = None
+    dead: np.ndarray | None = None  # (N, K): share of the layer's maps that are constant
+
+
+def read_input_paths(path: Path) -> InputPaths:
+    """A paths CSV as one row of K layers per input; every input must have every layer once."""
+    columns = read_paths_csv(path)
+    for name in ("input", "label", "prediction"):
+        if name not in columns:
+            raise ValueError(f"{path}: missing column {name}; a paths CSV has input, layer, layer_name, mu_s, mu_t, "
+                             f"label, prediction")
+    try:
+        index = columns["input"].astype(np.int64)
+    except ValueError as error:
+        raise ValueError(f"{path}: column input must hold integers ({error})") from error
+    inputs, row_of = np.unique(index, return_inverse=True)
+    layers, col_of = np.unique(columns["layer"], return_inverse=True)
+    n, k = inputs.size, layers.size
+    counts = np.zeros((n, k), dtype=np.int64)
+    np.add.at(counts, (row_of, col_of), 1)
+    if not (counts == 1).all():
+        bad = np.argwhere(counts != 1)[0]
+        raise ValueError(f"{path}: input {inputs[bad[0]]} has {counts[tuple(bad)]} rows for layer "
+                         f"{layers[bad[1]]:g}; every input needs exactly one row per layer")
+    def per_layer(name: str) -> np.ndarray | None:
+        if name not in columns:
+            return None
+        values = np.empty((n, k))
+        values[row_of, col_of] = columns[name].astype(np.float64)
+        return values
+
+    mu_s, mu_t = per_layer("mu_s"), per_layer("mu_t")
+    first = np.zeros(n, dtype=np.int64)
+    first[row_of[::-1]] = np.arange(index.size)[::-1]  # a row of each input, for its per-input columns
+
+    def per_input(name: str) -> np.ndarray | None:
+        return columns[name][first] if name in columns else None
+
+    step = per_input("step")
+    return InputPaths(inputs, layers, mu_s, mu_t, per_input("label").astype(np.int64),
+                      per_input("prediction").astype(np.int64), per_input("seed"),
+                      None if step is None else step.astype(np.int64), per_layer("mu_s_bias"), per_layer("mu_t_bias"),
+                      per_layer("dead"))

@@ -1,0 +1,141 @@
+"""The report stage: the paper's tables and figures (Section IV, Q1-Q5) from one run, and one HTML page.
+
+:func:`build_report` reads what the earlier stages wrote under ``results/{dataset}/`` (SPEC, "Files between
+stages"; :mod:`advflow.report.results`) and fits nothing itself: the GP aggregates, Q5's transferable and
+non-transferable subsets included, come from the aggregate stage. Which sets exist follows from the config
+exactly as the workflow decides what to measure (:class:`advflow.report.study.Study`). A question whose sets the
+config does not ask for is skipped with a note; a set the config asks for whose file is missing is an error
+naming the file.
+
+One module per question holds its tables, figures, setting text and finding, statistical and literal:
+
+====================================  =========================================================================
+:mod:`advflow.report.q1`              JSMA's crafting steps (Fig. 3)
+:mod:`advflow.report.q2`              attack mechanisms on good_init (Fig. 4, Tables II, III)
+:mod:`advflow.report.q3`              model complexity: good_init vs compressed (Figs. 5, 8, 9, Tables IV-VI)
+:mod:`advflow.report.q4`              adaptive vs regular JSMA on the distilled model (Fig. 6)
+:mod:`advflow.report.q5`              transferability in the three-model group (Figs. 7, 10, 11, Tables VII-IX)
+====================================  =========================================================================
+
+Each exposes ``KEY``, ``TITLE``, ``CLAIM``, ``QUOTED``, ``TABLES`` (file name -> columns and caption) and
+``add_tables(study, results, tables)``, ``figures(study, results, tables, dpi)``, ``setting(study)``,
+``cases(study, evidence)`` and ``literal(tables)``. Shared modules: :mod:`~advflow.report.study`,
+:mod:`~advflow.report.results` (reading), :mod:`~advflow.report.tables`, :mod:`~advflow.report.plotting`,
+:mod:`~advflow.report.evidence` and :mod:`~advflow.report.findings` (how a finding is decided and written),
+:mod:`~advflow.report.diagnostics` and :mod:`~advflow.report.page` (the HTML).
+
+Every distance is the paper's distance of two paths, (1/K) sum_k |mu_1^(k) - mu_2^(k)|, between aggregated paths
+(their GP means at the layers), except Q1's, which compares single inputs' paths. "Normal" is the aggregate of
+``normal_test`` (the clean attack seeds) on the same measuring model; the paper took N random training inputs,
+which ``normal_train`` is, and Table III's first row gives their distance from ``normal_test`` for scale.
+
+Writes the tables (CSV) to ``tables_dir``, the figures (PNG at ``report.dpi``, a PDF and a ``.rst`` caption
+beside each) to ``figures_dir``, ``report.html`` and ``findings.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from advflow.report import diagnostics, q1, q2, q3, q4, q5
+from advflow.report.findings import Finding, statistical
+from advflow.report.evidence import overall
+from advflow.report.page import departures, render_html
+from advflow.report.plotting import Figure, band_limits
+from advflow.report.results import ResultFiles, RunResults
+from advflow.report.study import NORMAL, NORMAL_TRAIN, TRAJECTORY, Study, set_name
+from advflow.report.tables import TableSpec, Tables, write_table
+from advflow.io import atomic_path
+
+__all__ = ["build_report", "compute_tables", "QUESTIONS", "TABLES", "TABLE_COLUMNS", "Study", "set_name",
+           "band_limits", "NORMAL", "NORMAL_TRAIN", "TRAJECTORY"]
+
+log = logging.getLogger("advflow.report")
+
+#: The question modules, in the report's order.
+QUESTIONS = (q1, q2, q3, q4, q5)
+#: Every table the report can write: file name -> columns and caption.
+TABLES: dict[str, TableSpec] = {name: spec for module in (*QUESTIONS, diagnostics) for name, spec in
+                                module.TABLES.items()}
+TABLE_COLUMNS = {name: spec.columns for name, spec in TABLES.items()}
+
+
+def compute_tables(study: Study, results: RunResults, *, seed: int = 0) -> Tables:
+    """Every table the config's sets allow, the statistical cases and diagnostics; notes say what was skipped."""
+    tables = Tables()
+    for question in QUESTIONS:
+        question.add_tables(study, results, tables)
+    diagnostics.add_statistics(QUESTIONS, study, results, tables, seed=seed)
+    return tables
+
+
+def compute_findings(tables: Tables) -> tuple[dict[str, Finding], dict[str, Finding]]:
+    """Each question's statistical finding (from its cases) and the paper's literal comparison."""
+    found = {q.KEY: statistical(q.CLAIM, tables.cases.get(q.KEY, []), overall(tables.cases.get(q.KEY, [])),
+                                q.QUOTED) for q in QUESTIONS}
+    return found, {q.KEY: q.literal(tables) for q in QUESTIONS}
+
+
+def findings_record(tables: Tables, found: Mapping[str, Finding], literal: Mapping[str, Finding],
+                    study: Study) -> dict[str, Any]:
+    """The findings as data (``findings.json`` beside the report): per question its verdict and text, the
+    paper's literal comparison, every case with its verdict and every interval it was decided from."""
+    cases = diagnostics.verdict_rows(tables.cases)
+    intervals = tables.rows.get("intervals.csv", [])
+    return {
+        "questions": {q.KEY: {"question": q.TITLE, "verdict": found[q.KEY].verdict, "text": found[q.KEY].text,
+                              "literal_verdict": literal[q.KEY].verdict, "literal_text": literal[q.KEY].text,
+                              "cases": [r for r in cases if r["question"] == q.KEY],
+                              "intervals": [r for r in intervals if r["question"] == q.KEY]} for q in QUESTIONS},
+        "departs_from_paper": departures(study.config),
+        "bootstrap_resamples": study.resamples,
+    }
+
+
+def _write(path: Path, data: bytes | str) -> None:
+    with atomic_path(path) as tmp:
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+
+
+def build_report(results: Path, config: Mapping[str, Any], *, out_html: Path, tables_dir: Path, figures_dir: Path,
+                 seed: int = 0) -> dict[str, str]:
+    """Tables, figures, ``out_html`` and ``findings.json`` beside it, of the run under ``results``
+    (``results/{dataset}``), for the sets ``config`` asks for; ``seed`` seeds the bootstrap. Returns
+    ``{file name: caption}`` of every table and figure written."""
+    results, out_html, tables_dir, figures_dir = Path(results), Path(out_html), Path(tables_dir), Path(figures_dir)
+    if not results.is_dir():
+        raise FileNotFoundError(f"{results}: no such folder; it should hold the run's models/, paths/, aggregates/, "
+                                f"adv/ and tables/")
+    study = Study.from_config(config)
+    run = RunResults(ResultFiles(results))
+    tables = compute_tables(study, run, seed=seed)
+    found, literal = compute_findings(tables)
+    captions: dict[str, str] = {}
+    for name, rows in tables.rows.items():
+        write_table(tables_dir / name, rows, TABLES[name].columns)
+        captions[name] = TABLES[name].caption
+    figures: dict[str, list[Figure]] = {}
+    for question in QUESTIONS:
+        figures[question.KEY] = question.figures(study, run, tables, study.dpi)
+        for figure in figures[question.KEY]:
+            stem = Path(figure.name).stem
+            _write(figures_dir / figure.name, bytes(figure.image))
+            _write(figures_dir / f"{stem}.pdf", figure.image.pdf)
+            _write(figures_dir / f"{stem}.rst", figure.caption + "\n")
+            captions[figure.name] = figure.caption
+    page = render_html(study, run, QUESTIONS, tables, TABLES, found, literal, figures, tuple(diagnostics.TABLES))
+    _write(out_html, page)
+    _write(out_html.with_name("findings.json"),
+           json.dumps(findings_record(tables, found, literal, study), indent=1, allow_nan=True) + "\n")
+    for key in found:
+        log.info("%s: %s", key, found[key].text)
+        log.info("%s (literal): %s", key, literal[key].text)
+    log.info("report: %d tables, %d figures, %s", len(tables.rows), sum(map(len, figures.values())), out_html)
+    return captions
