@@ -56,8 +56,13 @@ def threshold(clean_scores: np.ndarray, fpr: float) -> float:
 
 
 def flagged(scores: np.ndarray, limit: float) -> np.ndarray:
-    """Which inputs a detector flags: score strictly above its threshold."""
-    return np.asarray(scores, dtype=np.float64) > limit
+    """Which inputs a detector flags: score strictly above its threshold. A NaN score (a detector that could
+    not score an input) is an error, not a silent "clean"."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if np.isnan(scores).any():
+        raise ValueError(f"{int(np.isnan(scores).sum())} of {scores.size} scores are NaN; a detector must score "
+                         f"every input (check the inputs for NaN and the detector's fit)")
+    return scores > limit
 
 
 class Detector(abc.ABC):

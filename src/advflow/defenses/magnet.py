@@ -1,0 +1,362 @@
+"""MagNet (Meng & Chen, CCS 2017): denoising autoencoders as detectors and as a reformer (SPEC, "Defenses and
+detectors"; seed 003 mounts its MID detector on it), as the MagNet reference code builds its MNIST defense
+(``train_defense.py``, ``defensive_models.py``, ``worker.py``):
+
+- **Autoencoders** (:data:`ARCHITECTURES`, :func:`autoencoder`), pixels ``[0, 1]`` -> ``[0, 1]``, convs 3×3
+  "same" with sigmoids: AE-I conv(3), avg-pool 2×2, conv(3) | conv(3), upsample 2×, conv(3) | conv(C); AE-II
+  conv(3) | conv(3) | conv(C). Trained (:func:`train_autoencoder`) with MSE between ``AE(clip(x + σ·n, 0, 1))``
+  and ``x``, n ~ N(0, 1), σ = 0.1.
+- **Reconstruction error** (``magnet_l1``, ``magnet_l2``): mean over pixels of ``|x − AE(x)|^p``.
+- **Divergence** (``magnet_jsd_T10``, ``magnet_jsd_T40``): JSD between ``softmax(f(x)/T)`` and
+  ``softmax(f(AE(x))/T)``, f the classifier's logits.
+- **Reformer** (AE-I): the defended classifier classifies ``AE(x)``.
+
+Detectors and the reformer take ``(N, C, H, W)`` inputs in model space ``[-1, 1]`` and convert with
+:func:`~advflow.defenses.to_pixels`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from advflow.defenses import Detector, from_pixels, to_pixels
+from advflow.io import CorruptFileError, atomic_path
+from advflow.training import TrainSettings, make_trainer
+
+log = logging.getLogger("advflow.defenses.magnet")
+
+#: MagNet's MNIST autoencoders: the encoder's layers (int: conv 3×3 with that many filters; "average": avg-pool
+#: 2×2); the decoder mirrors them (pool -> upsample) and a last conv returns to the image's channels.
+ARCHITECTURES: dict[str, tuple[int | str, ...]] = {"ae_i": (3, "average", 3), "ae_ii": (3,)}
+CHECKPOINT_FORMAT = "advflow.magnet_autoencoder/1"
+
+
+class MagNetAutoencoder(nn.Module):
+    """One of :data:`ARCHITECTURES`: ``(N, C, H, W)`` pixels in ``[0, 1]`` -> ``(N, C, H, W)`` in ``[0, 1]``."""
+
+    def __init__(self, architecture: str, in_channels: int) -> None:
+        super().__init__()
+        self.architecture, self.in_channels = architecture, int(in_channels)
+        encoder = ARCHITECTURES[architecture]
+        layers: list[nn.Module] = []
+        width = self.in_channels
+        for position, item in enumerate((*encoder, *reversed(encoder), self.in_channels)):  # encoder, mirror, output
+            if isinstance(item, int):
+                layers += [nn.Conv2d(width, item, 3, padding=1), nn.Sigmoid()]
+                width = item
+            elif position < len(encoder):  # Keras' "same" pooling: a window off the edge averages what it covers
+                layers.append(nn.AvgPool2d(2, ceil_mode=True))
+            else:
+                layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+        self.layers = nn.Sequential(*layers)
+        for layer in self.layers:
+            if isinstance(layer, nn.Conv2d):  # Keras' defaults, as the reference trains them
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        height, width = pixels.shape[-2:]
+        return self.layers(pixels)[..., :height, :width]  # odd sizes: pool rounds up, so crop the upsampled row
+
+
+def autoencoder(name: str, in_channels: int) -> MagNetAutoencoder:
+    """A freshly initialised MagNet autoencoder ``name`` (``ae_i`` or ``ae_ii``) for ``in_channels`` channels."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown MagNet autoencoder {name!r}; allowed: {', '.join(ARCHITECTURES)}")
+    if isinstance(in_channels, bool) or not isinstance(in_channels, (int, np.integer)) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive int (1 for Fashion-MNIST, 3 for CIFAR-10); "
+                         f"got {in_channels!r}")
+    return MagNetAutoencoder(name, int(in_channels))
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class AutoencoderSettings:
+    """Training of one autoencoder; defaults are the reference's (Adam 1e-3, batch 256, 100 epochs, σ = 0.1)."""
+
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 1e-3
+    noise: float = 0.1
+    weight_decay: float = 0.0
+    seed: int = 0
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        for key, least in (("epochs", 1), ("batch_size", 1), ("log_every", 1), ("seed", 0), ("lr", 1e-12),
+                           ("noise", 0.0), ("weight_decay", 0.0)):
+            value, kinds = getattr(self, key), (int,) if isinstance(least, int) else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kinds) or not least <= value < math.inf:
+                bound = ("an int" if kinds == (int,) else "a number") + (" > 0" if key == "lr" else f" >= {least:g}")
+                raise ValueError(f"autoencoder setting {key} must be {bound}; got {value!r}")
+
+    @classmethod
+    def from_config(cls, settings: dict[str, Any]) -> AutoencoderSettings:
+        return cls(**{f.name: settings[f.name] for f in fields(cls) if f.name in settings})
+
+
+class AutoencoderModule(L.LightningModule):
+    """Denoising training: MSE between ``AE(clip(x + σ·n, 0, 1))`` and the clean pixels ``x``, Adam. Unlike the
+    reference, n is drawn afresh every step (it draws one noise array for all epochs), and its L2 activity
+    regulariser (strength 1e-9, about 1e-6 of the loss) is left out."""
+
+    def __init__(self, model: nn.Module, settings: AutoencoderSettings) -> None:
+        super().__init__()
+        self.model, self.settings = model, settings
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return [batch[0].float() / 255.0]  # uint8 travels, pixels in [0, 1] on the device
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        pixels = batch[0]
+        noisy = (pixels + self.settings.noise * torch.randn_like(pixels)).clamp(0.0, 1.0)
+        loss = F.mse_loss(self.model(noisy), pixels)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.Adam(self.model.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay)
+
+
+def channels_first(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 images ``(N, C, H, W)`` (as data files hold them) or ``(N, H, W, C)``, C in {1, 3}, as
+    ``(N, C, H, W)``."""
+    images = images if isinstance(images, torch.Tensor) else torch.tensor(np.asarray(images))  # copies
+    if images.dtype != torch.uint8:
+        raise ValueError(f"autoencoders train on uint8 pixels as the prepared data files hold them; got "
+                         f"{images.dtype}. Pass the images of data/{{dataset}}.h5 unscaled")
+    if images.ndim == 4 and images.shape[1] in (1, 3):
+        return images.contiguous()
+    if images.ndim == 4 and images.shape[-1] in (1, 3):
+        return images.permute(0, 3, 1, 2).contiguous()
+    raise ValueError(f"expected images (N, C, H, W) or (N, H, W, C) with C = 1 or 3; got shape {tuple(images.shape)}")
+
+
+def train_autoencoder(name: str, images: np.ndarray | torch.Tensor, settings: AutoencoderSettings,
+                      device: str | torch.device = "cpu", log_dir: str | None = None) -> MagNetAutoencoder:
+    """Train autoencoder ``name`` on clean uint8 ``images`` (see :func:`channels_first`); seeded, and repeatable
+    on the CPU. Returns it in eval mode on ``device``; a progress line is logged every ``log_every`` steps."""
+    device = torch.device(device)
+    images = channels_first(images)
+    if len(images) == 0:
+        raise ValueError("train_autoencoder got no images; pass the clean training images")
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+    model = autoencoder(name, images.shape[1])
+    trainer = make_trainer(TrainSettings(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
+                                         weight_decay=settings.weight_decay, lr_schedule="constant",
+                                         channels_last=False, log_every=settings.log_every), device, log_dir)
+    loader = DataLoader(TensorDataset(images), batch_size=settings.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(settings.seed), pin_memory=device.type == "cuda")
+    log.info("training MagNet %s on %d images %s, %s", name, len(images), tuple(images.shape[1:]), settings)
+    trainer.fit(AutoencoderModule(model, settings), train_dataloaders=loader)
+    loss = trainer.callback_metrics.get("train_loss_epoch")
+    log.info("MagNet %s trained; last epoch's loss %s", name, "n/a" if loss is None else f"{float(loss):.5f}")
+    return model.to(device).eval()
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def save_autoencoder(model: nn.Module, name: str, path: str | Path) -> None:
+    """Save architecture name, channels and state dict; :func:`load_autoencoder` reads it with
+    ``weights_only=True``. Written atomically."""
+    if name not in ARCHITECTURES or getattr(model, "architecture", None) != name:
+        raise ValueError(f"save_autoencoder: model is {getattr(model, 'architecture', type(model).__name__)!r}, "
+                         f"named {name!r}; pass a MagNet autoencoder and its name ({', '.join(ARCHITECTURES)})")
+    payload = {"format": CHECKPOINT_FORMAT, "architecture": name, "in_channels": int(model.in_channels),
+               "state_dict": _cpu_state(model)}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_autoencoder(path: str | Path, device: str | torch.device = "cpu") -> MagNetAutoencoder:
+    """Rebuild the autoencoder that :func:`save_autoencoder` wrote, in eval mode, on ``device``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no MagNet autoencoder there; run the workflow rule that trains it")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+            found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+            raise ValueError(f"not a MagNet autoencoder checkpoint (found {found})")
+        model = autoencoder(payload["architecture"], payload["in_channels"])
+        model.load_state_dict(payload["state_dict"])
+    except Exception as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CorruptFileError(f"{path}: not a readable MagNet autoencoder checkpoint ({reason}). Delete it and rerun "
+                               "the workflow rule that trains the MagNet autoencoders.") from err
+    return model.to(device).eval()
+
+
+# --------------------------------------------------------------------------- detectors and reformer
+
+
+def jensen_shannon(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Row-wise JSD (natural log) of probability rows ``(N, K)``: ``½ KL(p‖m) + ½ KL(q‖m)``, m = ``(p + q)/2``;
+    ``(N,)``, in ``[0, log 2]``; ``0·log 0 = 0``."""
+    if p.shape != q.shape or p.ndim != 2:
+        raise ValueError(f"jensen_shannon needs two (N, K) tensors of the same shape; got {tuple(p.shape)} and "
+                         f"{tuple(q.shape)}")
+    m = (p + q) / 2.0
+    kl_sum = (torch.xlogy(p, p) - torch.xlogy(p, m) + torch.xlogy(q, q) - torch.xlogy(q, m)).sum(dim=1)
+    return (kl_sum / 2.0).clamp(0.0, math.log(2.0))  # clamp: rounding only
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode (no dropout) for the block, its mode restored afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+class _AutoencoderDefense:
+    """What every MagNet part shares: the autoencoder, its device, batching of model-space inputs."""
+
+    def __init__(self, ae: MagNetAutoencoder, *, batch_size: int = 500) -> None:
+        if not isinstance(ae, MagNetAutoencoder):
+            raise TypeError(f"MagNet needs an autoencoder from magnet.autoencoder/load_autoencoder; got "
+                             f"{type(ae).__name__}")
+        self.ae, self.batch_size = ae.eval(), int(batch_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.ae.parameters()).device
+
+    def batches(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Model-space ``(N, C, H, W)`` inputs in float32 batches on the autoencoder's device."""
+        x = torch.as_tensor(x)
+        if x.ndim != 4 or x.shape[1] != self.ae.in_channels:
+            raise ValueError(f"MagNet {self.ae.architecture} takes (N, {self.ae.in_channels}, H, W) inputs in model "
+                             f"space [-1, 1]; got shape {tuple(x.shape)}")
+        for start in range(0, len(x), self.batch_size):
+            yield x[start:start + self.batch_size].to(self.device, torch.float32)
+
+    def reform(self, batch: torch.Tensor) -> torch.Tensor:
+        """``AE(x)`` in model space, clipped to the pixel range as the reference's reformer does."""
+        return from_pixels(self.ae(to_pixels(batch)).clamp(0.0, 1.0))
+
+    def ae_state(self) -> dict[str, Any]:
+        return {"architecture": self.ae.architecture, "in_channels": self.ae.in_channels,
+                "autoencoder": _cpu_state(self.ae)}
+
+    def load_ae_state(self, state: dict[str, Any], name: str, **settings: Any) -> None:
+        expected = {"architecture": self.ae.architecture, "in_channels": self.ae.in_channels, **settings}
+        found = {key: state.get(key) for key in expected}
+        if found != expected:
+            raise ValueError(f"detector {name}: the saved state has {found}, this detector {expected}; build it with "
+                             "the saved autoencoder architecture and settings")
+        self.ae.load_state_dict(state["autoencoder"])
+
+
+def _scores(parts: list[torch.Tensor]) -> np.ndarray:
+    return torch.cat(parts).cpu().numpy().astype(np.float64) if parts else np.zeros(0, dtype=np.float64)
+
+
+class ReconstructionDetector(_AutoencoderDefense, Detector):
+    """MagNet's error-based detector: score = mean over pixels of ``|x − AE(x)|^p``, p = 1 (``magnet_l1``) or
+    2 (``magnet_l2``), on pixels in ``[0, 1]``; ``(N, C, H, W)`` model-space inputs -> ``(N,)`` float64."""
+
+    def __init__(self, ae: MagNetAutoencoder, p: int, *, batch_size: int = 500) -> None:
+        if p not in (1, 2):
+            raise ValueError(f"MagNet's reconstruction error uses p = 1 or 2; got p = {p!r}")
+        super().__init__(ae, batch_size=batch_size)
+        self.p, self.name = int(p), f"magnet_l{int(p)}"
+
+    @torch.no_grad()
+    def score(self, x: torch.Tensor) -> np.ndarray:
+        parts = []
+        for batch in self.batches(x):
+            pixels = to_pixels(batch)
+            error = (pixels.double() - self.ae(pixels).double()).abs().pow(self.p)
+            parts.append(error.flatten(1).mean(dim=1))
+        return _scores(parts)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.ae_state(), "p": self.p}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.load_ae_state(state, self.name, p=self.p)
+
+
+class JSDDetector(_AutoencoderDefense, Detector):
+    """MagNet's divergence-based detector: score = JSD(softmax(f(x)/T), softmax(f(AE(x))/T)) (natural log),
+    named ``magnet_jsd_T{T}``. ``classifier``: logits of model-space inputs, on the autoencoder's device; it runs
+    in eval mode. Its state is the autoencoder and T (the classifier is saved by its own stage)."""
+
+    def __init__(self, ae: MagNetAutoencoder, classifier: nn.Module, temperature: float, *,
+                 batch_size: int = 500) -> None:
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
+                or not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"the JSD detector's temperature must be a positive number (MagNet: 10, 40); "
+                             f"got {temperature!r}")
+        super().__init__(ae, batch_size=batch_size)
+        self.classifier, self.temperature = classifier, float(temperature)
+        self.name = f"magnet_jsd_T{self.temperature:g}"
+
+    @torch.no_grad()
+    def score(self, x: torch.Tensor) -> np.ndarray:
+        parts = []
+        with _eval_mode(self.classifier) as classifier:
+            for batch in self.batches(x):
+                p = torch.softmax(classifier(batch).double() / self.temperature, dim=1)
+                q = torch.softmax(classifier(self.reform(batch)).double() / self.temperature, dim=1)
+                parts.append(jensen_shannon(p, q))
+        return _scores(parts)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.ae_state(), "temperature": self.temperature}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.load_ae_state(state, self.name, temperature=self.temperature)
+
+
+class Reformer(_AutoencoderDefense):
+    """MagNet's reformer: model-space ``(N, C, H, W)`` inputs -> ``AE(x)`` in model space (on the inputs' device),
+    which the defended classifier classifies instead of ``x``."""
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(x)
+        parts = [self.reform(batch).to(x.device) for batch in self.batches(x)]
+        return torch.cat(parts) if parts else torch.empty_like(x, dtype=torch.float32)
+
+    @torch.no_grad()
+    def predict(self, classifier: nn.Module, x: torch.Tensor) -> np.ndarray:
+        """``(N,)`` int64 labels the classifier (eval mode, on the autoencoder's device) gives ``AE(x)``."""
+        with _eval_mode(classifier):
+            parts = [classifier(self.reform(batch)).argmax(dim=1).cpu() for batch in self.batches(x)]
+        return torch.cat(parts).numpy().astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+
+def reference_detectors(ae_i: MagNetAutoencoder, ae_ii: MagNetAutoencoder, classifier: nn.Module,
+                        temperatures: tuple[float, ...] = (10.0, 40.0)) -> dict[str, Detector]:
+    """MagNet's detectors as its reference code pairs them: L2 error of AE-I, L1 error of AE-II (MNIST), and the
+    JSD with AE-I (the reformer's autoencoder) at each temperature. Keyed by detector name."""
+    if (ae_i.architecture, ae_ii.architecture) != ("ae_i", "ae_ii"):
+        raise ValueError(f"reference_detectors takes (ae_i, ae_ii); got ({ae_i.architecture}, {ae_ii.architecture})")
+    detectors: list[Detector] = [ReconstructionDetector(ae_i, 2), ReconstructionDetector(ae_ii, 1)]
+    detectors += [JSDDetector(ae_i, classifier, t) for t in temperatures]
+    return {d.name: d for d in detectors}
