@@ -20,6 +20,7 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/attack.smk"
 include: "rules/information.smk"
+include: "rules/defense.smk"
 include: "rules/report.smk"
 
 

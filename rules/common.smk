@@ -37,6 +37,7 @@ from advflow.catalog import (
     trajectories_wanted,
     transfer_subsets,
 )
+from advflow.defenses.settings import defense_settings, sweep_sets
 from advflow.config import (
     ATTACK_DEFAULTS,
     RUN_DEFAULTS,
@@ -254,6 +255,7 @@ def report_params(wildcards):
         "aggregate",
         "mi",
         "report",
+        "defense",
     )
     study = {k: config.get(k) for k in keys}
     study["mi"] = {  # batch sizes change no result
@@ -266,6 +268,47 @@ def report_params(wildcards):
         for a in attacks
     }
     return canonical(study)
+
+
+# The defense stage runs when the config has a `defense` block (rules/defense.smk).
+DEFENSE = defense_settings(config)
+
+
+def defense_params(*keys):
+    """The defense settings a rule depends on (and only those: an FPR re-tabulates, it does not rescore)."""
+    return canonical({k: DEFENSE[k] for k in keys})
+
+
+def defense_classifier(wildcards):
+    return f"results/{wildcards.dataset}/models/{DEFENSE['classifier']}.pt"
+
+
+def defense_sweeps():
+    return sweep_sets(DEFENSE) if DEFENSE else []
+
+
+def defense_score_inputs(wildcards):
+    root = f"results/{wildcards.dataset}/defense"
+    scored = wildcards.scored
+    inputs = {
+        "classifier": defense_classifier(wildcards),
+        "ae_i": f"{root}/autoencoders/ae_i.pt",
+        "ae_ii": f"{root}/autoencoders/ae_ii.pt",
+        "set": (
+            f"{root}/inputs/{scored}.h5"
+            if scored in ("validation", "clean")
+            else f"{root}/adv/{scored}.h5"
+        ),
+    }
+    if "mid" in DEFENSE["detectors"]:
+        inputs["mid"] = f"{root}/detectors/mid.pt"
+    return inputs
+
+
+def defense_outputs(dataset):
+    if not DEFENSE:
+        return []
+    return [f"results/{dataset}/defense/tables", f"results/{dataset}/defense/figures"]
 
 
 def final_targets():
@@ -284,6 +327,7 @@ def final_targets():
         targets.append(f"{RESULTS}/trajectories/good_init/random_jsma.h5")
     targets += [f"{RESULTS}/paths/{m}/{s}.csv" for m, s in measurements()]
     targets += [f"{RESULTS}/aggregates/{m}/{s}.csv" for m, s in aggregated_sets()]
+    targets += defense_outputs(DATASET)
     if ATTACK_SETS:
         targets.append(f"{RESULTS}/report.html")
     return targets

@@ -16,6 +16,7 @@ rule report:
             "results/{dataset}/tables/transferability.csv",
         ],
         models=lambda w: [f"results/{w.dataset}/models/{m}.json" for m in MODELS],
+        defense=lambda w: defense_outputs(w.dataset),
     output:
         html=report(
             "results/{dataset}/report.html",

@@ -234,7 +234,8 @@ def assert_report_holds_everything(html_text: str, captions: dict[str, str], tab
     pngs = sorted(p.name for p in figures.glob("*.png"))
     assert pngs == sorted(n for n in captions if n.endswith(".png"))
     images = re.findall(r"<img [^>]*>", html_text)
-    assert len(images) == len(pngs)
+    defense = [tag for tag in images if 'alt="defense_' in tag]  # the defense stage's own figures
+    assert len(images) - len(defense) == len(pngs)
     assert all('src="data:image/png;base64,' in tag for tag in images)
     for name in pngs:
         assert f'data-figure="{name}"' in html_text
@@ -665,7 +666,7 @@ def test_tiny_run_report_holds_everything_and_renders_in_chromium(tiny_run, repo
     config = yaml.safe_load((repo / "configs" / "tiny.yaml").read_text())
     source = tiny_run / "results" / config["dataset"]
     results = tmp_path / "results" / config["dataset"]
-    for folder in ("paths", "adv", "tables", "aggregates", "trajectories"):
+    for folder in ("paths", "adv", "tables", "aggregates", "trajectories", "defense"):
         if (source / folder).is_dir():
             shutil.copytree(source / folder, results / folder)
     (results / "models").mkdir(parents=True)

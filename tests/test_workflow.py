@@ -29,6 +29,10 @@ def test_dry_run_of_the_default_config_plans_every_stage(tmp_path):
         "ensemble": 1, "select_inputs": 1, "attack": 22, "control": 19, "jsma_trajectories": 1,
         "trajectory_control": 1, "attack_tables": 1, "features": MEASUREMENTS + 6, "mi": MEASUREMENTS + 6,
         "aggregate": AGGREGATES + 6, "aggregate_subsets": SUBSETS, "report": 1, "all": 1,
+        # The defense stage: 47 sweep sets (PGD, BIM at 10 ε; C&W, EAD-L1, EAD-EN at 9 κ), each scored, and the
+        # validation and clean images scored.
+        "defense_inputs": 1, "train_autoencoder": 2, "fit_mid": 1, "defense_attack": 47, "defense_scores": 49,
+        "defense_tables": 1,
     }
 
 

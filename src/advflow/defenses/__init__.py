@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # the workflow reads the stage's settings without importing torch
+    import torch
 
 
 def to_pixels(x: torch.Tensor) -> torch.Tensor:

@@ -41,10 +41,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from advflow.report import diagnostics, q1, q2, q3, q4, q5
+from advflow.report import defense, diagnostics, q1, q2, q3, q4, q5
 from advflow.report.findings import Finding, statistical
 from advflow.report.evidence import overall
-from advflow.report.page import departures, render_html
+from advflow.report.page import departures, figure_html, html_table, render_html
 from advflow.report.plotting import Figure, band_limits
 from advflow.report.results import ResultFiles, RunResults
 from advflow.report.study import NORMAL, NORMAL_TRAIN, TRAJECTORY, Study, set_name
@@ -107,8 +107,9 @@ def _write(path: Path, data: bytes | str) -> None:
 def build_report(results: Path, config: Mapping[str, Any], *, out_html: Path, tables_dir: Path, figures_dir: Path,
                  seed: int = 0) -> dict[str, str]:
     """Tables, figures, ``out_html`` and ``findings.json`` beside it, of the run under ``results``
-    (``results/{dataset}``), for the sets ``config`` asks for; ``seed`` seeds the bootstrap. Returns
-    ``{file name: caption}`` of every table and figure written."""
+    (``results/{dataset}``), for the sets ``config`` asks for; ``seed`` seeds the bootstrap. With a ``defense``
+    block in the config, the defense stage's tables and figures (``results/{dataset}/defense/``) get a section.
+    Returns ``{file name: caption}`` of every table and figure written."""
     results, out_html, tables_dir, figures_dir = Path(results), Path(out_html), Path(tables_dir), Path(figures_dir)
     if not results.is_dir():
         raise FileNotFoundError(f"{results}: no such folder; it should hold the run's models/, paths/, aggregates/, "
@@ -130,7 +131,14 @@ def build_report(results: Path, config: Mapping[str, Any], *, out_html: Path, ta
             _write(figures_dir / f"{stem}.pdf", figure.image.pdf)
             _write(figures_dir / f"{stem}.rst", figure.caption + "\n")
             captions[figure.name] = figure.caption
-    page = render_html(study, run, QUESTIONS, tables, TABLES, found, literal, figures, tuple(diagnostics.TABLES))
+    extra = []
+    if config.get("defense") is not None:
+        if not (results / "defense" / "tables").is_dir():
+            raise FileNotFoundError(f"{results / 'defense' / 'tables'}: no such folder; the config has a defense "
+                                    f"block, so the report needs the defense stage's tables (rule defense_tables)")
+        extra.append((defense.KEY, defense.TITLE, defense.section(study, results / "defense", html_table, figure_html)))
+    page = render_html(study, run, QUESTIONS, tables, TABLES, found, literal, figures, tuple(diagnostics.TABLES),
+                       extra)
     _write(out_html, page)
     _write(out_html.with_name("findings.json"),
            json.dumps(findings_record(tables, found, literal, study), indent=1, allow_nan=True) + "\n")

@@ -143,7 +143,7 @@ def _run_summary(study: Study) -> list[tuple[str, str]]:
     ]
 
 
-def _figure_html(figure: Figure) -> str:
+def figure_html(figure: Figure) -> str:
     esc = html.escape
     data = base64.b64encode(figure.image).decode("ascii")
     return (f'<figure data-figure="{esc(figure.name)}"><img alt="{esc(figure.name)}" '
@@ -153,9 +153,11 @@ def _figure_html(figure: Figure) -> str:
 
 def render_html(study: Study, results: RunResults, questions: Sequence[ModuleType], tables: Tables,
                 specs: Mapping[str, TableSpec], found: Mapping[str, Finding], literal: Mapping[str, Finding],
-                figures: Mapping[str, Sequence[Figure]], diagnostics: Sequence[str]) -> str:
+                figures: Mapping[str, Sequence[Figure]], diagnostics: Sequence[str],
+                extra: Sequence[tuple[str, str, str]] = ()) -> str:
     """The self-contained report page; ``figures`` and the sections follow ``questions`` (each a module of
-    :mod:`advflow.report` with ``KEY``, ``TITLE``, ``TABLES`` and ``setting``)."""
+    :mod:`advflow.report` with ``KEY``, ``TITLE``, ``TABLES`` and ``setting``); ``extra`` sections ``(key, title,
+    html)`` follow the questions (the defense stage's)."""
     esc = html.escape
     models_rows = [{"model": m, "parameters": int(r.get("parameters", 0)),
                     "test_accuracy": float(r.get("test_accuracy", math.nan))}
@@ -183,6 +185,7 @@ def render_html(study: Study, results: RunResults, questions: Sequence[ModuleTyp
                    f"comparison of aggregated distances, which carries no uncertainty."),
         '<nav class="contents" aria-label="Contents"><b>Contents</b><ol>'
         + "".join(f'<li><a href="#{q.KEY}">{esc(q.TITLE)}</a></li>' for q in questions)
+        + "".join(f'<li><a href="#{key}">{esc(name)}</a></li>' for key, name, _ in extra)
         + '<li><a href="#diagnostics">Estimator diagnostics</a></li></ol></nav>',
         "<h3>Models</h3>",
         html_table("models", models_rows, ("model", "parameters", "test_accuracy"),
@@ -197,7 +200,7 @@ def render_html(study: Study, results: RunResults, questions: Sequence[ModuleTyp
         if setting:
             parts.append(f'<p class="setting"><b>Setting.</b> {setting}</p>')
         parts += [f'<p class="note">Note: {esc(note)}</p>' for note in tables.notes.get(key, [])]
-        parts += [_figure_html(figure) for figure in figures.get(key, [])]
+        parts += [figure_html(figure) for figure in figures.get(key, [])]
         parts += [html_table(name, tables.rows[name], spec.columns, spec.caption)
                   for name, spec in question.TABLES.items() if name in tables.rows]
         parts.append("<h3>Finding</h3>" + finding_html(found[key]))
@@ -206,6 +209,7 @@ def render_html(study: Study, results: RunResults, questions: Sequence[ModuleTyp
             parts.append(html_table(f"intervals_{key}", mine, specs["intervals.csv"].columns[1:], intervals_caption))
         parts.append("<h3>The paper's literal comparison</h3>" + finding_html(literal[key], "literal"))
         parts.append("</section>")
+    parts += [body for _, _, body in extra]
     parts.append('<section id="diagnostics" data-question="diagnostics"><h2>Estimator diagnostics</h2>')
     parts += [f'<p class="note">{esc(note)}</p>' for note in tables.notes.get("diagnostics", [])]
     parts += [html_table(name, tables.rows[name], specs[name].columns, specs[name].caption) for name in diagnostics

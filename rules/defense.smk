@@ -1,0 +1,165 @@
+# The defense stage (SPEC, "Defenses and detectors"): MagNet and the MID detector against transfer
+# attacks crafted on the undefended classifier; seed 003's Tables 1 and 2. Runs when the config has a
+# `defense` block (advflow.defenses.stage).
+
+
+rule defense_inputs:
+    input:
+        data="data/{dataset}.h5",
+        classifier=defense_classifier,
+    output:
+        seeds="results/{dataset}/defense/inputs/seeds.h5",
+        validation="results/{dataset}/defense/inputs/validation.h5",
+        clean="results/{dataset}/defense/inputs/clean.h5",
+    log:
+        "results/{dataset}/logs/defense/inputs.log",
+    benchmark:
+        "results/{dataset}/benchmarks/defense/inputs.tsv"
+    conda:
+        "../envs/advflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=gpu_request(),
+    params:
+        code=code("defense_inputs.py"),
+        settings=lambda w: defense_params("classifier", "n", "validation", "clean"),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/defense_inputs.py"
+
+
+rule train_autoencoder:
+    input:
+        data="data/{dataset}.h5",
+    output:
+        "results/{dataset}/defense/autoencoders/{ae}.pt",
+    log:
+        "results/{dataset}/logs/defense/autoencoders/{ae}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/defense/autoencoders/{ae}.tsv"
+    wildcard_constraints:
+        ae="ae_i|ae_ii",
+    conda:
+        "../envs/advflow.yaml"
+    threads: 4
+    resources:
+        mem_mb=6000,
+        runtime=240,
+        gpu=gpu_request(),
+    params:
+        code=code("train_autoencoder.py"),
+        settings=lambda w: defense_params("autoencoder"),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/train_autoencoder.py"
+
+
+rule fit_mid:
+    input:
+        data="data/{dataset}.h5",
+        classifier=defense_classifier,
+        ae_i="results/{dataset}/defense/autoencoders/ae_i.pt",
+    output:
+        "results/{dataset}/defense/detectors/mid.pt",
+    log:
+        "results/{dataset}/logs/defense/mid.log",
+    benchmark:
+        "results/{dataset}/benchmarks/defense/mid.tsv"
+    conda:
+        "../envs/advflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=120,
+        gpu=gpu_request(),
+    params:
+        code=code("fit_mid.py"),
+        settings=lambda w: defense_params("mine"),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/fit_mid.py"
+
+
+rule defense_attack:
+    input:
+        classifier=defense_classifier,
+        seeds="results/{dataset}/defense/inputs/seeds.h5",
+    output:
+        "results/{dataset}/defense/adv/{sweep}.h5",
+    log:
+        "results/{dataset}/logs/defense/adv/{sweep}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/defense/adv/{sweep}.tsv"
+    wildcard_constraints:
+        sweep="(pgd|bim|cw|ead_l1|ead_en)_(eps|kappa)[0-9.]+",
+    conda:
+        "../envs/advflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=240,
+        gpu=gpu_request(),
+    params:
+        code=code("defense_attack.py"),
+        settings=lambda w: defense_params(w.sweep.rpartition("_")[0], "batch_size"),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/defense_attack.py"
+
+
+rule defense_scores:
+    input:
+        unpack(defense_score_inputs),
+    output:
+        "results/{dataset}/defense/scores/{scored}.csv",
+    log:
+        "results/{dataset}/logs/defense/scores/{scored}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/defense/scores/{scored}.tsv"
+    wildcard_constraints:
+        scored="validation|clean|(pgd|bim|cw|ead_l1|ead_en)_(eps|kappa)[0-9.]+",
+    conda:
+        "../envs/advflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=gpu_request(),
+    params:
+        code=code("defense_scores.py"),
+        settings=lambda w: defense_params("detectors", "mine"),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/defense_scores.py"
+
+
+rule defense_tables:
+    input:
+        validation="results/{dataset}/defense/scores/validation.csv",
+        clean="results/{dataset}/defense/scores/clean.csv",
+        sweeps=lambda w: [
+            f"results/{w.dataset}/defense/scores/{s}.csv" for s in defense_sweeps()
+        ],
+    output:
+        tables=directory("results/{dataset}/defense/tables"),
+        figures=directory("results/{dataset}/defense/figures"),
+    log:
+        "results/{dataset}/logs/defense/tables.log",
+    benchmark:
+        "results/{dataset}/benchmarks/defense/tables.tsv"
+    conda:
+        "../envs/advflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        code=code("defense_tables.py"),
+        settings=lambda w: defense_params(
+            "detectors", "reformer", "fpr", "attacks", "epsilons", "kappas"
+        ),
+        dpi=lambda w: (config.get("report") or {}).get("dpi", 100),
+    script:
+        "../workflow_scripts/defense_tables.py"

@@ -1,0 +1,421 @@
+"""Metrics of the defense stage (SPEC, "Defenses and detectors", "Metrics"; seed 003, Section 4.2, Tables 1-2).
+
+A **score table** is a dict of ``(N,)`` arrays, one entry per input of a set (:func:`read_scores`): ``index, label,
+prediction`` (the undefended classifier's class), ``success`` (``prediction != label`` on adversarial sets, all False
+on clean ones), ``reformed_prediction`` (the class of the reformer's ``AE(x)``), ``margin`` (the logit margin an
+attack reached, NaN on clean sets) and ``score_<detector>...``. From them: seed 003's **defense rate** (the share of
+adversarial inputs a detector flags or the classifier gets right after the reformer, over the attacked or the
+successful inputs, with its denominator), **clean accuracy** without and with the defense and what the detectors and
+the reformer cost, per detector **ROC AUC** and **TPR at 1 % and 5 % FPR**, seed 003's published numbers (its
+Table 1's ε order is uncertain in the extracted text: :data:`SEED_TABLE1_CAVEAT`), the tables and figures.
+AUC and ROC are computed here and equal ``sklearn.metrics.roc_auc_score`` and ``roc_curve(...,
+drop_intermediate=False)`` (tested): scikit-learn is a test dependency, not in the rules' environment.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import rankdata
+
+from advflow.defenses import flagged, threshold
+from advflow.defenses.settings import EPSILON_ATTACKS, KAPPA_ATTACKS
+from advflow.io import atomic_path
+
+ScoreTable = dict[str, np.ndarray]
+REQUIRED = ("index", "label", "prediction", "success", "reformed_prediction", "margin")
+INTEGER_COLUMNS = ("index", "label", "prediction", "reformed_prediction")
+SCORE_PREFIX = "score_"
+DENOMINATORS = ("attacked", "successful")
+NO_INPUT_NOTES = {"attacked": "n/a (no adversarial input)", "successful": "n/a (no successful adversarial input)"}
+ATTACK_LABELS = {"pgd": "PGD", "bim": "BIM", "cw": "C&W-L2", "ead_l1": "EAD-L1", "ead_en": "EAD-EN"}
+MAX_ROC_CURVES = 8
+
+# Seed 003, Section 4.2 "Effect on normal examples" (Fashion-MNIST test set): 94.34 % without any defense, 89.57 %
+# with MagNet + MID.
+SEED_CLEAN_ACCURACY = {"without": 0.9434, "with_defense": 0.8957}
+
+# Seed 003, Table 2 "The defense rate of FASHION MNIST with different confidences κ", in %: columns "C&W attack
+# (L2)", "EAD attack (L1)", "EAD attack (EN)" (β = 0.1), rows κ = 0, 5, ..., 40.
+_KAPPAS = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)
+SEED_TABLE2 = {
+    "cw": dict(zip(_KAPPAS, (88.4, 84.6, 80.6, 75.9, 71.9, 68.1, 65.3, 60.1, 56.9))),
+    "ead_l1": dict(zip(_KAPPAS, (87.7, 82.7, 78.7, 74.6, 71.4, 68.3, 66.2, 62.5, 59.4))),
+    "ead_en": dict(zip(_KAPPAS, (88.3, 82.9, 78.9, 73.3, 70.5, 67.9, 66.4, 62.5, 59.9))),
+}
+
+# Seed 003, Table 1 "The defense rate of FASHION MNIST and MNIST with different epsilons ε", Fashion-MNIST rows, in
+# %, ε in pixel units ([0, 1] images). The text extraction garbled the table: its ε header reads
+# "0.05 0.1 0.15 0.25 0.35 0.5 ε 0.2 0.3 0.4 0.45" and the rows "PGD 77.2 93.0 81.8 72.0 68.0 64.0 57.2 61.7 72.4
+# 84.1", "BIM 84.1 83.8 84.1 84.2 85.0 84.8 84.5 84.7 84.5 84.7". Value i is mapped to header ε i, in the order the
+# extraction gives; the true column order is UNCERTAIN, so every table or figure showing these numbers says so.
+_TABLE1_HEADER = (0.05, 0.1, 0.15, 0.25, 0.35, 0.5, 0.2, 0.3, 0.4, 0.45)
+SEED_TABLE1 = {
+    "pgd": dict(zip(_TABLE1_HEADER, (77.2, 93.0, 81.8, 72.0, 68.0, 64.0, 57.2, 61.7, 72.4, 84.1))),
+    "bim": dict(zip(_TABLE1_HEADER, (84.1, 83.8, 84.1, 84.2, 85.0, 84.8, 84.5, 84.7, 84.5, 84.7))),
+}
+SEED_TABLE1_ORDER_UNCERTAIN = True
+SEED_TABLE1_CAVEAT = ("seed 003's Table 1 is garbled in its extracted text: its values are mapped to ε in the order "
+                      "of the extracted header (0.05, 0.1, 0.15, 0.25, 0.35, 0.5, 0.2, 0.3, 0.4, 0.45), which may "
+                      "not be the published column order")
+
+
+def seed_value(table: Mapping[str, Mapping[float, float]], attack: str, strength: float) -> float:
+    """The seed's number (in %) for ``attack`` at ``strength`` in ``SEED_TABLE1`` or ``SEED_TABLE2``; NaN if none."""
+    for key, value in table.get(attack, {}).items():
+        if math.isclose(key, float(strength), abs_tol=1e-9):
+            return value
+    return math.nan
+
+
+# --- score tables ------------------------------------------------------------------------------------------------
+
+def check_table(scores: Mapping[str, Any], where: str = "score table") -> ScoreTable:
+    """``scores`` as a dict of ``(N,)`` arrays, or a ValueError naming ``where`` and the column at fault: the
+    required columns must be there, every column as long as ``index``, and no detector score NaN."""
+    missing = [name for name in REQUIRED if name not in scores]
+    if missing:
+        raise ValueError(f"{where}: missing column(s) {', '.join(missing)}; a score table has columns "
+                         f"{', '.join(REQUIRED)}, {SCORE_PREFIX}<detector>... (as write_scores writes it)")
+    table = {name: np.asarray(values).ravel() for name, values in scores.items()}
+    n = table["index"].size
+    for name, values in table.items():
+        if values.size != n:
+            raise ValueError(f"{where}: column {name} has {values.size} values, column index has {n}; every column "
+                             f"needs one value per input")
+        if name.startswith(SCORE_PREFIX) and np.isnan(values.astype(np.float64)).any():
+            raise ValueError(f"{where}: column {name} has {int(np.isnan(values.astype(np.float64)).sum())} NaN "
+                             f"scores of {n}; a detector must score every input (rerun its scoring)")
+    return table
+
+
+def detectors_in(scores: Mapping[str, Any]) -> list[str]:
+    """The detectors a score table holds: its ``score_<detector>`` columns' names without the prefix, in order."""
+    return [name[len(SCORE_PREFIX):] for name in scores if name.startswith(SCORE_PREFIX)]
+
+
+def _parse(path: Path, name: str, texts: list[str]) -> np.ndarray:
+    try:
+        if name in INTEGER_COLUMNS:
+            return np.array([int(t) for t in texts], dtype=np.int64)
+        if name == "success":
+            booleans = {"true": True, "false": False, "1": True, "0": False}
+            return np.array([booleans[t.strip().lower()] for t in texts], dtype=bool)
+        return np.array([float(t) for t in texts], dtype=np.float64)
+    except (KeyError, ValueError) as error:
+        if name in REQUIRED or name.startswith(SCORE_PREFIX):
+            kind = "an integer" if name in INTEGER_COLUMNS else "True or False" if name == "success" else "a number"
+            raise ValueError(f"{path}: column {name} has a value that is not {kind} ({error}); rewrite the file "
+                             f"with write_scores") from error
+        return np.array(texts, dtype=str)  # a column of ours that is not numeric: kept as text
+
+
+def read_scores(path: str | Path) -> ScoreTable:
+    """The score table in the CSV at ``path``: ``index``, ``label``, ``prediction``, ``reformed_prediction`` as
+    int64, ``success`` as bool, ``margin`` and ``score_*`` as float64, in the file's column order."""
+    path = Path(path)
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        raise ValueError(f"{path}: empty file, no header; a score table has columns {', '.join(REQUIRED)}, ...")
+    header, body = rows[0], rows[1:]
+    for line, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise ValueError(f"{path}, line {line}: {len(row)} fields, the header has {len(header)}; the file is "
+                             f"damaged (rerun the rule that writes it)")
+    columns = {name: _parse(path, name, [row[i] for row in body]) for i, name in enumerate(header)}
+    return check_table(columns, where=str(path))
+
+
+def _text(name: str, values: np.ndarray) -> list[str]:
+    if name in INTEGER_COLUMNS:
+        return [str(int(v)) for v in values]
+    if name == "success" or values.dtype == bool:
+        return [str(bool(v)) for v in values]
+    if np.issubdtype(values.dtype, np.number):
+        return [repr(float(v)) for v in values]  # repr: the shortest text that reads back as the same float
+    return [str(v) for v in values]
+
+
+def write_scores(path: str | Path, columns: Mapping[str, Any]) -> None:
+    """Write a score table as CSV, atomically: the required columns first, then the others in their order."""
+    table = check_table(columns, where=str(path))
+    names = list(REQUIRED) + [name for name in table if name not in REQUIRED]
+    texts = [_text(name, table[name]) for name in names]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows(zip(*texts))
+
+
+# --- thresholds and the defended system --------------------------------------------------------------------------
+
+def _scores_of(table: ScoreTable, detector: str, where: str = "score table") -> np.ndarray:
+    name = SCORE_PREFIX + detector
+    if name not in table:
+        available = ", ".join(detectors_in(table)) or "none"
+        raise ValueError(f"{where}: no column {name}; the detectors here are: {available} (score the set with that "
+                         f"detector, or drop it from the config)")
+    return table[name].astype(np.float64)
+
+
+def thresholds(validation_scores: Mapping[str, Any], fprs: Mapping[str, float]) -> dict[str, float]:
+    """``{detector: limit}``: the ``(1 - fpr)`` quantile of each detector's scores on clean validation inputs
+    (:func:`advflow.defenses.threshold`) for the FPR ``fprs[detector]``."""
+    table = check_table(validation_scores, where="validation scores")
+    return {d: threshold(_scores_of(table, d, "validation scores"), fpr) for d, fpr in fprs.items()}
+
+
+def any_flagged(scores: Mapping[str, Any], limits: Mapping[str, float], detectors: Sequence[str]) -> np.ndarray:
+    """``(N,)`` bool: flagged by at least one of ``detectors``, each at its limit in ``limits``."""
+    table = check_table(scores)
+    caught = np.zeros(table["index"].size, dtype=bool)
+    for detector in detectors:
+        if detector not in limits:
+            raise ValueError(f"no threshold for detector {detector}; thresholds are set for: "
+                             f"{', '.join(limits) or 'none'} (add its FPR to the defense config)")
+        caught |= flagged(_scores_of(table, detector), limits[detector])
+    return caught
+
+
+def _correct(table: ScoreTable, reformer: bool) -> np.ndarray:
+    return table["reformed_prediction" if reformer else "prediction"] == table["label"]
+
+
+def defended(scores: Mapping[str, Any], limits: Mapping[str, float], detectors: Sequence[str], *,
+             reformer: bool = True) -> np.ndarray:
+    """``(N,)`` bool, seed 003's defended input: flagged by any of ``detectors``, or classified correctly (after
+    the reformer: ``reformed_prediction == label``; without it: ``prediction == label``)."""
+    table = check_table(scores)
+    return any_flagged(table, limits, detectors) | _correct(table, reformer)
+
+
+def _denominator(table: ScoreTable, over: str) -> np.ndarray:
+    if over not in DENOMINATORS:
+        raise ValueError(f"over={over!r}: the denominator is 'attacked' (every input) or 'successful' (inputs the "
+                         f"attack fooled the undefended classifier on)")
+    return table["success"].astype(bool) if over == "successful" else np.ones(table["index"].size, dtype=bool)
+
+
+def defense_rate(scores: Mapping[str, Any], limits: Mapping[str, float], detectors: Sequence[str], *,
+                 reformer: bool = True, over: str = "attacked") -> tuple[float, int]:
+    """(defense rate, its denominator) over all attacked inputs or the successful ones; (NaN, 0) if none."""
+    table = check_table(scores)
+    inside = _denominator(table, over)
+    n = int(inside.sum())
+    if n == 0:
+        return math.nan, 0
+    return float(defended(table, limits, detectors, reformer=reformer)[inside].mean()), n
+
+
+def clean_accuracy(clean_scores: Mapping[str, Any], limits: Mapping[str, float], detectors: Sequence[str], *,
+                   reformer: bool = True) -> dict[str, float]:
+    """Accuracy on clean inputs ``without`` and ``with_defense`` (not flagged and right after the reformer), and
+    why they differ: ``without - lost_to_detectors - lost_to_reformer + gained_by_reformer == with_defense``."""
+    table = check_table(clean_scores, where="clean scores")
+    n = table["index"].size
+    if n == 0:
+        raise ValueError("clean scores: no input; clean accuracy needs the clean set's scores")
+    right = table["prediction"] == table["label"]
+    caught = any_flagged(table, limits, detectors)
+    right_defended = _correct(table, reformer)
+    passed = ~caught
+    return {"without": float(right.mean()), "with_defense": float((passed & right_defended).mean()),
+            "lost_to_detectors": float((right & caught).mean()),
+            "lost_to_reformer": float((right & passed & ~right_defended).mean()),
+            "gained_by_reformer": float((~right & passed & right_defended).mean()), "n": n}
+
+
+# --- detectors on their own --------------------------------------------------------------------------------------
+
+def _clean_and_adversarial(clean: Mapping[str, Any], adversarial: Mapping[str, Any], detector: str,
+                           over: str) -> tuple[np.ndarray, np.ndarray]:
+    clean_table, adversarial_table = check_table(clean, "clean scores"), check_table(adversarial, "adversarial scores")
+    negatives = _scores_of(clean_table, detector, "clean scores")
+    if negatives.size == 0:
+        raise ValueError(f"clean scores: no input; detector {detector}'s ROC and thresholds need clean scores")
+    inside = _denominator(adversarial_table, over)
+    return negatives, _scores_of(adversarial_table, detector, "adversarial scores")[inside]
+
+
+def roc_auc(clean: np.ndarray, adversarial: np.ndarray) -> float:
+    """ROC AUC, adversarial = positive: the Mann-Whitney U / (n_a n_c), the probability that an adversarial score
+    exceeds a clean one, ties counted one half; equals ``sklearn.metrics.roc_auc_score``."""
+    ranks = rankdata(np.concatenate([adversarial, clean]))  # mid-ranks of ties
+    n_a, n_c = adversarial.size, clean.size
+    return float((ranks[:n_a].sum() - n_a * (n_a + 1) / 2) / (n_a * n_c))
+
+
+def roc_curve(clean: Mapping[str, Any], adversarial: Mapping[str, Any], detector: str, *,
+              over: str = "attacked") -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr), each ``(T + 1,)`` for T distinct scores, starting at (0, 0): flagging scores ``>=`` each distinct
+    score, highest first; equals ``sklearn.metrics.roc_curve(..., drop_intermediate=False)``."""
+    negatives, positives = _clean_and_adversarial(clean, adversarial, detector, over)
+    if positives.size == 0:
+        raise ValueError(f"adversarial scores: {NO_INPUT_NOTES[over]}; a ROC curve needs adversarial inputs")
+    scores = np.concatenate([positives, negatives])
+    truth = np.concatenate([np.ones(positives.size), np.zeros(negatives.size)])
+    order = np.argsort(-scores, kind="mergesort")
+    scores, truth = scores[order], truth[order]
+    last = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]  # the last input of each distinct score
+    true_positives = np.cumsum(truth)[last]
+    false_positives = last + 1 - true_positives
+    return np.r_[0.0, false_positives] / negatives.size, np.r_[0.0, true_positives] / positives.size
+
+
+def detector_metrics(clean_scores: Mapping[str, Any], adversarial_scores: Mapping[str, Any], detector: str, *,
+                     over: str = "attacked") -> dict[str, Any]:
+    """``auc``, ``tpr_at_1`` and ``tpr_at_5`` (the share of adversarial inputs flagged at the thresholds set at 1 % and
+    5 % FPR on ``clean_scores``), ``n_adversarial``, ``n_clean`` and ``note``: with no adversarial input in the
+    denominator the numbers are NaN and ``note`` says why (e.g. "n/a (no successful adversarial input)")."""
+    negatives, positives = _clean_and_adversarial(clean_scores, adversarial_scores, detector, over)
+    metrics: dict[str, Any] = {"auc": math.nan, "tpr_at_1": math.nan, "tpr_at_5": math.nan,
+                               "n_adversarial": int(positives.size), "n_clean": int(negatives.size), "note": ""}
+    if positives.size == 0:
+        return {**metrics, "note": NO_INPUT_NOTES[over]}
+    for key, fpr in (("tpr_at_1", 0.01), ("tpr_at_5", 0.05)):
+        metrics[key] = float(flagged(positives, threshold(negatives, fpr)).mean())
+    return {**metrics, "auc": roc_auc(negatives, positives)}
+
+
+def format_metric(value: float | None, note: str = "", *, rate: bool = False) -> str:
+    """A table cell: ``note`` (or "n/a") where the value is missing or NaN, a rate as "33.3 %" (``rate``, as
+    :func:`advflow.report.findings.percent`), else three decimals."""
+    if value is None or not math.isfinite(float(value)):
+        return note or "n/a"
+    if rate:
+        # the report package is slow to import (torch, gpytorch): only where a rate is written
+        from advflow.report.findings import percent
+
+        return percent(value)
+    return f"{float(value):.3f}"
+
+
+# --- tables ------------------------------------------------------------------------------------------------------
+
+def _ordered(sets: Mapping[tuple[str, float], Any], allowed: Sequence[str] | None = None) -> list[tuple[str, float]]:
+    known = list(allowed or ATTACK_LABELS)
+    if allowed is not None:
+        wrong = sorted({attack for attack, _ in sets if attack not in allowed})
+        if wrong:
+            raise ValueError(f"attack(s) {', '.join(wrong)} do not belong in this table; it takes {', '.join(allowed)}")
+    return sorted(sets, key=lambda key: (known.index(key[0]) if key[0] in known else len(known), key[0],
+                                         float(key[1])))
+
+
+def _rate_rows(sets, limits, detectors, reformer, attacks, strength, seed) -> list[dict[str, Any]]:
+    rows = []
+    for attack, value in _ordered(sets, attacks):
+        table = check_table(sets[attack, value], where=f"{attack} at {strength} {value:g}")
+        attacked, n = defense_rate(table, limits, detectors, reformer=reformer, over="attacked")
+        successful, _ = defense_rate(table, limits, detectors, reformer=reformer, over="successful")
+        rows.append({"attack": attack, strength: float(value), "inputs": n, "successful": int(table["success"].sum()),
+                     "defense_rate_attacked": attacked, "defense_rate_successful": successful,
+                     "seed003": seed_value(seed, attack, value)})
+    return rows
+
+
+def table1_rows(sets: Mapping[tuple[str, float], Mapping[str, Any]], limits: Mapping[str, float],
+                detectors: Sequence[str], *, reformer: bool = True) -> list[dict[str, Any]]:
+    """Seed 003's Table 1: one row per ``(attack, epsilon)`` of PGD and BIM, ε in the seed's pixel units (half our
+    model-space ε): ``inputs``, ``successful``, the defense rates (shares in [0, 1]) over attacked and successful
+    inputs, and ``seed003``, the seed's number in % (NaN where it has none; its ε order is uncertain:
+    :data:`SEED_TABLE1_CAVEAT`)."""
+    return _rate_rows(sets, limits, detectors, reformer, EPSILON_ATTACKS, "epsilon", SEED_TABLE1)
+
+
+def table2_rows(sets: Mapping[tuple[str, float], Mapping[str, Any]], limits: Mapping[str, float],
+                detectors: Sequence[str], *, reformer: bool = True) -> list[dict[str, Any]]:
+    """Seed 003's Table 2: the columns of :func:`table1_rows` per ``(attack, kappa)`` of C&W-L2, EAD-L1, EAD-EN, and
+    ``reached_kappa`` (inputs whose margin is ``>= κ``) and ``mean_margin`` (over inputs with a finite margin)."""
+    rows = _rate_rows(sets, limits, detectors, reformer, KAPPA_ATTACKS, "kappa", SEED_TABLE2)
+    for key, row in zip(_ordered(sets, KAPPA_ATTACKS), rows):
+        margin = np.asarray(sets[key]["margin"], dtype=np.float64)
+        finite = margin[np.isfinite(margin)]
+        row["reached_kappa"] = int((finite >= row["kappa"]).sum())
+        row["mean_margin"] = float(finite.mean()) if finite.size else math.nan
+    return rows
+
+
+def detector_rows(clean_scores: Mapping[str, Any], sets: Mapping[tuple[str, float], Mapping[str, Any]],
+                  detectors: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per detector, set and denominator (attacked, successful): :func:`detector_metrics`'s numbers."""
+    return [{"detector": detector, "attack": attack, "strength": float(strength), "over": over,
+             **detector_metrics(clean_scores, sets[attack, strength], detector, over=over)}
+            for detector in detectors for attack, strength in _ordered(sets) for over in DENOMINATORS]
+
+
+# --- figures -----------------------------------------------------------------------------------------------------
+
+def _sizes(counts: Sequence[int]) -> str:
+    return "no sets" if not counts else f"n = {min(counts)}" + (f"-{max(counts)}" if max(counts) > min(counts) else "")
+
+
+def defense_rate_figure(table1: Sequence[Mapping[str, Any]], table2: Sequence[Mapping[str, Any]], dpi: int) -> Any:
+    """Defense rate (%) over all attacked inputs vs ε (PGD, BIM; :func:`table1_rows`) and vs κ (C&W, EAD;
+    :func:`table2_rows`), one colour per attack; seed 003's numbers dashed with crosses in the same colour."""
+    from advflow.report.plotting import Figure, new_figure, palette, render, style
+
+    colors = dict(zip(ATTACK_LABELS, palette(len(ATTACK_LABELS))))
+    panels = ((table1, "epsilon", "ε (pixels in [0, 1])", SEED_TABLE1),
+              (table2, "kappa", "κ (logit margin)", SEED_TABLE2))
+    with style():
+        figure = new_figure(10.0, 3.8)
+        for ax, (rows, strength, xlabel, seed) in zip(figure.subplots(1, 2), panels):
+            for attack in [a for a in ATTACK_LABELS if any(row["attack"] == a for row in rows)]:
+                ours = sorted((row[strength], 100 * row["defense_rate_attacked"]) for row in rows
+                              if row["attack"] == attack)
+                ax.plot(*zip(*ours), color=colors[attack], lw=1.6, marker="o", ms=3.5,
+                        label=f"{ATTACK_LABELS[attack]} (ours)")
+                if seed.get(attack):
+                    ax.plot(*zip(*sorted(seed[attack].items())), color=colors[attack], ls="--", lw=1.0, marker="x",
+                            ms=4.5, label=f"{ATTACK_LABELS[attack]} (seed 003)")
+            if not rows:
+                ax.text(0.5, 0.5, "no sets", transform=ax.transAxes, ha="center", va="center")
+            ax.set(xlabel=xlabel, ylabel="defense rate (%)", ylim=(0, 100))
+            ax.legend(fontsize=7, loc="best", frameon=False)
+        image = render(figure, dpi)
+    caption = (f"Defense rate (%): the share of all attacked inputs of each set "
+               f"({_sizes([int(row['inputs']) for row in (*table1, *table2)])}, whether or not the attack fooled the "
+               "undefended classifier; seed 003's denominator) that a detector flags or that the classifier gets "
+               "right after the reformer, vs ε (PGD, BIM; pixel units) and vs κ (C&W-L2, EAD-L1, EAD-EN). Dashed "
+               f"with crosses: seed 003's Fashion-MNIST Tables 1 and 2; {SEED_TABLE1_CAVEAT}.")
+    return Figure("defense_rate.png", image, caption)
+
+
+def roc_figure(clean_scores: Mapping[str, Any], sets: Mapping[tuple[str, float], Mapping[str, Any]],
+               detectors: Sequence[str], dpi: int) -> Any:
+    """One ROC panel per detector: each set's attacked inputs (positives) against ``clean_scores`` (negatives),
+    only each attack's strongest set when there are more than :data:`MAX_ROC_CURVES` sets; chance dotted."""
+    from advflow.report.plotting import Figure, new_figure, palette, render, style
+
+    if not detectors:
+        raise ValueError("roc_figure needs at least one detector; pass the detectors of the defense config")
+    keys = [key for key in _ordered(sets) if np.asarray(sets[key]["index"]).size > 0]
+    strongest = len(keys) > MAX_ROC_CURVES
+    if strongest:
+        keys = [key for key in keys if key == max((k for k in keys if k[0] == key[0]), key=lambda k: float(k[1]))]
+    with style():
+        figure = new_figure(3.8 * len(detectors) + 1.5, 3.8)
+        for ax, detector in zip(figure.subplots(1, len(detectors), squeeze=False)[0], detectors):
+            ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1.0)
+            for color, (attack, strength) in zip(palette(len(keys)), keys):
+                fpr, tpr = roc_curve(clean_scores, sets[attack, strength], detector)
+                auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))  # the full curve's area = rank AUC
+                name = "ε" if attack in EPSILON_ATTACKS else "κ" if attack in KAPPA_ATTACKS else "strength"
+                ax.plot(fpr, tpr, color=color, lw=1.3,
+                        label=f"{ATTACK_LABELS.get(attack, attack)} {name}={float(strength):g} (AUC {auc:.3f})")
+            ax.set(title=detector, xlabel="false-positive rate (clean)", ylabel="true-positive rate (attacked)",
+                   xlim=(0, 1), ylim=(0, 1.01))
+            ax.legend(fontsize=6.5, loc="lower right", frameon=False)
+        image = render(figure, dpi)
+    sizes = _sizes([np.asarray(sets[key]["index"]).size for key in keys])
+    drawn = "; only each attack's strongest set is drawn" if strongest else ""
+    caption = (f"ROC of each detector: negatives = the {np.asarray(clean_scores['index']).size} clean inputs, "
+               f"positives = all attacked inputs of each set ({sizes}, successful or not){drawn}; dotted: chance.")
+    return Figure("defense_roc.png", image, caption)

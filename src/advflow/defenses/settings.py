@@ -1,0 +1,119 @@
+"""The defense stage's settings: the config's ``defense`` block over seed 003's defaults, checked before any work
+(an unknown name, an FPR outside (0, 1), an empty grid, a classifier not in the zoo: a ConfigError naming the key
+and the allowed values), and the names of its sweep sets. Imports no torch: the workflow reads it when it plans."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+from advflow.catalog import MODELS
+from advflow.config import ConfigError
+
+#: Every detector the stage knows: the autoencoder it uses and how it scores (seed 003 on Fashion-MNIST uses
+#: magnet_l1, magnet_l2 and mid, with the reformer).
+DETECTORS = {"magnet_l1": "ae_ii", "magnet_l2": "ae_i", "magnet_jsd_T10": "ae_i", "magnet_jsd_T40": "ae_i",
+             "mid": "ae_i"}
+#: The sweep attacks: L∞ attacks swept over ε, optimisation attacks over κ (seed 003, Tables 1 and 2).
+EPSILON_ATTACKS, KAPPA_ATTACKS = ("pgd", "bim"), ("cw", "ead_l1", "ead_en")
+SWEEP_ATTACKS = EPSILON_ATTACKS + KAPPA_ATTACKS
+#: Seed 003's settings; the default config scales N_d and the attacks' steps to a 2-core CPU.
+DEFENSE_DEFAULTS: dict[str, Any] = {
+    "classifier": "good_init", "n": 1000, "validation": 1000, "clean": 2000,
+    "detectors": ["magnet_l1", "magnet_l2", "mid"], "reformer": True,
+    "fpr": {"magnet_l1": 0.001, "magnet_l2": 0.001, "magnet_jsd_T10": 0.001, "magnet_jsd_T40": 0.001, "mid": 0.005},
+    "autoencoder": {"epochs": 100, "batch_size": 256, "lr": 0.001, "noise": 0.1, "train_size": None},
+    "mine": {"hidden": 64, "layers": 2, "steps": 1000, "batch_size": 512, "lr": 0.002, "ema_rate": 0.01,
+             "references": 256, "train_size": 10000},
+    "attacks": list(SWEEP_ATTACKS),
+    "epsilons": [round(0.05 * i, 2) for i in range(1, 11)],
+    "kappas": [5 * i for i in range(9)],
+    "pgd": {"steps": 40, "rel_stepsize": 0.025}, "bim": {"steps": 10, "rel_stepsize": 0.1},
+    "cw": {"binary_search_steps": 9, "steps": 1000, "stepsize": 0.01, "c": 0.001},
+    "ead_l1": {"binary_search_steps": 9, "steps": 1000, "stepsize": 0.01, "c": 0.001, "beta": 0.1},
+    "ead_en": {"binary_search_steps": 9, "steps": 1000, "stepsize": 0.01, "c": 0.001, "beta": 0.1},
+    "batch_size": 100,
+}
+
+
+def _fail(key: str, problem: str) -> None:
+    raise ConfigError(f"defense.{key}: {problem}")
+
+
+def defense_settings(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's ``defense`` block over :data:`DEFENSE_DEFAULTS`, checked; None when the config has none (the
+    stage does not run). Errors name the key and the allowed values."""
+    block = config.get("defense")
+    if block is None:
+        return None
+    if not isinstance(block, dict):
+        _fail("", f"must be a mapping of settings; got {block!r}")
+    settings = copy.deepcopy(DEFENSE_DEFAULTS)
+    for key, value in block.items():
+        if key not in settings:
+            _fail(key, f"unknown key; allowed: {', '.join(settings)}")
+        settings[key] = {**settings[key], **(value or {})} if isinstance(settings[key], dict) else value
+    if settings["classifier"] not in MODELS or settings["classifier"] == "ensemble":
+        _fail("classifier", f"{settings['classifier']!r} is not a model of the zoo; allowed: "
+                            f"{', '.join(m for m in MODELS if m != 'ensemble')}")
+    if settings["classifier"] not in (config.get("models") or {}):
+        _fail("classifier", f"{settings['classifier']} is not among the config's models; add it to models")
+    for key in ("n", "validation", "clean"):
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            _fail(key, f"must be a positive integer; got {value!r}")
+    for key, allowed in (("detectors", DETECTORS), ("attacks", SWEEP_ATTACKS)):
+        names = settings[key]
+        if not isinstance(names, list) or not names:
+            _fail(key, f"must be a non-empty list; allowed: {', '.join(allowed)}")
+        unknown = [n for n in names if n not in allowed]
+        if unknown:
+            _fail(key, f"unknown {', '.join(map(str, unknown))}; allowed: {', '.join(allowed)}")
+    for name, fpr in settings["fpr"].items():
+        if name not in DETECTORS:
+            _fail(f"fpr.{name}", f"unknown detector; allowed: {', '.join(DETECTORS)}")
+        if isinstance(fpr, bool) or not isinstance(fpr, (int, float)) or not 0 < fpr < 1:  # NaN fails too
+            _fail(f"fpr.{name}", f"a false-positive rate must be a number in (0, 1); got {fpr!r}")
+    for key, low, high in (("epsilons", 0.0, 1.0), ("kappas", 0.0, math.inf)):
+        grid = settings[key]
+        if not isinstance(grid, list) or not grid:
+            _fail(key, "must be a non-empty list of numbers")
+        for value in grid:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low < value <= high or
+                                                                                     (key == "kappas" and value == 0)):
+                _fail(key, f"{value!r} is out of range: ε in (0, 1] (pixel units), κ >= 0")
+    return settings
+
+
+def strength_name(attack: str, value: float) -> str:
+    """``eps0.05`` for an ε of PGD/BIM, ``kappa5`` for a κ of C&W/EAD."""
+    return f"eps{value:g}" if attack in EPSILON_ATTACKS else f"kappa{value:g}"
+
+
+def sweep_sets(settings: dict[str, Any]) -> list[str]:
+    """Every sweep set of the config: ``{attack}_{strength}``."""
+    out = []
+    for attack in settings["attacks"]:
+        grid = settings["epsilons"] if attack in EPSILON_ATTACKS else settings["kappas"]
+        out += [f"{attack}_{strength_name(attack, value)}" for value in grid]
+    return out
+
+
+def parse_set(name: str) -> tuple[str, float]:
+    """``pgd_eps0.05`` -> ("pgd", 0.05); ``ead_l1_kappa5`` -> ("ead_l1", 5.0)."""
+    attack, _, strength = name.rpartition("_")
+    for prefix in ("eps", "kappa"):
+        if strength.startswith(prefix) and attack in SWEEP_ATTACKS:
+            return attack, float(strength[len(prefix):])
+    raise ValueError(f"{name!r} is not a sweep set ({{attack}}_eps{{ε}} or {{attack}}_kappa{{κ}})")
+
+
+def attack_settings(settings: dict[str, Any], attack: str, strength: float) -> tuple[str, dict[str, Any]]:
+    """The library attack and its settings for one sweep set, in model space ([-1, 1]: ε doubles)."""
+    own = dict(settings[attack])
+    if attack in EPSILON_ATTACKS:
+        epsilon = 2.0 * strength
+        return ("pgd" if attack == "pgd" else "igsm",
+                {"epsilon": epsilon, "alpha": own["rel_stepsize"] * epsilon, "steps": own["steps"]})
+    return attack, {**own, "kappa": float(strength)}

@@ -1,0 +1,204 @@
+"""The defense stage (SPEC, "Defenses and detectors"): seed 003's MagNet + MID against transfer attacks.
+
+Threat model: oblivious / transfer. Attacks are crafted on the undefended classifier (``defense.classifier``)
+and shown to the defended system. Files under ``results/{dataset}/defense/``:
+
+=======================================  ================================================================
+``inputs/{seeds,validation,clean}.h5``   N_d test images the classifier gets right (the attacks' seeds);
+                                         clean validation images (every threshold); clean held-out test
+                                         images (clean accuracy with and without the defense). Disjoint.
+``autoencoders/{ae_i,ae_ii}.pt``         MagNet's autoencoders, trained on clean training images
+``detectors/mid.pt``                     the MID detector's fitted MINE network and references
+``adv/{attack}_{strength}.h5``           a sweep set (the usual adversarial-set layout, + ``extra/margin``)
+``scores/{set}.csv``                     per input: label, prediction, success, reformed prediction, margin
+                                         and every detector's score (:mod:`advflow.defenses.metrics`)
+=======================================  ================================================================
+
+Strengths are named ``eps{ε}`` (PGD, BIM; ε in seed 003's [0, 1] pixel units, 2ε in our [-1, 1] space) and
+``kappa{κ}`` (C&W-L2, EAD-L1, EAD-EN). Thresholds and tables (rule ``defense_tables``) read the scores only,
+so changing an FPR rescored nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from advflow.adversarial import model_logits, write_set
+from advflow.attacks.library import run_attack
+from advflow.config import ConfigError
+from advflow.data import load_prepared, to_model_space
+from advflow.defenses import Detector
+from advflow.defenses.magnet import (AutoencoderSettings, JSDDetector, ReconstructionDetector, Reformer,
+                                     load_autoencoder, save_autoencoder, train_autoencoder)
+from advflow.defenses.mine import MIDDetector, MineSettings
+from advflow.defenses.settings import DETECTORS, KAPPA_ATTACKS, attack_settings, parse_set
+from advflow.io import CorruptFileError, atomic_path, open_h5
+from advflow.models import load_checkpoint, predict_logits
+from advflow.profiles import _write, correctly_classified, load_profile
+
+log = logging.getLogger("advflow.defenses")
+
+# ---------------------------------------------------------------------------------------------------------
+# Inputs, autoencoders, MID
+
+
+def select_inputs(data_path: str | Path, classifier_path: str | Path, settings: dict[str, Any], *, seed: int,
+                  device: torch.device, out_seeds: str | Path, out_validation: str | Path,
+                  out_clean: str | Path) -> None:
+    """Disjoint test images in a seeded random order: the first ``validation`` and then ``clean`` images (any),
+    then the first ``n`` of the rest the classifier classifies correctly (the attacks' seeds)."""
+    dataset = load_prepared(data_path)
+    images, labels = dataset.test.images, dataset.test.labels
+    need = settings["validation"] + settings["clean"] + settings["n"]
+    if need > len(labels):
+        raise ConfigError(f"defense.n + defense.validation + defense.clean = {need} exceed the {len(labels)} test "
+                          f"images; lower them")
+    order = np.random.default_rng([seed, 3]).permutation(len(labels))
+    validation = np.sort(order[:settings["validation"]])
+    clean = np.sort(order[settings["validation"]:settings["validation"] + settings["clean"]])
+    rest = order[settings["validation"] + settings["clean"]:]
+    model = load_checkpoint(classifier_path, device)
+    correct = rest[correctly_classified([model], images[rest], labels[rest], device)]
+    if len(correct) < settings["n"]:
+        raise RuntimeError(f"only {len(correct)} of the remaining test images are classified correctly by "
+                           f"{model.arch['name']}; lower defense.n to at most that")
+    seeds = np.sort(correct[:settings["n"]])
+    name = model.arch["name"]
+    _write(out_validation, dataset, "test", validation, f"{len(validation)} clean validation images (seed {seed})")
+    _write(out_clean, dataset, "test", clean, f"{len(clean)} clean held-out test images (seed {seed})")
+    _write(out_seeds, dataset, "test", seeds, f"{len(seeds)} test images {name} classifies correctly (seed {seed})")
+    log.info("defense inputs: %d validation, %d clean, %d seeds (of %d correct)", len(validation), len(clean),
+             len(seeds), len(correct))
+
+
+def train_defense_autoencoder(name: str, data_path: str | Path, settings: dict[str, Any], *, seed: int,
+                              device: torch.device, out: str | Path, log_dir: str | None = None) -> None:
+    """Train MagNet autoencoder ``name`` on clean training images (``autoencoder.train_size`` of them, seeded)."""
+    train = load_prepared(data_path).train.images
+    size = settings["autoencoder"].get("train_size")
+    if size is not None and size < len(train):
+        train = train[np.sort(np.random.default_rng([seed, 5]).choice(len(train), size, replace=False))]
+    own = {k: v for k, v in settings["autoencoder"].items() if k != "train_size"}
+    model = train_autoencoder(name, train, AutoencoderSettings(**own, seed=seed), device=device, log_dir=log_dir)
+    save_autoencoder(model, name, out)
+
+
+def _model_space(images: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(to_model_space(images.astype(np.float32)))
+
+
+def mid_detector(classifier: torch.nn.Module, ae_i: torch.nn.Module, settings: dict[str, Any], *,
+                 seed: int) -> MIDDetector:
+    mine = {k: v for k, v in settings["mine"].items() if k not in ("references", "train_size")}
+    return MIDDetector(classifier, Reformer(ae_i), settings=MineSettings(**mine, seed=seed),
+                       references=int(settings["mine"]["references"]))
+
+
+def fit_mid(data_path: str | Path, classifier_path: str | Path, ae_i_path: str | Path, settings: dict[str, Any],
+            *, seed: int, device: torch.device, out: str | Path) -> None:
+    """Fit the MID detector on clean training images (``mine.train_size`` of them, seeded) and save its state."""
+    train = load_prepared(data_path).train.images
+    size = min(int(settings["mine"]["train_size"]), len(train))
+    train = train[np.sort(np.random.default_rng([seed, 7]).choice(len(train), size, replace=False))]
+    detector = mid_detector(load_checkpoint(classifier_path, device), load_autoencoder(ae_i_path, device), settings,
+                            seed=seed)
+    detector.fit(_model_space(train))
+    log.info("MID fitted on %d clean pairs: DV estimate %.4f nats", size, detector.fitted_mi)
+    with atomic_path(out) as tmp:
+        torch.save(detector.state_dict(), tmp)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sweep sets and scores
+
+
+def margins(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """The achieved logit margin of each input, max_{j != y} z_j - z_y (> 0: misclassified; C&W's κ asks >= κ)."""
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.clone()
+    others.scatter_(1, labels[:, None], -math.inf)
+    return (others.max(1).values - true).numpy().astype(np.float64)
+
+
+def craft_sweep_set(name: str, classifier_path: str | Path, seeds_path: str | Path, settings: dict[str, Any], *,
+                    seed: int, device: torch.device, out: str | Path) -> dict[str, Any]:
+    """Attack the defense seeds on the undefended classifier for one sweep set; records the achieved margins."""
+    attack, strength = parse_set(name)
+    library_attack, own = attack_settings(settings, attack, strength)
+    model = load_checkpoint(classifier_path, device)
+    images, labels, indices = load_profile(seeds_path)
+    x, y = _model_space(images), torch.as_tensor(labels)
+    num_classes = int(model.arch["num_classes"])
+    before = predict_logits(model, images, device).argmax(1)
+    outcome = run_attack(library_attack, model, x, y, own, num_classes=num_classes, device=device, seed=seed,
+                         batch_size=int(settings["batch_size"]))
+    margin = margins(outcome.logits, y)
+    write_set(out, x=x, adversarial=outcome.adversarial, labels=labels, indices=indices, before=before.numpy(),
+              logits=outcome.logits, extra={"margin": margin},
+              attrs={"attack": attack, "strength": float(strength), "target": model.arch["name"],
+                     "settings": repr(sorted(own.items())), "seed": seed})
+    success = outcome.success.numpy()
+    reached = int((margin >= strength).sum()) if attack in KAPPA_ATTACKS else int(success.sum())
+    log.info("%s: success %d / %d; margin >= κ on %d", name, int(success.sum()), len(success), reached)
+    return {"success": int(success.sum()), "attacked": len(success)}
+
+
+def load_mid_state(path: str | Path) -> dict[str, Any]:
+    """A saved MID state (:func:`fit_mid`), loaded with ``weights_only=True``; a truncated or foreign file is an
+    error naming it and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; run the workflow's fit_mid rule")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a damaged file
+        raise CorruptFileError(f"{path}: not a readable MID state ({type(error).__name__}: {error}); delete it and "
+                               f"rerun the workflow (rule fit_mid)") from error
+    if not isinstance(state, dict) or not {"network", "references"} <= set(state):
+        raise CorruptFileError(f"{path}: not a MID state (no network and references); delete it and rerun the "
+                               f"workflow (rule fit_mid)")
+    return state
+
+
+def build_detectors(names: list[str], classifier: torch.nn.Module, autoencoders: dict[str, torch.nn.Module],
+                    mid_state: dict[str, Any] | None, settings: dict[str, Any], *, seed: int) -> dict[str, Detector]:
+    """The configured detectors, fitted (MID from its saved state)."""
+    detectors: dict[str, Detector] = {}
+    for name in names:
+        if name in ("magnet_l1", "magnet_l2"):
+            detectors[name] = ReconstructionDetector(autoencoders[DETECTORS[name]], 1 if name == "magnet_l1" else 2)
+        elif name.startswith("magnet_jsd_T"):
+            detectors[name] = JSDDetector(autoencoders["ae_i"], classifier, float(name.removeprefix("magnet_jsd_T")))
+        else:
+            detector = mid_detector(classifier, autoencoders["ae_i"], settings, seed=seed)
+            detector.load_state_dict(mid_state or {})
+            detectors[name] = detector
+    return detectors
+
+
+def score_set(set_path: str | Path, detectors: dict[str, Detector], classifier: torch.nn.Module,
+              reformer: Reformer, device: torch.device) -> dict[str, np.ndarray]:
+    """The score table of a set file (a profile: clean; an adversarial set: its adversarial images)."""
+    with open_h5(set_path) as h5:
+        adversarial = "adversarial" in h5
+        if adversarial:
+            x = torch.as_tensor(h5["adversarial"][:])
+            labels, success = h5["labels"][:].astype(np.int64), h5["success"][:].astype(bool)
+            margin = h5["extra/margin"][:] if "extra/margin" in h5 else np.full(len(labels), math.nan)
+        else:
+            images, labels = h5["images"][:], h5["labels"][:].astype(np.int64)
+            x, success, margin = _model_space(images), np.zeros(len(labels), bool), np.full(len(labels), math.nan)
+    prediction = model_logits(classifier, x, device).argmax(1).numpy()
+    columns = {"index": np.arange(len(labels)), "label": labels, "prediction": prediction,
+               "success": success if adversarial else np.zeros(len(labels), bool),
+               "reformed_prediction": reformer.predict(classifier, x), "margin": margin}
+    for name, detector in detectors.items():
+        columns[f"score_{name}"] = detector.score(x.float())
+        log.info("%s: scored by %s", Path(set_path).name, name)
+    return columns

@@ -1,0 +1,79 @@
+"""The defense stage's tables and figures (rule ``defense_tables``), from the score tables alone.
+
+Written to ``defense/tables/``: ``thresholds.csv`` (each detector's FPR and threshold on the clean validation
+images), ``table1_defense_rate.csv`` (seed 003's Table 1: PGD, BIM vs ε), ``table2_defense_rate.csv`` (Table 2:
+C&W-L2, EAD-L1, EAD-EN vs κ, with how many inputs reach κ), ``clean_accuracy.csv`` (without and with the
+defense, and what the detectors and the reformer each cost) and ``detectors.csv`` (per detector and set: ROC AUC,
+TPR at 1 % and 5 % FPR, over all attacked and over the successful inputs). Figures in ``defense/figures/``:
+``defense_rate.png`` and ``defense_roc.png`` (each with a PDF beside it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from advflow.defenses import metrics
+from advflow.defenses.settings import EPSILON_ATTACKS, KAPPA_ATTACKS, parse_set
+from advflow.io import atomic_path
+from advflow.report.tables import write_table
+
+log = logging.getLogger("advflow.defenses")
+
+TABLE1_COLUMNS = ("attack", "epsilon", "inputs", "successful", "defense_rate_attacked", "defense_rate_successful",
+                  "seed003")
+TABLE2_COLUMNS = ("attack", "kappa", "inputs", "successful", "reached_kappa", "mean_margin", "defense_rate_attacked",
+                  "defense_rate_successful", "seed003")
+DETECTOR_COLUMNS = ("detector", "attack", "strength", "over", "n_adversarial", "n_clean", "auc", "tpr_at_1",
+                    "tpr_at_5", "note")
+ACCURACY_COLUMNS = ("defense", "n", "without", "with_defense", "lost_to_detectors", "lost_to_reformer",
+                    "gained_by_reformer")
+
+
+def _write(path: Path, data: bytes | str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(data) if isinstance(data, str) else tmp.write_bytes(data)
+
+
+def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, sweep_csvs: Sequence[str | Path],
+                         settings: dict[str, Any], *, tables_dir: Path, figures_dir: Path, dpi: int = 100
+                         ) -> dict[str, list[dict[str, Any]]]:
+    """Every table and figure of the defense stage; returns the tables as rows (file name -> rows)."""
+    detectors, reformer = list(settings["detectors"]), bool(settings["reformer"])
+    validation, clean = metrics.read_scores(validation_csv), metrics.read_scores(clean_csv)
+    limits = metrics.thresholds(validation, {d: settings["fpr"][d] for d in detectors})
+    sets = {parse_set(Path(p).stem): metrics.read_scores(p) for p in sweep_csvs}
+    by_eps = {k: v for k, v in sets.items() if k[0] in EPSILON_ATTACKS}
+    by_kappa = {k: v for k, v in sets.items() if k[0] in KAPPA_ATTACKS}
+    accuracy = [{"defense": " + ".join(detectors) + (" + reformer" if reformer else ""),
+                 **metrics.clean_accuracy(clean, limits, detectors, reformer=reformer)},
+                {"defense": "seed 003 (MagNet L1, L2, reformer + MID)", "n": "",
+                 **{k: v for k, v in metrics.SEED_CLEAN_ACCURACY.items()}}]
+    tables = {
+        "thresholds.csv": [{"detector": d, "fpr": settings["fpr"][d], "threshold": limits[d],
+                            "validation_images": len(validation["label"])} for d in detectors],
+        "table1_defense_rate.csv": metrics.table1_rows(by_eps, limits, detectors, reformer=reformer),
+        "table2_defense_rate.csv": metrics.table2_rows(by_kappa, limits, detectors, reformer=reformer),
+        "clean_accuracy.csv": accuracy,
+        "detectors.csv": metrics.detector_rows(clean, sets, detectors),
+    }
+    columns = {"thresholds.csv": ("detector", "fpr", "threshold", "validation_images"),
+               "table1_defense_rate.csv": TABLE1_COLUMNS, "table2_defense_rate.csv": TABLE2_COLUMNS,
+               "clean_accuracy.csv": ACCURACY_COLUMNS, "detectors.csv": DETECTOR_COLUMNS}
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    for name, rows in tables.items():
+        write_table(tables_dir / name, rows, columns[name])
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for figure in (metrics.defense_rate_figure(tables["table1_defense_rate.csv"], tables["table2_defense_rate.csv"],
+                                               dpi),
+                   metrics.roc_figure(clean, sets, detectors, dpi)):
+        _write(figures_dir / figure.name, bytes(figure.image))
+        _write(figures_dir / f"{Path(figure.name).stem}.pdf", figure.image.pdf)
+        _write(figures_dir / f"{Path(figure.name).stem}.rst", figure.caption + "\n")
+    for row in accuracy[:1]:
+        log.info("clean accuracy: %.4f without the defense, %.4f with it (detectors cost %.4f, the reformer %.4f)",
+                 row["without"], row["with_defense"], row["lost_to_detectors"], row["lost_to_reformer"])
+    log.info("defense tables: %d sets, detectors %s, thresholds %s", len(sets), ", ".join(detectors), limits)
+    return tables

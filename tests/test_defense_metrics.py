@@ -1,0 +1,183 @@
+"""Defense metrics (advflow.defenses.metrics; SPEC "Defenses and detectors", "Metrics"; seed 003, Tables 1-2): the
+defense rate is the share of adversarial inputs flagged by a detector or classified correctly after the reformer,
+over attacked or successful inputs; clean accuracy without the defense minus what the detectors and the reformer
+cost plus what the reformer gains is the accuracy with it; thresholds follow the FPRs; AUC, TPR at 1 % / 5 % FPR and
+ROC equal scikit-learn's; score tables round-trip through CSV; tables carry the seed's numbers; figures render."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn import metrics as sk
+
+from advflow.defenses import metrics as m
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+LIMITS = {"l1": 0.5, "mid": 0.5}
+
+
+def table(label, prediction, reformed, scores: dict[str, list[float]], margin=None) -> dict[str, np.ndarray]:
+    label, prediction = np.asarray(label), np.asarray(prediction)
+    n = label.size
+    return {"index": np.arange(n), "label": label, "prediction": prediction, "success": prediction != label,
+            "reformed_prediction": np.asarray(reformed),
+            "margin": np.full(n, np.nan) if margin is None else np.asarray(margin, dtype=np.float64),
+            **{f"score_{name}": np.asarray(values, dtype=np.float64) for name, values in scores.items()}}
+
+
+def random_table(rng: np.random.Generator, n: int, detectors=("l1", "mid"), margin=None) -> dict[str, np.ndarray]:
+    label = rng.integers(0, 10, n)
+    prediction = np.where(rng.random(n) < 0.7, label, rng.integers(0, 10, n))
+    reformed = np.where(rng.random(n) < 0.6, label, rng.integers(0, 10, n))
+    return table(label, prediction, reformed, {d: rng.random(n) for d in detectors}, margin)
+
+
+# Six adversarial inputs, label 0: 0 flagged by l1 only, 1 by mid only, 2 reformed right, 3 neither (fooled after
+# the reformer), 4 neither, 5 attack failed (prediction right) but the reformer gets it wrong and nothing flags it.
+HAND = table(label=[0] * 6, prediction=[1, 2, 3, 4, 5, 0], reformed=[1, 2, 0, 4, 5, 7],
+             scores={"l1": [0.9, 0.1, 0.2, 0.3, 0.1, 0.4], "mid": [0.0, 0.8, 0.1, 0.2, 0.3, 0.1]})
+
+
+def test_defense_rate_is_flagged_or_right_after_the_reformer_over_both_denominators():
+    assert m.defended(HAND, LIMITS, ["l1", "mid"]).tolist() == [True, True, True, False, False, False]
+    assert m.defense_rate(HAND, LIMITS, ["l1", "mid"], over="attacked") == (0.5, 6)
+    assert m.defense_rate(HAND, LIMITS, ["l1", "mid"], over="successful") == (3 / 5, 5)
+    assert m.defense_rate(HAND, LIMITS, ["l1"], over="attacked") == (2 / 6, 6)
+    # without the reformer the plain prediction counts: input 5 (attack failed) is defended, input 2 is not
+    assert m.defended(HAND, LIMITS, ["l1", "mid"], reformer=False).tolist() == [True, True, False, False, False, True]
+    nobody = {**HAND, "success": np.zeros(6, dtype=bool)}
+    assert math.isnan(m.defense_rate(nobody, LIMITS, ["l1"], over="successful")[0])
+    assert m.defense_rate(nobody, LIMITS, ["l1"], over="successful")[1] == 0
+    with pytest.raises(ValueError, match="no threshold for detector magnet_l2"):
+        m.defended(HAND, LIMITS, ["magnet_l2"])
+    with pytest.raises(ValueError, match="'attacked'"):
+        m.defense_rate(HAND, LIMITS, ["l1"], over="all")
+
+
+def assert_adds_up(accuracy: dict) -> None:
+    assert math.isclose(accuracy["without"] - accuracy["lost_to_detectors"] - accuracy["lost_to_reformer"]
+                        + accuracy["gained_by_reformer"], accuracy["with_defense"], abs_tol=1e-12)
+
+
+def test_clean_accuracy_without_minus_losses_plus_gains_is_with_the_defense():
+    # 0 right, kept; 1 right, flagged; 2 right, reformer breaks it; 3 wrong, reformer fixes it; 4 wrong, flagged
+    clean = table(label=[0, 1, 2, 3, 4], prediction=[0, 1, 2, 9, 9], reformed=[0, 1, 9, 3, 9],
+                  scores={"l1": [0.1, 0.9, 0.1, 0.1, 0.7], "mid": [0.1] * 5})
+    accuracy = m.clean_accuracy(clean, LIMITS, ["l1", "mid"])
+    assert accuracy == {"without": 0.6, "with_defense": 0.4, "lost_to_detectors": 0.2, "lost_to_reformer": 0.2,
+                        "gained_by_reformer": 0.2, "n": 5}
+    assert_adds_up(accuracy)
+    plain = m.clean_accuracy(clean, LIMITS, ["l1", "mid"], reformer=False)
+    assert plain["with_defense"] == 0.4 and plain["lost_to_reformer"] == plain["gained_by_reformer"] == 0
+    rng = np.random.default_rng(1)
+    for reformer in (True, False):
+        assert_adds_up(m.clean_accuracy(random_table(rng, 997), {"l1": 0.9, "mid": 0.8}, ["l1", "mid"],
+                                        reformer=reformer))
+
+
+def test_thresholds_follow_the_fprs_and_name_the_detectors_there_are():
+    rng = np.random.default_rng(2)
+    validation, test = random_table(rng, 20_000), random_table(rng, 20_000)
+    fprs = {"l1": 0.05, "mid": 0.01}
+    limits = m.thresholds(validation, fprs)
+    for detector, fpr in fprs.items():
+        share = m.any_flagged(test, limits, [detector]).mean()
+        assert abs(share - fpr) <= 4 * math.sqrt(fpr * (1 - fpr) * 2 / 20_000), (detector, share)
+    with pytest.raises(ValueError, match="no column score_magnet_l2; the detectors here are: l1, mid"):
+        m.thresholds(validation, {"magnet_l2": 0.001})
+
+
+def test_auc_is_one_when_separated_and_one_half_for_one_distribution_and_equals_sklearn():
+    rng = np.random.default_rng(3)
+    clean = table([0] * 2000, [0] * 2000, [0] * 2000, {"d": rng.random(2000)})
+    far = table([0] * 1000, [1] * 1000, [1] * 1000, {"d": 2 + rng.random(1000)})
+    same = table([0] * 2000, [1] * 2000, [1] * 2000, {"d": rng.random(2000)})
+    assert m.detector_metrics(clean, far, "d") | {"note": ""} == {
+        "auc": 1.0, "tpr_at_1": 1.0, "tpr_at_5": 1.0, "n_adversarial": 1000, "n_clean": 2000, "note": ""}
+    half = m.detector_metrics(clean, same, "d")
+    assert abs(half["auc"] - 0.5) < 4 * math.sqrt((1 / 2000 + 1 / 2000 + 1 / 4000) / 12)  # Mann-Whitney's SE
+    assert abs(half["tpr_at_5"] - 0.05) < 4 * math.sqrt(0.05 * 0.95 / 1000) + 0.01
+    ties = table([0] * 300, [1] * 300, [1] * 300, {"d": rng.integers(0, 5, 300).astype(float)})
+    clean_ties = table([0] * 200, [0] * 200, [0] * 200, {"d": rng.integers(0, 4, 200).astype(float)})
+    truth = np.r_[np.ones(300), np.zeros(200)]
+    both = np.r_[ties["score_d"], clean_ties["score_d"]]
+    assert math.isclose(m.detector_metrics(clean_ties, ties, "d")["auc"], sk.roc_auc_score(truth, both), rel_tol=1e-12)
+    fpr, tpr = m.roc_curve(clean_ties, ties, "d")
+    sk_fpr, sk_tpr, _ = sk.roc_curve(truth, both, drop_intermediate=False)
+    np.testing.assert_array_equal(fpr, sk_fpr)
+    np.testing.assert_array_equal(tpr, sk_tpr)
+
+
+def test_no_successful_input_gives_a_note_not_a_number():
+    failed = {**HAND, "success": np.zeros(6, dtype=bool)}
+    metrics = m.detector_metrics(HAND, failed, "l1", over="successful")
+    assert metrics["note"] == "n/a (no successful adversarial input)" and metrics["n_adversarial"] == 0
+    assert all(math.isnan(metrics[key]) for key in ("auc", "tpr_at_1", "tpr_at_5"))
+    assert m.format_metric(metrics["auc"], metrics["note"]) == "n/a (no successful adversarial input)"
+    assert m.format_metric(0.98765, "") == "0.988"
+    assert m.format_metric(1 / 3, "", rate=True) == "33.3 %"
+
+
+def test_score_tables_round_trip_exactly_and_bad_files_name_file_and_column(tmp_path):
+    scores = random_table(np.random.default_rng(4), 50, margin=np.random.default_rng(5).normal(size=50) / 3)
+    scores["margin"][:5] = np.nan
+    path = tmp_path / "scores.csv"
+    m.write_scores(path, scores)
+    back = m.read_scores(path)
+    assert list(back) == list(scores) and m.detectors_in(back) == ["l1", "mid"]
+    for name, values in scores.items():
+        assert back[name].dtype == values.dtype, name
+        np.testing.assert_array_equal(back[name], values)
+    text = path.read_text().splitlines()
+    (tmp_path / "no_margin.csv").write_text("\n".join(line.rsplit(",", 3)[0] for line in text))  # margin, scores cut
+    with pytest.raises(ValueError, match=r"no_margin\.csv: missing column\(s\) margin"):
+        m.read_scores(tmp_path / "no_margin.csv")
+    (tmp_path / "nan.csv").write_text("\n".join(text[:3] + [text[3].rsplit(",", 1)[0] + ",nan"] + text[4:]))
+    with pytest.raises(ValueError, match=r"nan\.csv: column score_mid has 1 NaN"):
+        m.read_scores(tmp_path / "nan.csv")
+    with pytest.raises(ValueError, match=r"out\.csv: column score_l1 has 1 NaN"):
+        m.write_scores(tmp_path / "out.csv", {**scores, "score_l1": np.r_[np.nan, scores["score_l1"][1:]]})
+    assert not (tmp_path / "out.csv").exists()
+
+
+def sweep(rng: np.random.Generator, strengths: dict[str, list[float]]) -> dict:
+    return {(attack, s): random_table(rng, 40, margin=rng.normal(s, 5, 40)) for attack, values in strengths.items()
+            for s in values}
+
+
+def test_tables_carry_the_seed_numbers_at_their_strength_and_count_reached_margins():
+    rng = np.random.default_rng(6)
+    rows1 = m.table1_rows(sweep(rng, {"bim": [0.5, 0.2], "pgd": [0.05, 0.45, 0.6]}), LIMITS, ["l1", "mid"])
+    assert [(r["attack"], r["epsilon"]) for r in rows1] == [("pgd", 0.05), ("pgd", 0.45), ("pgd", 0.6), ("bim", 0.2),
+                                                            ("bim", 0.5)]
+    assert [r["seed003"] for r in rows1[:2] + rows1[3:]] == [77.2, 84.1, 84.5, 84.8] and math.isnan(rows1[2]["seed003"])
+    assert m.SEED_TABLE1_ORDER_UNCERTAIN and "order" in m.SEED_TABLE1_CAVEAT
+    sets = sweep(rng, {"cw": [0, 40], "ead_en": [15], "ead_l1": [5]})
+    rows2 = m.table2_rows(sets, LIMITS, ["l1"])
+    assert [(r["attack"], r["kappa"], r["seed003"]) for r in rows2] == [
+        ("cw", 0, 88.4), ("cw", 40, 56.9), ("ead_l1", 5, 82.7), ("ead_en", 15, 73.3)]
+    for row in rows2:
+        margin = sets[row["attack"], row["kappa"]]["margin"]
+        assert row["reached_kappa"] == int((margin >= row["kappa"]).sum()) and 0 < row["reached_kappa"] < 40
+        assert row["defense_rate_attacked"] == m.defense_rate(sets[row["attack"], row["kappa"]], LIMITS, ["l1"])[0]
+    assert m.table2_rows({("cw", 10): table([0, 0], [1, 1], [1, 1], {"l1": [0, 0]}, [10.0, 9.99])}, LIMITS,
+                         ["l1"])[0]["reached_kappa"] == 1
+    with pytest.raises(ValueError, match="attack.* pgd do not belong"):
+        m.table2_rows({("pgd", 0.1): HAND}, LIMITS, ["l1"])
+    rows = m.detector_rows(random_table(rng, 30), sets, ["l1", "mid"])
+    assert len(rows) == 2 * 4 * 2 and {r["over"] for r in rows} == {"attacked", "successful"}
+
+
+def test_both_figures_render_to_png_with_a_pdf():
+    rng = np.random.default_rng(7)
+    sets = sweep(rng, {"pgd": [0.1, 0.3], "bim": [0.1], "cw": [0, 20], "ead_l1": [0]})
+    t1 = m.table1_rows({k: v for k, v in sets.items() if k[0] in m.EPSILON_ATTACKS}, LIMITS, ["l1"])
+    t2 = m.table2_rows({k: v for k, v in sets.items() if k[0] in m.KAPPA_ATTACKS}, LIMITS, ["l1"])
+    figures = [m.defense_rate_figure(t1, t2, dpi=40), m.roc_figure(random_table(rng, 60), sets, ["l1", "mid"], dpi=40)]
+    for figure in figures:
+        assert figure.name.endswith(".png") and "all attacked inputs" in figure.caption
+        assert figure.image.startswith(b"\x89PNG\r\n\x1a\n") and figure.image.pdf.startswith(b"%PDF")
+    assert "order" in figures[0].caption

@@ -1,0 +1,18 @@
+"""Rule defense_scores: every configured detector's score and the reformer's prediction for one set."""
+from advflow.workflow import start
+
+sm = snakemake  # noqa: F821 (the object Snakemake passes to scripts)
+device = start(sm)
+
+from advflow.defenses.magnet import Reformer, load_autoencoder  # noqa: E402
+from advflow.defenses.metrics import write_scores  # noqa: E402
+from advflow.defenses.stage import build_detectors, load_mid_state, score_set  # noqa: E402
+from advflow.models import load_checkpoint  # noqa: E402
+
+settings = dict(sm.params.settings)
+classifier = load_checkpoint(sm.input.classifier, device)
+autoencoders = {name: load_autoencoder(sm.input[name], device) for name in ("ae_i", "ae_ii")}
+mid_state = load_mid_state(sm.input.mid) if "mid" in sm.input.keys() else None
+detectors = build_detectors(list(settings["detectors"]), classifier, autoencoders, mid_state, settings,
+                            seed=sm.params.seed)
+write_scores(sm.output[0], score_set(sm.input.set, detectors, classifier, Reformer(autoencoders["ae_i"]), device))

@@ -1,0 +1,13 @@
+"""Rule defense_tables: thresholds at the configured FPRs, seed 003's Tables 1 and 2, clean accuracy, detector
+metrics and figures, from the scores alone (changing an FPR rescores nothing)."""
+from advflow.workflow import start
+
+sm = snakemake  # noqa: F821 (the object Snakemake passes to scripts)
+start(sm)
+
+from pathlib import Path  # noqa: E402
+
+from advflow.defenses.tables import write_defense_tables  # noqa: E402
+
+write_defense_tables(sm.input.validation, sm.input.clean, list(sm.input.sweeps), dict(sm.params.settings),
+                     tables_dir=Path(sm.output.tables), figures_dir=Path(sm.output.figures), dpi=int(sm.params.dpi))
