@@ -147,3 +147,18 @@ SCORED = 2 + 10  # validation, clean and the tiny config's 10 sweep sets
 ])
 def test_changing_one_defense_setting_reruns_only_what_depends_on_it(tiny_run, tmp_path, change, expected):
     assert _dry_run_with(tiny_run, tmp_path, change) == expected
+
+
+def test_wilson_interval_and_the_comparison_with_the_seeds_numbers():
+    from advflow.report.defense import comparison, wilson
+
+    low, high = wilson(0.5, 100)
+    assert low == pytest.approx(0.4038, abs=1e-4) and high == pytest.approx(0.5962, abs=1e-4)
+    assert all(math.isnan(v) for v in wilson(0.5, 0))
+    rows = [{"attack": "bim", "inputs": 100.0, "successful": 90.0, "defense_rate_attacked": r, "seed003": s}
+            for r, s in ((0.84, 84.1), (0.95, 83.8), (0.60, 84.2), (0.80, math.nan))]
+    text = comparison(rows, "ε")[0]
+    assert "inside our 95 % interval at 1 of 3 εs, below it (ours higher) at 1, above it (ours lower) at 1" in text
+    assert "90–90 of them successful" in text and "not adversarial" not in text
+    failed = [{**r, "successful": 0.0} for r in rows]
+    assert "No input fooled the undefended classifier" in comparison(failed, "ε")[0]

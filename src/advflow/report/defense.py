@@ -87,8 +87,12 @@ def comparison(rows: list[dict[str, Any]], strength: str) -> list[str]:
         verdict = (f"the seed's number lies inside our 95 % interval at {inside} of {compared} {strength}s, below it "
                    f"(ours higher) at {below}, above it (ours lower) at {above}" if compared
                    else "nothing to compare")
-        out.append(f"{attack}: defense rate {ours} over {int(mine[0]['inputs'])} attacked inputs per {strength} "
-                   f"(seed 003: {theirs}); {verdict}.")
+        successful = [int(r["successful"]) for r in mine]
+        premise = ("" if any(successful) else " No input fooled the undefended classifier at any strength, so these "
+                   "rates describe the defense on inputs that were not adversarial, not its robustness.")
+        out.append(f"{attack}: defense rate {ours} over {int(mine[0]['inputs'])} attacked inputs per {strength}, "
+                   f"{min(successful)}–{max(successful)} of them successful on the undefended classifier (seed 003: "
+                   f"{theirs}); {verdict}.{premise}")
     return out
 
 
