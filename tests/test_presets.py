@@ -86,6 +86,11 @@ def test_every_value_a_preset_states_is_the_value_it_runs(preset):
         for key, value in _leaves(stated.get(section) or {}):
             assert resolved[section][key] == value, (preset.name, section, key)
     assert resolved["attack_sets"] == {t: a for t, a in stated["attack_sets"].items() if a}
+    for key, value in _leaves(stated.get("defense") or {}):  # the defense stage's settings, as stated
+        node = resolved["defense"]
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, (preset.name, "defense", key)
 
 
 def test_tiny_preset_states_the_budgets_it_runs():

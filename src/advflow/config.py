@@ -225,8 +225,15 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         "attack_sets": {t: list(a) for t, a in (config.get("attack_sets") or {}).items() if a},
         "transfer_groups": [list(g) for g in config.get("transfer_groups") or []],
         **sections,
+        "defense": _defense(config),
         "departs_from_paper": paper_departures(config),
     })
+
+
+def _defense(config: dict[str, Any]) -> dict[str, Any] | None:
+    from advflow.defenses.settings import defense_settings  # it reads this module's ConfigError
+
+    return defense_settings(config)
 
 
 def paper_departures(config: dict[str, Any]) -> list[str]:
