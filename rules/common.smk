@@ -275,7 +275,7 @@ DEFENSE = defense_settings(config)
 
 
 def defense_params(*keys):
-    """The defense settings a rule depends on (and only those: an FPR re-tabulates, it does not rescore)."""
+    """The defense settings one step depends on, and only those (an FPR re-tabulates, it does not rescore)."""
     return canonical({k: DEFENSE[k] for k in keys})
 
 

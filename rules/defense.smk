@@ -160,6 +160,5 @@ rule defense_tables:
         settings=lambda w: defense_params(
             "detectors", "reformer", "fpr", "attacks", "epsilons", "kappas"
         ),
-        dpi=lambda w: (config.get("report") or {}).get("dpi", 100),
     script:
         "../workflow_scripts/defense_tables.py"

@@ -123,8 +123,11 @@ ATTACK_STAGE = {"select_inputs": 1, "attack": 19, "control": 16, "jsma_trajector
     (lambda c: c["models"]["distilled"].update(epochs=5), {"distill": 1, **ATTACK_STAGE}),
     (lambda c: c["models"]["distilled"].update(teacher_epochs=5),
      {"train_distillation_teacher": 1, "distill": 1, **ATTACK_STAGE}),
+    # good_init is also the defense stage's classifier: its seeds, attacks, MID and scores follow (not the
+    # autoencoders, which learn from the data alone).
     (lambda c: c["models"]["good_init"].update(lr=0.01),
-     {"train_model": 1, "compress": 1, "ensemble": 1, **ATTACK_STAGE}),
+     {"train_model": 1, "compress": 1, "ensemble": 1, **ATTACK_STAGE, "defense_inputs": 1, "defense_attack": 10,
+      "fit_mid": 1, "defense_scores": 12, "defense_tables": 1}),
     (lambda c: c["models"]["compressed"].update(step=0.2), {"compress": 1, **ATTACK_STAGE}),
     # An attack's setting reruns that attack's sets (one per target), their controls, the tables and the
     # sets' measurements (FGSM: 4 on good_init's set, 2 on compressed's, 3 each on deep_conv's and

@@ -285,12 +285,12 @@ def detector_metrics(clean_scores: Mapping[str, Any], adversarial_scores: Mappin
 
 def format_metric(value: float | None, note: str = "", *, rate: bool = False) -> str:
     """A table cell: ``note`` (or "n/a") where the value is missing or NaN, a rate as "33.3 %" (``rate``, as
-    :func:`advflow.report.findings.percent`), else three decimals."""
+    :func:`advflow.figures.percent`), else three decimals."""
     if value is None or not math.isfinite(float(value)):
         return note or "n/a"
     if rate:
         # the report package is slow to import (torch, gpytorch): only where a rate is written
-        from advflow.report.findings import percent
+        from advflow.figures import percent
 
         return percent(value)
     return f"{float(value):.3f}"
@@ -359,7 +359,7 @@ def _sizes(counts: Sequence[int]) -> str:
 def defense_rate_figure(table1: Sequence[Mapping[str, Any]], table2: Sequence[Mapping[str, Any]], dpi: int) -> Any:
     """Defense rate (%) over all attacked inputs vs ε (PGD, BIM; :func:`table1_rows`) and vs κ (C&W, EAD;
     :func:`table2_rows`), one colour per attack; seed 003's numbers dashed with crosses in the same colour."""
-    from advflow.report.plotting import Figure, new_figure, palette, render, style
+    from advflow.figures import Figure, new_figure, palette, render, style
 
     colors = dict(zip(ATTACK_LABELS, palette(len(ATTACK_LABELS))))
     panels = ((table1, "epsilon", "ε (pixels in [0, 1])", SEED_TABLE1),
@@ -392,7 +392,7 @@ def roc_figure(clean_scores: Mapping[str, Any], sets: Mapping[tuple[str, float],
                detectors: Sequence[str], dpi: int) -> Any:
     """One ROC panel per detector: each set's attacked inputs (positives) against ``clean_scores`` (negatives),
     only each attack's strongest set when there are more than :data:`MAX_ROC_CURVES` sets; chance dotted."""
-    from advflow.report.plotting import Figure, new_figure, palette, render, style
+    from advflow.figures import Figure, new_figure, palette, render, style
 
     if not detectors:
         raise ValueError("roc_figure needs at least one detector; pass the detectors of the defense config")

@@ -5,7 +5,8 @@ images), ``table1_defense_rate.csv`` (seed 003's Table 1: PGD, BIM vs ε), ``tab
 C&W-L2, EAD-L1, EAD-EN vs κ, with how many inputs reach κ), ``clean_accuracy.csv`` (without and with the
 defense, and what the detectors and the reformer each cost) and ``detectors.csv`` (per detector and set: ROC AUC,
 TPR at 1 % and 5 % FPR, over all attacked and over the successful inputs). Figures in ``defense/figures/``:
-``defense_rate.png`` and ``defense_roc.png`` (each with a PDF beside it).
+``defense_rate.png`` and ``defense_roc.png`` (each with a PDF beside it), at 100 dpi: ``report.dpi`` is the
+report's alone, so changing it reruns the report and nothing else.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from advflow.defenses import metrics
 from advflow.defenses.settings import EPSILON_ATTACKS, KAPPA_ATTACKS, parse_set
 from advflow.io import atomic_path
-from advflow.report.tables import write_table
+from advflow.tabular import write_table
 
 log = logging.getLogger("advflow.defenses")
 

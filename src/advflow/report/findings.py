@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from advflow.figures import percent  # noqa: F401 (the one format of rates; findings words them)
+
 Row = Mapping[str, Any]
 
 
@@ -56,11 +58,6 @@ def number(value: float) -> str:
     return f"{float(value):.3g}"
 
 
-def percent(value: float) -> str:
-    """A rate as every table and finding of the report writes it: one decimal, e.g. "33.3 %"."""
-    if value is None or not math.isfinite(float(value)):
-        return "n/a"
-    return f"{100 * float(value):.1f} %"
 
 
 def finite(*values: Any) -> bool:

@@ -8,15 +8,14 @@ no grey. Figures are rendered as PNG at the dpi the caller passes, with a vector
 
 from __future__ import annotations
 
-import contextlib
-import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from advflow.aggregate import AggregatedPath
+from advflow.figures import Figure, FigureBytes, integer_ticks, new_figure, palette, render, style  # noqa: F401
 from advflow.report.results import RunResults
 from advflow.report.study import NORMAL
 
@@ -40,51 +39,6 @@ class Curve:
     linestyle: str = "-"
     band: bool = True
     ioc: bool = True
-
-
-class FigureBytes(bytes):
-    """A figure's PNG, with its vector version (PDF) in ``pdf``, written beside it for print."""
-
-    pdf: bytes = b""
-
-
-@dataclass(frozen=True)
-class Figure:
-    """A figure of the report: file name (``.png``), image and caption."""
-
-    name: str
-    image: FigureBytes
-    caption: str
-
-
-def palette(n: int) -> list[Any]:
-    """``n`` distinct colours, none of them grey: seaborn's "deep" without its grey (9 colours), then evenly
-    spaced HUSL hues for more."""
-    import seaborn as sns
-
-    deep = [c for i, c in enumerate(sns.color_palette("deep", 10)) if i != 7]  # index 7 is deep's grey
-    return deep[:max(n, 1)] if n <= len(deep) else list(sns.color_palette("husl", n))
-
-
-@contextlib.contextmanager
-def style() -> Iterator[None]:
-    """Seaborn's white-grid style and paper context, for the figures drawn inside the block only."""
-    import seaborn as sns
-
-    with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.15):
-        yield
-
-
-def new_figure(width: float, height: float) -> Any:
-    from matplotlib.figure import Figure as MplFigure
-
-    return MplFigure(figsize=(width, height), layout="constrained")
-
-
-def integer_ticks(ax: Any) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def band_limits(path: AggregatedPath) -> tuple[np.ndarray, np.ndarray]:
@@ -120,18 +74,6 @@ def draw_row(axes: Sequence[Any], curves: Sequence[Curve], title: str | None = N
                              textcoords="offset points", xytext=(4, 4), fontsize=8)
         handles, labels = axes[1].get_legend_handles_labels()  # every curve, controls included
         axes[2].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
-
-
-def render(figure: Any, dpi: int) -> FigureBytes:
-    """The figure as PNG at ``dpi``, with its PDF in ``.pdf``; no dates or tool versions in either file, so
-    the same figure is the same bytes."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
-    png = FigureBytes(buffer.getvalue())
-    vector = io.BytesIO()
-    figure.savefig(vector, format="pdf", metadata={"Creator": None, "Producer": None, "CreationDate": None})
-    png.pdf = vector.getvalue()
-    return png
 
 
 def rows_figure(rows: Sequence[tuple[str | None, Sequence[Curve]]], dpi: int) -> FigureBytes:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from advflow.aggregate import AggregatedPath, aggregated_distance, fit_flags
 from advflow.catalog import CONTROL_PREFIX
-from advflow.io import atomic_path
+from advflow.tabular import write_table  # noqa: F401 (the report's tables are written with it)
 from advflow.report.results import Row, RunResults
 from advflow.report.study import NORMAL
 
@@ -87,11 +85,4 @@ def without_controls(rows: Iterable[Row]) -> list[Row]:
     return [r for r in rows if not str(r.get("attack", "")).startswith(CONTROL_PREFIX)]
 
 
-def write_table(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    """Rows as CSV with the given columns (floats written exactly, NaN as ``nan``), atomically."""
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow(["" if row.get(c) is None else (repr(float(row[c])) if isinstance(row.get(c), float)
-                                                            else row.get(c, "")) for c in columns])
+#END
