@@ -9,7 +9,10 @@ import io
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from advflow.io import atomic_path
 
 
 class FigureBytes(bytes):
@@ -74,3 +77,17 @@ def percent(value: float) -> str:
     if value is None or not math.isfinite(float(value)):
         return "n/a"
     return f"{100 * float(value):.1f} %"
+
+
+def write_file(path: Path, data: bytes | str) -> None:
+    """``data`` (text as UTF-8) to ``path``, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(data, encoding="utf-8") if isinstance(data, str) else tmp.write_bytes(data)
+
+
+def save(figure: Figure, folder: Path) -> None:
+    """A figure's PNG, its PDF and its caption (``{stem}.rst``, for Snakemake's ``report()``) in ``folder``."""
+    stem = Path(figure.name).stem
+    write_file(folder / figure.name, bytes(figure.image))
+    write_file(folder / f"{stem}.pdf", figure.image.pdf)
+    write_file(folder / f"{stem}.rst", figure.caption + "\n")

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from advflow.adversarial import model_logits, write_set
+from advflow.adversarial import _model_space, model_logits, write_set
 from advflow.attacks.library import run_attack
 from advflow.config import ConfigError
-from advflow.data import load_prepared, to_model_space
+from advflow.data import load_prepared
 from advflow.defenses import Detector
 from advflow.defenses.magnet import (AutoencoderSettings, JSDDetector, ReconstructionDetector, Reformer,
                                      load_autoencoder, save_autoencoder, train_autoencoder)
@@ -87,10 +87,6 @@ def train_defense_autoencoder(name: str, data_path: str | Path, settings: dict[s
     own = {k: v for k, v in settings["autoencoder"].items() if k != "train_size"}
     model = train_autoencoder(name, train, AutoencoderSettings(**own, seed=seed), device=device, log_dir=log_dir)
     save_autoencoder(model, name, out)
-
-
-def _model_space(images: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(to_model_space(images.astype(np.float32)))
 
 
 def mid_detector(classifier: torch.nn.Module, ae_i: torch.nn.Module, settings: dict[str, Any], *,

@@ -18,7 +18,7 @@ from typing import Any
 
 from advflow.defenses import metrics
 from advflow.defenses.settings import EPSILON_ATTACKS, KAPPA_ATTACKS, parse_set
-from advflow.io import atomic_path
+from advflow.figures import save
 from advflow.tabular import write_table
 
 log = logging.getLogger("advflow.defenses")
@@ -31,11 +31,6 @@ DETECTOR_COLUMNS = ("detector", "attack", "strength", "over", "n_adversarial", "
                     "tpr_at_5", "note")
 ACCURACY_COLUMNS = ("defense", "n", "without", "with_defense", "lost_to_detectors", "lost_to_reformer",
                     "gained_by_reformer")
-
-
-def _write(path: Path, data: bytes | str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(data) if isinstance(data, str) else tmp.write_bytes(data)
 
 
 def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, sweep_csvs: Sequence[str | Path],
@@ -70,9 +65,7 @@ def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, swee
     for figure in (metrics.defense_rate_figure(tables["table1_defense_rate.csv"], tables["table2_defense_rate.csv"],
                                                dpi),
                    metrics.roc_figure(clean, sets, detectors, dpi)):
-        _write(figures_dir / figure.name, bytes(figure.image))
-        _write(figures_dir / f"{Path(figure.name).stem}.pdf", figure.image.pdf)
-        _write(figures_dir / f"{Path(figure.name).stem}.rst", figure.caption + "\n")
+        save(figure, figures_dir)
     for row in accuracy[:1]:
         log.info("clean accuracy: %.4f without the defense, %.4f with it (detectors cost %.4f, the reformer %.4f)",
                  row["without"], row["with_defense"], row["lost_to_detectors"], row["lost_to_reformer"])

@@ -49,7 +49,7 @@ from advflow.report.plotting import Figure, band_limits
 from advflow.report.results import ResultFiles, RunResults
 from advflow.report.study import NORMAL, NORMAL_TRAIN, TRAJECTORY, Study, set_name
 from advflow.report.tables import TableSpec, Tables, write_table
-from advflow.io import atomic_path
+from advflow.figures import save, write_file
 
 __all__ = ["build_report", "compute_tables", "QUESTIONS", "TABLES", "TABLE_COLUMNS", "Study", "set_name",
            "band_limits", "NORMAL", "NORMAL_TRAIN", "TRAJECTORY"]
@@ -96,14 +96,6 @@ def findings_record(tables: Tables, found: Mapping[str, Finding], literal: Mappi
     }
 
 
-def _write(path: Path, data: bytes | str) -> None:
-    with atomic_path(path) as tmp:
-        if isinstance(data, str):
-            tmp.write_text(data, encoding="utf-8")
-        else:
-            tmp.write_bytes(data)
-
-
 def build_report(results: Path, config: Mapping[str, Any], *, out_html: Path, tables_dir: Path, figures_dir: Path,
                  seed: int = 0) -> dict[str, str]:
     """Tables, figures, ``out_html`` and ``findings.json`` beside it, of the run under ``results``
@@ -126,10 +118,7 @@ def build_report(results: Path, config: Mapping[str, Any], *, out_html: Path, ta
     for question in QUESTIONS:
         figures[question.KEY] = question.figures(study, run, tables, study.dpi)
         for figure in figures[question.KEY]:
-            stem = Path(figure.name).stem
-            _write(figures_dir / figure.name, bytes(figure.image))
-            _write(figures_dir / f"{stem}.pdf", figure.image.pdf)
-            _write(figures_dir / f"{stem}.rst", figure.caption + "\n")
+            save(figure, figures_dir)
             captions[figure.name] = figure.caption
     extra = []
     if config.get("defense") is not None:
@@ -139,8 +128,8 @@ def build_report(results: Path, config: Mapping[str, Any], *, out_html: Path, ta
         extra.append((defense.KEY, defense.TITLE, defense.section(study, results / "defense", html_table, figure_html)))
     page = render_html(study, run, QUESTIONS, tables, TABLES, found, literal, figures, tuple(diagnostics.TABLES),
                        extra)
-    _write(out_html, page)
-    _write(out_html.with_name("findings.json"),
+    write_file(out_html, page)
+    write_file(out_html.with_name("findings.json"),
            json.dumps(findings_record(tables, found, literal, study), indent=1, allow_nan=True) + "\n")
     for key in found:
         log.info("%s: %s", key, found[key].text)
