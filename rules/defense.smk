@@ -1,6 +1,7 @@
 # The defense stage (SPEC, "Defenses and detectors"): MagNet and the MID detector against transfer
 # attacks crafted on the undefended classifier; seed 003's Tables 1 and 2. Runs when the config has a
-# `defense` block (advflow.defenses.stage).
+# `defense` block (advflow.defenses.stage). The attack and scoring jobs are single-threaded, so that the
+# cores run several of them at once.
 
 
 rule defense_inputs:
@@ -43,7 +44,7 @@ rule train_autoencoder:
         ae="ae_i|ae_ii",
     conda:
         "../envs/advflow.yaml"
-    threads: 4
+    threads: 2
     resources:
         mem_mb=6000,
         runtime=240,
@@ -96,7 +97,7 @@ rule defense_attack:
         sweep="(pgd|bim|cw|ead_l1|ead_en)_(eps|kappa)[0-9.]+",
     conda:
         "../envs/advflow.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=240,
@@ -122,7 +123,7 @@ rule defense_scores:
         scored="validation|clean|(pgd|bim|cw|ead_l1|ead_en)_(eps|kappa)[0-9.]+",
     conda:
         "../envs/advflow.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
@@ -160,5 +161,7 @@ rule defense_tables:
         settings=lambda w: defense_params(
             "detectors", "reformer", "fpr", "attacks", "epsilons", "kappas"
         ),
+        resamples=(config.get("report") or {}).get("bootstrap_resamples", 1000),
+        seed=config["seed"],
     script:
         "../workflow_scripts/defense_tables.py"

@@ -95,8 +95,12 @@ def test_auc_is_one_when_separated_and_one_half_for_one_distribution_and_equals_
     clean = table([0] * 2000, [0] * 2000, [0] * 2000, {"d": rng.random(2000)})
     far = table([0] * 1000, [1] * 1000, [1] * 1000, {"d": 2 + rng.random(1000)})
     same = table([0] * 2000, [1] * 2000, [1] * 2000, {"d": rng.random(2000)})
-    assert m.detector_metrics(clean, far, "d") | {"note": ""} == {
-        "auc": 1.0, "tpr_at_1": 1.0, "tpr_at_5": 1.0, "n_adversarial": 1000, "n_clean": 2000, "note": ""}
+    separated = m.detector_metrics(clean, far, "d")
+    assert {k: separated[k] for k in ("auc", "auc_low", "auc_high", "tpr_at_1", "tpr_at_5", "n_adversarial",
+                                      "n_clean", "note")} == {
+        "auc": 1.0, "auc_low": 1.0, "auc_high": 1.0, "tpr_at_1": 1.0, "tpr_at_5": 1.0, "n_adversarial": 1000,
+        "n_clean": 2000, "note": ""}
+    assert separated["tpr_at_5_low"] == pytest.approx(m.wilson(1.0, 1000)[0]) and separated["tpr_at_5_high"] == 1.0
     half = m.detector_metrics(clean, same, "d")
     assert abs(half["auc"] - 0.5) < 4 * math.sqrt((1 / 2000 + 1 / 2000 + 1 / 4000) / 12)  # Mann-Whitney's SE
     assert abs(half["tpr_at_5"] - 0.05) < 4 * math.sqrt(0.05 * 0.95 / 1000) + 0.01
@@ -111,11 +115,67 @@ def test_auc_is_one_when_separated_and_one_half_for_one_distribution_and_equals_
     np.testing.assert_array_equal(tpr, sk_tpr)
 
 
+def test_wilson_interval_is_the_score_interval_and_handles_no_trials():
+    low, high = m.wilson(0.5, 100)
+    assert low == pytest.approx(0.4038, abs=1e-4) and high == pytest.approx(0.5962, abs=1e-4)
+    assert m.wilson(0.0, 30)[0] == 0.0 and 0.10 < m.wilson(0.0, 30)[1] < 0.12  # no zero-width interval at 0
+    assert all(math.isnan(v) for v in m.wilson(0.5, 0))
+
+
+def test_auc_interval_is_the_percentile_bootstrap_of_resampled_clean_and_adversarial_inputs():
+    rng = np.random.default_rng(11)
+    clean, adversarial = rng.normal(0, 1, 40), rng.normal(0.8, 1, 25)
+    low, high = m.auc_interval(clean, adversarial, resamples=300, seed=5)
+    draws = np.random.default_rng([5, 25, 40])
+    by_adversarial, by_clean = draws.integers(0, 25, (300, 25)), draws.integers(0, 40, (300, 40))
+    aucs = [m.roc_auc(clean[c], adversarial[a]) for a, c in zip(by_adversarial, by_clean)]
+    assert (low, high) == pytest.approx(tuple(np.percentile(aucs, [2.5, 97.5])), abs=1e-12)
+    assert m.auc_interval(clean, adversarial, resamples=300, seed=5) == (low, high)  # seeded
+    truth = 0.5 + 0.5 * math.erf(0.8 / 2)  # P(X > Y) for N(0.8, 1) vs N(0, 1): Phi(0.8 / sqrt 2)
+    covered = 0
+    for repeat in range(60):
+        rng = np.random.default_rng(100 + repeat)
+        low, high = m.auc_interval(rng.normal(0, 1, 60), rng.normal(0.8, 1, 30), resamples=400, seed=repeat)
+        covered += low <= truth <= high
+    assert covered >= 50  # about 95 % of 60; 50 or more unless the interval is far too narrow
+    assert all(math.isnan(v) for v in m.auc_interval(clean, adversarial[:0]))
+
+
+def with_control(scores: dict[str, np.ndarray], control_scores: dict[str, np.ndarray],
+                 control_prediction: np.ndarray) -> dict[str, np.ndarray]:
+    return {**scores, "control_prediction": control_prediction, "control_reformed_prediction": control_prediction,
+            **{f"control_score_{d}": np.asarray(v, dtype=np.float64) for d, v in control_scores.items()}}
+
+
+def test_a_detector_is_judged_against_the_random_control_of_the_same_size():
+    rng = np.random.default_rng(12)
+    clean = table([0] * 400, [0] * 400, [0] * 400, {"noise": rng.normal(0, 1, 400), "adv": rng.normal(0, 1, 400)})
+    attacked = table([0] * 60, [1] * 60, [1] * 60, {"noise": rng.normal(3, 1, 60), "adv": rng.normal(3, 1, 60)})
+    # "noise" flags any perturbation (its control scores as high as the attack); "adv" only the attack.
+    scored = with_control(attacked, {"noise": rng.normal(3, 1, 60), "adv": rng.normal(0, 1, 60)}, np.zeros(60, int))
+    noise, adv = (m.detector_metrics(clean, scored, d, resamples=300) for d in ("noise", "adv"))
+    assert noise["vs_control"] == "inconclusive" and noise["control_auc"] > 0.9
+    assert adv["vs_control"] == "above control" and abs(adv["control_auc"] - 0.5) < 0.15
+    assert adv["control_tpr_at_5"] < 0.2 < noise["control_tpr_at_5"]
+    assert m.vs_control(0.2, 0.3, 0.5, 0.6) == "below control" and m.vs_control(0.2, math.nan, 0.5, 0.6) == "n/a"
+    view = m.control_view(scored)
+    assert view["prediction"].tolist() == [0] * 60 and view["success"].all()
+    assert m.detectors_in(view) == ["noise", "adv"]
+    row = m.table1_rows({("pgd", 0.1): scored}, {"noise": 2.0, "adv": 2.0}, ["adv"])[0]
+    assert row["flagged"] == pytest.approx((attacked["score_adv"] > 2.0).mean())
+    assert row["control_flagged"] == pytest.approx((scored["control_score_adv"] > 2.0).mean())
+    assert row["flagged_low"] <= row["flagged"] <= row["flagged_high"]
+    assert row["defense_rate_attacked_low"] <= row["defense_rate_attacked"] <= row["defense_rate_attacked_high"]
+    assert math.isnan(m.table1_rows({("pgd", 0.1): attacked}, {"adv": 2.0}, ["adv"])[0]["control_flagged"])
+    with pytest.raises(ValueError, match="no random control"):
+        m.control_view(attacked)
+
+
 def test_no_successful_input_gives_a_note_not_a_number():
     failed = {**HAND, "success": np.zeros(6, dtype=bool)}
     metrics = m.detector_metrics(HAND, failed, "l1", over="successful")
     assert metrics["note"] == "n/a (no successful adversarial input)" and metrics["n_adversarial"] == 0
-    assert all(math.isnan(metrics[key]) for key in ("auc", "tpr_at_1", "tpr_at_5"))
+    assert all(math.isnan(metrics[key]) for key in ("auc", "auc_low", "auc_high", "tpr_at_1", "tpr_at_5"))
     assert m.format_metric(metrics["auc"], metrics["note"]) == "n/a (no successful adversarial input)"
     assert m.format_metric(0.98765, "") == "0.988"
     assert m.format_metric(1 / 3, "", rate=True) == "33.3 %"

@@ -5,7 +5,10 @@ honestly, and reruns follow the settings each rule depends on (an FPR re-tabulat
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -70,6 +73,37 @@ def test_margins_are_the_best_other_logit_minus_the_true_one():
     logits = torch.tensor([[2.0, 1.0, 0.5], [0.0, 3.0, 1.0], [1.0, 1.0, 4.0]])
     labels = torch.tensor([0, 0, 2])
     assert margins(logits, labels).tolist() == [-1.0, 3.0, -3.0]
+
+
+def test_the_attack_and_scoring_jobs_do_not_import_lightning():
+    """Lightning's import costs seconds per job; of the defense stage only the autoencoders' training needs it."""
+    code = ("import sys, advflow.defenses.stage, advflow.defenses.magnet, advflow.defenses.mine, "
+            "advflow.defenses.metrics; print('lightning' in sys.modules)")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert found[-1] == "False"
+    code = "import sys, advflow.defenses.training; print('lightning' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.split()[-1] == "True"  # the check above can fail
+
+
+def test_a_sweep_sets_random_control_matches_each_inputs_perturbation_size_and_is_seeded():
+    from advflow.defenses.stage import random_control
+
+    x = torch.rand(4, 1, 6, 6) * 1.6 - 0.8
+    linf = x.clone()
+    linf[0] += 0.2 * torch.sign(torch.randn(1, 6, 6))
+    linf[1] += 0.1
+    # linf[2], linf[3]: the attack failed and left them unchanged
+    control = random_control("pgd_eps0.1", "pgd", x, linf, seed=3)
+    r = (torch.as_tensor(control) - x).flatten(1).abs()
+    assert r[0].max() == pytest.approx(0.2, abs=1e-6) and r[1].max() == pytest.approx(0.1, abs=1e-6)
+    assert r[2:].max() == 0 and not torch.equal(torch.as_tensor(control[1]), linf[1])  # random signs, not +0.1
+    np.testing.assert_array_equal(control, random_control("pgd_eps0.1", "pgd", x, linf, seed=3))
+    assert not np.array_equal(control, random_control("pgd_eps0.1", "pgd", x, linf, seed=4))
+    l2 = x + 0.05 * torch.randn_like(x) * torch.tensor([1.0, 1.0, 0.0, 0.0]).view(4, 1, 1, 1)
+    control = random_control("cw_kappa5", "cw", x, l2, seed=3)
+    norms = (torch.as_tensor(control) - x).flatten(1).norm(dim=1)
+    np.testing.assert_allclose(norms.numpy(), (l2 - x).flatten(1).norm(dim=1).numpy(), atol=1e-5)
 
 
 def test_a_truncated_mid_state_is_an_error_naming_the_file_and_the_rule(tmp_path):
@@ -149,12 +183,8 @@ def test_changing_one_defense_setting_reruns_only_what_depends_on_it(tiny_run, t
     assert _dry_run_with(tiny_run, tmp_path, change) == expected
 
 
-def test_wilson_interval_and_the_comparison_with_the_seeds_numbers():
-    from advflow.report.defense import comparison, wilson
-
-    low, high = wilson(0.5, 100)
-    assert low == pytest.approx(0.4038, abs=1e-4) and high == pytest.approx(0.5962, abs=1e-4)
-    assert all(math.isnan(v) for v in wilson(0.5, 0))
+def test_the_comparison_with_the_seeds_numbers_counts_them_inside_below_and_above_our_intervals():
+    from advflow.report.defense import comparison
     rows = [{"attack": "bim", "inputs": 100.0, "successful": 90.0, "defense_rate_attacked": r, "seed003": s}
             for r, s in ((0.84, 84.1), (0.95, 83.8), (0.60, 84.2), (0.80, math.nan))]
     text = comparison(rows, "ε")[0]

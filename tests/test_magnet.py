@@ -16,7 +16,6 @@ from torch import nn
 from advflow.data import make_synthetic, read_idx
 from advflow.defenses import Detector, from_pixels
 from advflow.defenses.magnet import (
-    AutoencoderSettings,
     JSDDetector,
     ReconstructionDetector,
     Reformer,
@@ -25,8 +24,8 @@ from advflow.defenses.magnet import (
     load_autoencoder,
     reference_detectors,
     save_autoencoder,
-    train_autoencoder,
 )
+from advflow.defenses.training import AutoencoderSettings, train_autoencoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

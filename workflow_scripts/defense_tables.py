@@ -10,4 +10,5 @@ from pathlib import Path  # noqa: E402
 from advflow.defenses.tables import write_defense_tables  # noqa: E402
 
 write_defense_tables(sm.input.validation, sm.input.clean, list(sm.input.sweeps), dict(sm.params.settings),
-                     tables_dir=Path(sm.output.tables), figures_dir=Path(sm.output.figures))
+                     tables_dir=Path(sm.output.tables), figures_dir=Path(sm.output.figures),
+                     resamples=int(sm.params.resamples), seed=int(sm.params.seed))

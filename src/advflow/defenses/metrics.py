@@ -29,8 +29,14 @@ from advflow.io import atomic_path
 
 ScoreTable = dict[str, np.ndarray]
 REQUIRED = ("index", "label", "prediction", "success", "reformed_prediction", "margin")
-INTEGER_COLUMNS = ("index", "label", "prediction", "reformed_prediction")
 SCORE_PREFIX = "score_"
+#: A sweep set's random control (each seed perturbed at random by the attack's own size) is scored beside it:
+#: ``control_prediction``, ``control_reformed_prediction`` and ``control_score_<detector>``, one row per input.
+CONTROL_PREFIX = "control_"
+INTEGER_COLUMNS = ("index", "label", "prediction", "reformed_prediction", "control_prediction",
+                   "control_reformed_prediction")
+#: Percentile bootstrap of the detectors' AUC and TPRs: resamples (clean and adversarial inputs apart).
+RESAMPLES = 1000
 DENOMINATORS = ("attacked", "successful")
 NO_INPUT_NOTES = {"attacked": "n/a (no adversarial input)", "successful": "n/a (no successful adversarial input)"}
 ATTACK_LABELS = {"pgd": "PGD", "bim": "BIM", "cw": "C&W-L2", "ead_l1": "EAD-L1", "ead_en": "EAD-EN"}
@@ -88,7 +94,7 @@ def check_table(scores: Mapping[str, Any], where: str = "score table") -> ScoreT
         if values.size != n:
             raise ValueError(f"{where}: column {name} has {values.size} values, column index has {n}; every column "
                              f"needs one value per input")
-        if name.startswith(SCORE_PREFIX) and np.isnan(values.astype(np.float64)).any():
+        if name.removeprefix(CONTROL_PREFIX).startswith(SCORE_PREFIX) and np.isnan(values.astype(np.float64)).any():
             raise ValueError(f"{where}: column {name} has {int(np.isnan(values.astype(np.float64)).sum())} NaN "
                              f"scores of {n}; a detector must score every input (rerun its scoring)")
     return table
@@ -97,6 +103,34 @@ def check_table(scores: Mapping[str, Any], where: str = "score table") -> ScoreT
 def detectors_in(scores: Mapping[str, Any]) -> list[str]:
     """The detectors a score table holds: its ``score_<detector>`` columns' names without the prefix, in order."""
     return [name[len(SCORE_PREFIX):] for name in scores if name.startswith(SCORE_PREFIX)]
+
+
+def has_control(scores: Mapping[str, Any]) -> bool:
+    """Whether a score table holds its set's random control (``control_*`` columns)."""
+    return CONTROL_PREFIX + "prediction" in scores
+
+
+def control_view(scores: Mapping[str, Any]) -> ScoreTable:
+    """The random control's score table: the same inputs (index, label) with the control's predictions and scores;
+    ``success`` stays the attack's, so "successful" selects the controls of the inputs the attack fooled."""
+    table = check_table(scores)
+    if not has_control(table):
+        raise ValueError("score table: no random control (control_* columns); rerun the set's scoring")
+    view = {name: table[name] for name in ("index", "label", "success")}
+    view["margin"] = np.full(table["index"].size, math.nan)
+    for name in table:
+        if name.startswith(CONTROL_PREFIX):
+            view[name[len(CONTROL_PREFIX):]] = table[name]
+    return check_table(view, where="control scores")
+
+
+def wilson(rate: float, n: float, z: float = 1.959964) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a proportion ``rate`` over ``n`` trials; (NaN, NaN) for n = 0."""
+    if not n or not math.isfinite(rate):
+        return math.nan, math.nan
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _parse(path: Path, name: str, texts: list[str]) -> np.ndarray:
@@ -108,7 +142,7 @@ def _parse(path: Path, name: str, texts: list[str]) -> np.ndarray:
             return np.array([booleans[t.strip().lower()] for t in texts], dtype=bool)
         return np.array([float(t) for t in texts], dtype=np.float64)
     except (KeyError, ValueError) as error:
-        if name in REQUIRED or name.startswith(SCORE_PREFIX):
+        if name in REQUIRED or name in INTEGER_COLUMNS or name.removeprefix(CONTROL_PREFIX).startswith(SCORE_PREFIX):
             kind = "an integer" if name in INTEGER_COLUMNS else "True or False" if name == "success" else "a number"
             raise ValueError(f"{path}: column {name} has a value that is not {kind} ({error}); rewrite the file "
                              f"with write_scores") from error
@@ -268,19 +302,65 @@ def roc_curve(clean: Mapping[str, Any], adversarial: Mapping[str, Any], detector
     return np.r_[0.0, false_positives] / negatives.size, np.r_[0.0, true_positives] / positives.size
 
 
+def auc_interval(clean: np.ndarray, adversarial: np.ndarray, *, resamples: int = RESAMPLES,
+                 seed: int = 0) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of :func:`roc_auc`, clean and adversarial inputs resampled apart (seeded).
+    Each resample's AUC is ``c_a · P · c_c / (n_a n_c)``, P the pairwise win matrix (1, ½ on ties) and c the
+    resample's counts, so no resample re-sorts. A perfect separation gives [1, 1]: read it with n."""
+    n_a, n_c = adversarial.size, clean.size
+    if n_a == 0 or n_c == 0:
+        return math.nan, math.nan
+    wins = ((adversarial[:, None] > clean[None, :]) + 0.5 * (adversarial[:, None] == clean[None, :])).astype(np.float64)
+    rng = np.random.default_rng([int(seed), n_a, n_c])
+
+    def counts(n: int) -> np.ndarray:
+        draws = rng.integers(0, n, size=(resamples, n)) + (np.arange(resamples) * n)[:, None]
+        return np.bincount(draws.ravel(), minlength=resamples * n).reshape(resamples, n).astype(np.float64)
+
+    count_a = counts(n_a)
+    aucs = np.einsum("rc,rc->r", count_a @ wins, counts(n_c)) / (n_a * n_c)
+    low, high = np.percentile(aucs, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def vs_control(low: float, high: float, control_low: float, control_high: float) -> str:
+    """How a detector's AUC on a set compares with its AUC on the set's random control, by their 95 % intervals:
+    "above control", "below control" or "inconclusive" (overlap); "n/a" where either is missing."""
+    if not all(math.isfinite(v) for v in (low, high, control_low, control_high)):
+        return "n/a"
+    return "above control" if low > control_high else "below control" if high < control_low else "inconclusive"
+
+
 def detector_metrics(clean_scores: Mapping[str, Any], adversarial_scores: Mapping[str, Any], detector: str, *,
-                     over: str = "attacked") -> dict[str, Any]:
-    """``auc``, ``tpr_at_1`` and ``tpr_at_5`` (the share of adversarial inputs flagged at the thresholds set at 1 % and
-    5 % FPR on ``clean_scores``), ``n_adversarial``, ``n_clean`` and ``note``: with no adversarial input in the
-    denominator the numbers are NaN and ``note`` says why (e.g. "n/a (no successful adversarial input)")."""
+                     over: str = "attacked", resamples: int = RESAMPLES, seed: int = 0) -> dict[str, Any]:
+    """``auc`` with its 95 % bootstrap interval (``auc_low``, ``auc_high``; :func:`auc_interval`), ``tpr_at_1`` and
+    ``tpr_at_5`` (the share of adversarial inputs flagged at the thresholds set at 1 % and 5 % FPR on
+    ``clean_scores``) with 95 % Wilson intervals over ``n_adversarial``, ``n_clean``; where the table holds the set's
+    random control, the same AUC and TPR at 5 % on it (``control_*``) and ``vs_control`` (:func:`vs_control`); and
+    ``note``: with no adversarial input in the denominator the numbers are NaN and ``note`` says why (e.g. "n/a (no
+    successful adversarial input)")."""
     negatives, positives = _clean_and_adversarial(clean_scores, adversarial_scores, detector, over)
-    metrics: dict[str, Any] = {"auc": math.nan, "tpr_at_1": math.nan, "tpr_at_5": math.nan,
+    keys = ("auc", "auc_low", "auc_high", "tpr_at_1", "tpr_at_1_low", "tpr_at_1_high", "tpr_at_5", "tpr_at_5_low",
+            "tpr_at_5_high", "control_auc", "control_auc_low", "control_auc_high", "control_tpr_at_5")
+    metrics: dict[str, Any] = {**dict.fromkeys(keys, math.nan), "vs_control": "n/a",
                                "n_adversarial": int(positives.size), "n_clean": int(negatives.size), "note": ""}
     if positives.size == 0:
         return {**metrics, "note": NO_INPUT_NOTES[over]}
+    limits = {fpr: threshold(negatives, fpr) for fpr in (0.01, 0.05)}
     for key, fpr in (("tpr_at_1", 0.01), ("tpr_at_5", 0.05)):
-        metrics[key] = float(flagged(positives, threshold(negatives, fpr)).mean())
-    return {**metrics, "auc": roc_auc(negatives, positives)}
+        metrics[key] = float(flagged(positives, limits[fpr]).mean())
+        metrics[f"{key}_low"], metrics[f"{key}_high"] = wilson(metrics[key], positives.size)
+    metrics["auc"] = roc_auc(negatives, positives)
+    metrics["auc_low"], metrics["auc_high"] = auc_interval(negatives, positives, resamples=resamples, seed=seed)
+    if has_control(adversarial_scores):
+        _, control = _clean_and_adversarial(clean_scores, control_view(adversarial_scores), detector, over)
+        metrics["control_auc"] = roc_auc(negatives, control)
+        metrics["control_auc_low"], metrics["control_auc_high"] = auc_interval(negatives, control,
+                                                                               resamples=resamples, seed=seed + 1)
+        metrics["control_tpr_at_5"] = float(flagged(control, limits[0.05]).mean())
+        metrics["vs_control"] = vs_control(metrics["auc_low"], metrics["auc_high"], metrics["control_auc_low"],
+                                           metrics["control_auc_high"])
+    return metrics
 
 
 def format_metric(value: float | None, note: str = "", *, rate: bool = False) -> str:
@@ -312,11 +392,25 @@ def _rate_rows(sets, limits, detectors, reformer, attacks, strength, seed) -> li
     rows = []
     for attack, value in _ordered(sets, attacks):
         table = check_table(sets[attack, value], where=f"{attack} at {strength} {value:g}")
-        attacked, n = defense_rate(table, limits, detectors, reformer=reformer, over="attacked")
-        successful, _ = defense_rate(table, limits, detectors, reformer=reformer, over="successful")
-        rows.append({"attack": attack, strength: float(value), "inputs": n, "successful": int(table["success"].sum()),
-                     "defense_rate_attacked": attacked, "defense_rate_successful": successful,
-                     "seed003": seed_value(seed, attack, value)})
+        row = {"attack": attack, strength: float(value), "successful": int(table["success"].sum())}
+        for over in DENOMINATORS:
+            rate, n = defense_rate(table, limits, detectors, reformer=reformer, over=over)
+            low, high = wilson(rate, n)
+            row.update({f"defense_rate_{over}": rate, f"defense_rate_{over}_low": low,
+                        f"defense_rate_{over}_high": high})
+            if over == "attacked":
+                row["inputs"] = n
+        caught = any_flagged(table, limits, detectors)
+        row["flagged"] = float(caught.mean()) if caught.size else math.nan
+        row["flagged_low"], row["flagged_high"] = wilson(row["flagged"], caught.size)
+        if has_control(table):
+            control = any_flagged(control_view(table), limits, detectors)
+            row["control_flagged"] = float(control.mean()) if control.size else math.nan
+            row["control_flagged_low"], row["control_flagged_high"] = wilson(row["control_flagged"], control.size)
+        else:
+            row.update(dict.fromkeys(("control_flagged", "control_flagged_low", "control_flagged_high"), math.nan))
+        row["seed003"] = seed_value(seed, attack, value)
+        rows.append(row)
     return rows
 
 
@@ -324,8 +418,10 @@ def table1_rows(sets: Mapping[tuple[str, float], Mapping[str, Any]], limits: Map
                 detectors: Sequence[str], *, reformer: bool = True) -> list[dict[str, Any]]:
     """Seed 003's Table 1: one row per ``(attack, epsilon)`` of PGD and BIM, ε in the seed's pixel units (half our
     model-space ε): ``inputs``, ``successful``, the defense rates (shares in [0, 1]) over attacked and successful
-    inputs, and ``seed003``, the seed's number in % (NaN where it has none; its ε order is uncertain:
-    :data:`SEED_TABLE1_CAVEAT`)."""
+    inputs with 95 % Wilson intervals (``_low``, ``_high``), ``flagged`` (the share of attacked inputs a detector
+    flags) beside ``control_flagged`` (the same on the set's random control: what a random perturbation of the same
+    size sets off), each with its interval, and ``seed003``, the seed's number in % (NaN where it has none; its ε
+    order is uncertain: :data:`SEED_TABLE1_CAVEAT`)."""
     return _rate_rows(sets, limits, detectors, reformer, EPSILON_ATTACKS, "epsilon", SEED_TABLE1)
 
 
@@ -343,10 +439,11 @@ def table2_rows(sets: Mapping[tuple[str, float], Mapping[str, Any]], limits: Map
 
 
 def detector_rows(clean_scores: Mapping[str, Any], sets: Mapping[tuple[str, float], Mapping[str, Any]],
-                  detectors: Sequence[str]) -> list[dict[str, Any]]:
+                  detectors: Sequence[str], *, resamples: int = RESAMPLES, seed: int = 0) -> list[dict[str, Any]]:
     """One row per detector, set and denominator (attacked, successful): :func:`detector_metrics`'s numbers."""
     return [{"detector": detector, "attack": attack, "strength": float(strength), "over": over,
-             **detector_metrics(clean_scores, sets[attack, strength], detector, over=over)}
+             **detector_metrics(clean_scores, sets[attack, strength], detector, over=over, resamples=resamples,
+                                seed=seed)}
             for detector in detectors for attack, strength in _ordered(sets) for over in DENOMINATORS]
 
 

@@ -9,9 +9,12 @@ and shown to the defended system. Files under ``results/{dataset}/defense/``:
                                          images (clean accuracy with and without the defense). Disjoint.
 ``autoencoders/{ae_i,ae_ii}.pt``         MagNet's autoencoders, trained on clean training images
 ``detectors/mid.pt``                     the MID detector's fitted MINE network and references
-``adv/{attack}_{strength}.h5``           a sweep set (the usual adversarial-set layout, + ``extra/margin``)
+``adv/{attack}_{strength}.h5``           a sweep set (the usual adversarial-set layout, + ``extra/margin`` and
+                                         ``extra/control``: each seed perturbed at random by the attack's own
+                                         size, :mod:`advflow.controls`)
 ``scores/{set}.csv``                     per input: label, prediction, success, reformed prediction, margin
-                                         and every detector's score (:mod:`advflow.defenses.metrics`)
+                                         and every detector's score, and the same for its random control
+                                         (``control_*``; :mod:`advflow.defenses.metrics`)
 =======================================  ================================================================
 
 Strengths are named ``eps{ε}`` (PGD, BIM; ε in seed 003's [0, 1] pixel units, 2ε in our [-1, 1] space) and
@@ -32,10 +35,12 @@ import torch
 from advflow.adversarial import _model_space, model_logits, write_set
 from advflow.attacks.library import run_attack
 from advflow.config import ConfigError
+from advflow.controls import _generator as control_generator
+from advflow.controls import perturb_like
 from advflow.data import load_prepared
 from advflow.defenses import Detector
-from advflow.defenses.magnet import (AutoencoderSettings, JSDDetector, ReconstructionDetector, Reformer,
-                                     load_autoencoder, save_autoencoder, train_autoencoder)
+from advflow.defenses.magnet import JSDDetector, ReconstructionDetector, Reformer, load_autoencoder, save_autoencoder
+from advflow.defenses.metrics import CONTROL_PREFIX
 from advflow.defenses.mine import MIDDetector, MineSettings
 from advflow.defenses.settings import DETECTORS, KAPPA_ATTACKS, attack_settings, parse_set
 from advflow.io import CorruptFileError, atomic_path, open_h5
@@ -80,6 +85,8 @@ def select_inputs(data_path: str | Path, classifier_path: str | Path, settings: 
 def train_defense_autoencoder(name: str, data_path: str | Path, settings: dict[str, Any], *, seed: int,
                               device: torch.device, out: str | Path, log_dir: str | None = None) -> None:
     """Train MagNet autoencoder ``name`` on clean training images (``autoencoder.train_size`` of them, seeded)."""
+    from advflow.defenses.training import AutoencoderSettings, train_autoencoder  # Lightning: this rule only
+
     train = load_prepared(data_path).train.images
     size = settings["autoencoder"].get("train_size")
     if size is not None and size < len(train):
@@ -122,6 +129,17 @@ def margins(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
     return (others.max(1).values - true).numpy().astype(np.float64)
 
 
+def random_control(name: str, library_attack: str, x: torch.Tensor, adversarial: torch.Tensor, *,
+                   seed: int) -> np.ndarray:
+    """The sweep set's random control: each seed perturbed at random by the attack's own size for that input (random
+    ±ε per pixel for PGD/BIM, Gaussian noise of the same L2 norm for C&W/EAD; an input the attack left unchanged
+    stays unchanged), as the study's controls (:func:`advflow.controls.perturb_like`); seeded per set."""
+    seeds = x.numpy().astype(np.float32)
+    r = (adversarial.numpy().astype(np.float64) - seeds).reshape(len(seeds), -1)
+    norms = {"linf": np.abs(r).max(1, initial=0.0), "l2": np.linalg.norm(r, axis=1)}
+    return perturb_like(library_attack, seeds, norms, {}, control_generator(seed, f"random_{name}"))
+
+
 def craft_sweep_set(name: str, classifier_path: str | Path, seeds_path: str | Path, settings: dict[str, Any], *,
                     seed: int, device: torch.device, out: str | Path) -> dict[str, Any]:
     """Attack the defense seeds on the undefended classifier for one sweep set; records the achieved margins."""
@@ -135,8 +153,9 @@ def craft_sweep_set(name: str, classifier_path: str | Path, seeds_path: str | Pa
     outcome = run_attack(library_attack, model, x, y, own, num_classes=num_classes, device=device, seed=seed,
                          batch_size=int(settings["batch_size"]))
     margin = margins(outcome.logits, y)
+    control = random_control(name, library_attack, x, outcome.adversarial, seed=seed)
     write_set(out, x=x, adversarial=outcome.adversarial, labels=labels, indices=indices, before=before.numpy(),
-              logits=outcome.logits, extra={"margin": margin},
+              logits=outcome.logits, extra={"margin": margin, "control": control},
               attrs={"attack": attack, "strength": float(strength), "target": model.arch["name"],
                      "settings": repr(sorted(own.items())), "seed": seed})
     success = outcome.success.numpy()
@@ -187,14 +206,18 @@ def score_set(set_path: str | Path, detectors: dict[str, Detector], classifier: 
             x = torch.as_tensor(h5["adversarial"][:])
             labels, success = h5["labels"][:].astype(np.int64), h5["success"][:].astype(bool)
             margin = h5["extra/margin"][:] if "extra/margin" in h5 else np.full(len(labels), math.nan)
+            control = torch.as_tensor(h5["extra/control"][:]) if "extra/control" in h5 else None
         else:
             images, labels = h5["images"][:], h5["labels"][:].astype(np.int64)
             x, success, margin = _model_space(images), np.zeros(len(labels), bool), np.full(len(labels), math.nan)
-    prediction = model_logits(classifier, x, device).argmax(1).numpy()
-    columns = {"index": np.arange(len(labels)), "label": labels, "prediction": prediction,
-               "success": success if adversarial else np.zeros(len(labels), bool),
-               "reformed_prediction": reformer.predict(classifier, x), "margin": margin}
-    for name, detector in detectors.items():
-        columns[f"score_{name}"] = detector.score(x.float())
-        log.info("%s: scored by %s", Path(set_path).name, name)
+            control = None
+    columns = {"index": np.arange(len(labels)), "label": labels, "success": success, "margin": margin}
+    for prefix, images in (("", x), (CONTROL_PREFIX, control)):
+        if images is None:
+            continue
+        columns[f"{prefix}prediction"] = model_logits(classifier, images, device).argmax(1).numpy()
+        columns[f"{prefix}reformed_prediction"] = reformer.predict(classifier, images)
+        for name, detector in detectors.items():
+            columns[f"{prefix}score_{name}"] = detector.score(images.float())
+            log.info("%s: %s scored by %s", Path(set_path).name, "its random control" if prefix else "inputs", name)
     return columns

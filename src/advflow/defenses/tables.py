@@ -4,7 +4,9 @@ Written to ``defense/tables/``: ``thresholds.csv`` (each detector's FPR and thre
 images), ``table1_defense_rate.csv`` (seed 003's Table 1: PGD, BIM vs ε), ``table2_defense_rate.csv`` (Table 2:
 C&W-L2, EAD-L1, EAD-EN vs κ, with how many inputs reach κ), ``clean_accuracy.csv`` (without and with the
 defense, and what the detectors and the reformer each cost) and ``detectors.csv`` (per detector and set: ROC AUC,
-TPR at 1 % and 5 % FPR, over all attacked and over the successful inputs). Figures in ``defense/figures/``:
+TPR at 1 % and 5 % FPR with 95 % intervals, over all attacked and over the successful inputs, beside the same on
+each set's random control). Rates carry 95 % Wilson intervals, AUCs percentile-bootstrap ones (``resamples``,
+seeded by ``seed``). Figures in ``defense/figures/``:
 ``defense_rate.png`` and ``defense_roc.png`` (each with a PDF beside it), at 100 dpi: ``report.dpi`` is the
 report's alone, so changing it reruns the report and nothing else.
 """
@@ -23,19 +25,21 @@ from advflow.tabular import write_table
 
 log = logging.getLogger("advflow.defenses")
 
-TABLE1_COLUMNS = ("attack", "epsilon", "inputs", "successful", "defense_rate_attacked", "defense_rate_successful",
-                  "seed003")
-TABLE2_COLUMNS = ("attack", "kappa", "inputs", "successful", "reached_kappa", "mean_margin", "defense_rate_attacked",
-                  "defense_rate_successful", "seed003")
-DETECTOR_COLUMNS = ("detector", "attack", "strength", "over", "n_adversarial", "n_clean", "auc", "tpr_at_1",
-                    "tpr_at_5", "note")
+_RATES = ("defense_rate_attacked", "defense_rate_attacked_low", "defense_rate_attacked_high",
+          "defense_rate_successful", "defense_rate_successful_low", "defense_rate_successful_high", "flagged",
+          "flagged_low", "flagged_high", "control_flagged", "control_flagged_low", "control_flagged_high", "seed003")
+TABLE1_COLUMNS = ("attack", "epsilon", "inputs", "successful", *_RATES)
+TABLE2_COLUMNS = ("attack", "kappa", "inputs", "successful", "reached_kappa", "mean_margin", *_RATES)
+DETECTOR_COLUMNS = ("detector", "attack", "strength", "over", "n_adversarial", "n_clean", "auc", "auc_low", "auc_high",
+                    "tpr_at_1", "tpr_at_1_low", "tpr_at_1_high", "tpr_at_5", "tpr_at_5_low", "tpr_at_5_high",
+                    "control_auc", "control_auc_low", "control_auc_high", "control_tpr_at_5", "vs_control", "note")
 ACCURACY_COLUMNS = ("defense", "n", "without", "with_defense", "lost_to_detectors", "lost_to_reformer",
                     "gained_by_reformer")
 
 
 def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, sweep_csvs: Sequence[str | Path],
-                         settings: dict[str, Any], *, tables_dir: Path, figures_dir: Path, dpi: int = 100
-                         ) -> dict[str, list[dict[str, Any]]]:
+                         settings: dict[str, Any], *, tables_dir: Path, figures_dir: Path, dpi: int = 100,
+                         resamples: int = metrics.RESAMPLES, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
     """Every table and figure of the defense stage; returns the tables as rows (file name -> rows)."""
     detectors, reformer = list(settings["detectors"]), bool(settings["reformer"])
     validation, clean = metrics.read_scores(validation_csv), metrics.read_scores(clean_csv)
@@ -53,7 +57,7 @@ def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, swee
         "table1_defense_rate.csv": metrics.table1_rows(by_eps, limits, detectors, reformer=reformer),
         "table2_defense_rate.csv": metrics.table2_rows(by_kappa, limits, detectors, reformer=reformer),
         "clean_accuracy.csv": accuracy,
-        "detectors.csv": metrics.detector_rows(clean, sets, detectors),
+        "detectors.csv": metrics.detector_rows(clean, sets, detectors, resamples=resamples, seed=seed),
     }
     columns = {"thresholds.csv": ("detector", "fpr", "threshold", "validation_images"),
                "table1_defense_rate.csv": TABLE1_COLUMNS, "table2_defense_rate.csv": TABLE2_COLUMNS,

@@ -2,8 +2,11 @@
 
 Reads ``defense/tables/*.csv`` and ``defense/figures/*.png`` and states what the numbers show against the seed's:
 each defense rate with its 95 % Wilson interval over its denominator, and whether the seed's published number lies
-inside it (consistent), below it (ours higher) or above it (ours lower). A difference from the seed is not a
-refutation of it: the classifier, N_d and the attacks' budgets differ, and the setting says so.
+inside it (consistent), below it (ours higher) or above it (ours lower); and, per detector, on how many sets its
+AUC's 95 % interval lies above the AUC it reaches on the set's random control (a random perturbation of the same
+size), i.e. whether it detects the attack rather than any perturbation. A difference from the seed is not a
+refutation of it: the classifier, N_d and the attacks' budgets differ, and the setting says so. The page shows each
+table with its intervals in the cells ("84.0 % [70.1 %, 92.3 %]"); the CSVs hold them as columns.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from advflow.defenses.metrics import wilson
 from advflow.report import findings as fx
 from advflow.report.plotting import Figure, FigureBytes
 from advflow.report.study import Study
@@ -30,12 +34,16 @@ CAPTIONS = {
                       "images.",
     "table1_defense_rate.csv": "Table 1 (seed 003): defense rate (flagged by a detector, or classified correctly "
                                "after the reformer) vs ε in [0, 1] pixel units, over all attacked inputs and over "
-                               "the successful ones; seed003: the seed's number (its column order is uncertain in "
-                               "the extracted text).",
-    "table2_defense_rate.csv": "Table 2 (seed 003): defense rate vs the confidence κ; reached_kappa: inputs whose "
-                               "achieved logit margin reaches κ.",
-    "detectors.csv": "Each detector alone on each set: ROC AUC and TPR at 1 % and 5 % FPR (thresholds on the clean "
-                     "held-out images), over all attacked inputs and over the successful ones.",
+                               "the successful ones, each with its 95 % Wilson interval; flagged: attacked inputs a "
+                               "detector flags, beside control flagged: the same seeds perturbed at random by the "
+                               "attack's own size; seed003: the seed's number in % (its column order is uncertain "
+                               "in the extracted text).",
+    "table2_defense_rate.csv": "Table 2 (seed 003): defense rate vs the confidence κ, columns as Table 1; "
+                               "reached_kappa: inputs whose achieved logit margin reaches κ.",
+    "detectors.csv": "Each detector alone on each set: ROC AUC (95 % percentile-bootstrap interval) and TPR at 1 % "
+                     "and 5 % FPR (thresholds on the clean held-out images; Wilson intervals), over all attacked "
+                     "inputs and over the successful ones, beside its AUC and TPR on the set's random control; "
+                     "vs control: whether the AUC's interval lies above the control's.",
 }
 
 
@@ -52,15 +60,6 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def wilson(rate: float, n: float, z: float = 1.959964) -> tuple[float, float]:
-    """The 95 % Wilson interval of a proportion ``rate`` over ``n`` trials (NaN, NaN for n = 0)."""
-    if not n or not math.isfinite(rate):
-        return math.nan, math.nan
-    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def comparison(rows: list[dict[str, Any]], strength: str) -> list[str]:
     """Per attack: our defense rate range, the seed's, and how many of the seed's numbers lie inside, below or
     above our 95 % intervals (over all attacked inputs)."""
@@ -72,7 +71,8 @@ def comparison(rows: list[dict[str, Any]], strength: str) -> list[str]:
             seed = r.get("seed003")
             if not isinstance(seed, float) or not math.isfinite(seed):
                 continue
-            low, high = wilson(r["defense_rate_attacked"], r["inputs"])
+            low, high = (r["defense_rate_attacked_low"], r["defense_rate_attacked_high"]) \
+                if "defense_rate_attacked_low" in r else wilson(r["defense_rate_attacked"], r["inputs"])
             if low <= seed / 100 <= high:
                 inside += 1
             elif seed / 100 < low:
@@ -94,6 +94,67 @@ def comparison(rows: list[dict[str, Any]], strength: str) -> list[str]:
                    f"{min(successful)}–{max(successful)} of them successful on the undefended classifier (seed 003: "
                    f"{theirs}); {verdict}.{premise}")
     return out
+
+
+def detector_statements(rows: list[dict[str, Any]]) -> list[str]:
+    """Per detector, over the successful inputs: its AUC range and on how many sets its AUC's 95 % interval lies
+    above, overlaps or lies below its AUC on the set's random control."""
+    out = []
+    for detector in dict.fromkeys(r["detector"] for r in rows):
+        mine = [r for r in rows if r["detector"] == detector and r["over"] == "successful"]
+        judged = [r for r in mine if r.get("vs_control") in ("above control", "inconclusive", "below control")]
+        aucs = [r["auc"] for r in mine if isinstance(r["auc"], float) and math.isfinite(r["auc"])]
+        if not aucs:
+            out.append(f"{detector}: no set with a successful adversarial input, nothing to judge.")
+            continue
+        counts = {v: sum(r["vs_control"] == v for r in judged) for v in ("above control", "inconclusive",
+                                                                           "below control")}
+        out.append(f"{detector}: ROC AUC {min(aucs):.3f}–{max(aucs):.3f} over the successful inputs of {len(aucs)} "
+                   f"sets; its 95 % interval lies above its AUC on the random control of the same size on "
+                   f"{counts['above control']} of {len(judged)} sets (it detects the attack, not only a perturbation), "
+                   f"overlaps it on {counts['inconclusive']} (inconclusive) and lies below it on "
+                   f"{counts['below control']}.")
+    return out
+
+
+def _cell(row: dict[str, Any], key: str, rate: bool) -> str:
+    value = row.get(key)
+    if not isinstance(value, float) or not math.isfinite(value):
+        return row.get("note") or "n/a"
+    text = fx.percent if rate else (lambda v: f"{v:.3f}")
+    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+    if isinstance(low, float) and isinstance(high, float) and math.isfinite(low) and math.isfinite(high):
+        return f"{text(value)} [{text(low)}, {text(high)}]"
+    return text(value)
+
+
+#: What the page shows of each table: (column, header key, a rate?); intervals go into the cells.
+DISPLAY = {
+    "rates": (("inputs", False), ("successful", False), ("defense_rate_attacked", True),
+              ("defense_rate_successful", True), ("flagged", True), ("control_flagged", True), ("seed003", False)),
+    "detectors.csv": (("n_adversarial", False), ("auc", False), ("control_auc", False), ("vs_control", False),
+                      ("tpr_at_1", True), ("tpr_at_5", True), ("control_tpr_at_5", True)),
+}
+
+
+def display_rows(name: str, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+    """The rows as the page shows them: interval columns folded into their value's cell."""
+    if name.startswith("table"):
+        keys = ("attack", "epsilon" if name.startswith("table1") else "kappa")
+        shown = DISPLAY["rates"] + ((("reached_kappa", False),) if name.startswith("table2") else ())
+    elif name == "detectors.csv":
+        keys, shown = ("detector", "attack", "strength", "over"), DISPLAY[name]
+    else:
+        return rows, tuple(rows[0]) if rows else ()
+    out = []
+    for row in rows:
+        display = {k: row.get(k) for k in keys}
+        for key, rate in shown:
+            value = row.get(key)
+            display[key] = (_cell(row, key, rate) if f"{key}_low" in row or (rate and isinstance(value, float))
+                            else value)
+        out.append(display)
+    return out, keys + tuple(key for key, _ in shown)
 
 
 def setting(study: Study) -> str:
@@ -121,12 +182,14 @@ def section(study: Study, root: Path, html_table: Any, figure_html: Any) -> str:
     for name in TABLES:
         if (tables / name).is_file():
             rows = read_rows(tables / name)
-            columns = tuple(rows[0]) if rows else ()
-            parts.append(html_table(f"defense_{name}", rows, columns, CAPTIONS[name]))
+            shown, columns = display_rows(name, rows)
+            parts.append(html_table(f"defense_{name}", shown, columns, CAPTIONS[name]))
             if name.startswith("table1"):
                 statements += comparison(rows, "ε")
             elif name.startswith("table2"):
                 statements += comparison(rows, "κ")
+            elif name == "detectors.csv":
+                statements += detector_statements(rows)
     if statements:
         parts.append("<h3>Against seed 003</h3><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in statements)
                      + "</ul>")
