@@ -465,10 +465,14 @@ def defense_rate_figure(table1: Sequence[Mapping[str, Any]], table2: Sequence[Ma
         figure = new_figure(10.0, 3.8)
         for ax, (rows, strength, xlabel, seed) in zip(figure.subplots(1, 2), panels):
             for attack in [a for a in ATTACK_LABELS if any(row["attack"] == a for row in rows)]:
-                ours = sorted((row[strength], 100 * row["defense_rate_attacked"]) for row in rows
+                ours = sorted((row[strength], 100 * row["defense_rate_attacked"],
+                               100 * row.get("defense_rate_attacked_low", math.nan),
+                               100 * row.get("defense_rate_attacked_high", math.nan)) for row in rows
                               if row["attack"] == attack)
-                ax.plot(*zip(*ours), color=colors[attack], lw=1.6, marker="o", ms=3.5,
+                x, rate, low, high = (np.array(v, dtype=np.float64) for v in zip(*ours))
+                ax.plot(x, rate, color=colors[attack], lw=1.6, marker="o", ms=3.5,
                         label=f"{ATTACK_LABELS[attack]} (ours)")
+                ax.fill_between(x, low, high, color=colors[attack], alpha=0.15, lw=0)
                 if seed.get(attack):
                     ax.plot(*zip(*sorted(seed[attack].items())), color=colors[attack], ls="--", lw=1.0, marker="x",
                             ms=4.5, label=f"{ATTACK_LABELS[attack]} (seed 003)")
@@ -480,7 +484,8 @@ def defense_rate_figure(table1: Sequence[Mapping[str, Any]], table2: Sequence[Ma
     caption = (f"Defense rate (%): the share of all attacked inputs of each set "
                f"({_sizes([int(row['inputs']) for row in (*table1, *table2)])}, whether or not the attack fooled the "
                "undefended classifier; seed 003's denominator) that a detector flags or that the classifier gets "
-               "right after the reformer, vs ε (PGD, BIM; pixel units) and vs κ (C&W-L2, EAD-L1, EAD-EN). Dashed "
+               "right after the reformer, with its 95 % Wilson band, vs ε (PGD, BIM; pixel units) and vs κ (C&W-L2, "
+               "EAD-L1, EAD-EN). Dashed "
                f"with crosses: seed 003's Fashion-MNIST Tables 1 and 2; {SEED_TABLE1_CAVEAT}.")
     return Figure("defense_rate.png", image, caption)
 

@@ -1,0 +1,65 @@
+"""Seed 001's dropout vote (advflow.defenses.dropout): with dropout off every vote agrees and the spread is 0; the
+spread is higher on average on inputs built to be ambiguous than on confident clean ones; the same seed gives the
+same votes; a model without dropout layers and no rate is refused naming the key; bad K and rates are refused;
+the model's modes are restored afterwards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from advflow.defenses.dropout import DropoutVote, check_vote_settings
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_with_dropout_off_every_vote_agrees_and_the_spread_is_zero(model, seeds):
+    x, y = seeds
+    vote = DropoutVote(model, k=7, rate=0.0, seed=1)
+    votes, plurality, spread = vote.predict_and_score(x, 4)
+    assert votes.shape == (len(x), 7) and (votes == votes[:, :1]).all()
+    assert (spread == 0).all() and np.array_equal(plurality, y.numpy())
+    assert all(not m.training for m in model.modules())  # restored to eval mode
+
+
+def test_the_spread_is_higher_on_ambiguous_inputs_than_on_confident_clean_ones(model, seeds):
+    x, y = seeds
+    vote = DropoutVote(model, k=40, rate=0.5, seed=2)
+    clean = vote.score(x)
+    # Ambiguous: halfway between inputs of two classes (one blob each, both at half strength).
+    mixed = (x + x.roll(1, 0)) / 2
+    ambiguous = vote.score(mixed)
+    assert ambiguous.mean() > clean.mean() + 0.05
+
+
+def test_the_same_seed_gives_the_same_votes_and_another_seed_others(model, seeds):
+    x, _ = seeds
+    mixed = (x + x.roll(1, 0)) / 2
+    first = DropoutVote(model, k=20, rate=0.5, seed=3).votes(mixed)
+    assert np.array_equal(first, DropoutVote(model, k=20, rate=0.5, seed=3).votes(mixed))
+    assert not np.array_equal(first, DropoutVote(model, k=20, rate=0.5, seed=4).votes(mixed))
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    DropoutVote(model, k=2, rate=0.5, seed=3).votes(mixed)
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is left as it was
+
+
+def test_a_model_without_dropout_needs_a_rate_and_gets_dropout_between_its_layers():
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    with pytest.raises(ValueError, match=r"no dropout layer.*set defense\.dropout_vote\.rate"):
+        DropoutVote(plain, k=5)
+    x = torch.randn(30, 1, 2, 2)
+    votes = DropoutVote(plain, k=25, rate=0.6, seed=0).votes(x)
+    assert (votes != votes[:, :1]).any()  # the hook after the hidden layer makes the votes differ
+    assert not (DropoutVote(plain, k=3, rate=0.0, seed=0).votes(x) != plain(x).argmax(1).numpy()[:, None]).any()
+    assert not plain[1]._forward_hooks  # hooks removed afterwards
+
+
+@pytest.mark.parametrize("k, rate, message", [
+    (0, None, r"dropout_vote\.k"), (2.5, None, r"dropout_vote\.k"), (True, None, r"dropout_vote\.k"),
+    (5, 1.0, r"dropout_vote\.rate"), (5, -0.1, r"dropout_vote\.rate"), (5, float("nan"), r"dropout_vote\.rate")])
+def test_bad_votes_or_rates_are_refused_naming_the_key(k, rate, message):
+    with pytest.raises(ValueError, match=message):
+        check_vote_settings(k, rate)

@@ -1,0 +1,67 @@
+"""Seed 001's average-adversarial grid (advflow.grid): cell (i, j) is the mean of the adversarial images from class i
+that the model classifies as j, the diagonal the mean original; success counts per cell; a cell no input reached is
+NaN in the file (\"none\" in figures), never a made-up image; the same seed gives the same grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import advflow.grid as grid_module
+from conftest import BLOB_CLASSES, blobs
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SETTINGS = {"m": 3, "epsilon": 3.0, "steps": 10, "rel_stepsize": 0.2}
+
+
+def test_a_cell_is_the_mean_of_the_adversarial_images_that_reached_its_class(model, monkeypatch, tmp_path):
+    images, labels = blobs(80, seed=5)
+    seen = []
+    attack = grid_module.targeted_l2_bim
+
+    def recording(model_, x, targets, settings, **kwargs):
+        out = attack(model_, x, targets, settings, **kwargs)
+        seen.append((x.clone(), targets.clone(), out.clone()))
+        return out
+
+    monkeypatch.setattr(grid_module, "targeted_l2_bim", recording)
+    grid = grid_module.average_grid(model, images, labels, SETTINGS, seed=0, device=torch.device("cpu"))
+    k, m = BLOB_CLASSES, SETTINGS["m"]
+    assert grid["mean_adversarial"].shape == (k, k, 1, 12, 12) and grid["indices"].shape == (k, m)
+    assert (np.diag(grid["successes"]) == m).all() and (grid["attempted"][~np.eye(k, dtype=bool)] == m).all()
+    for i in range(k):
+        x, targets, adversarial = seen[i]
+        with torch.no_grad():
+            reached = model(adversarial).argmax(1).numpy()
+        np.testing.assert_allclose(grid["mean_adversarial"][i, i], images[grid["indices"][i]].mean(0) / 255, atol=1e-6)
+        assert (labels[grid["indices"][i]] == i).all()
+        for j in range(k):
+            if j == i:
+                continue
+            rows = (targets.numpy() == j)
+            hit = rows & (reached == j)
+            assert grid["successes"][i, j] == hit.sum()
+            if hit.any():
+                expected = (adversarial[hit].numpy().astype(np.float64) + 1) / 2
+                np.testing.assert_allclose(grid["mean_adversarial"][i, j], expected.mean(0), atol=1e-6)
+                originals = (x[hit].numpy().astype(np.float64) + 1) / 2
+                np.testing.assert_allclose(grid["mean_perturbation"][i, j], (expected - originals).mean(0), atol=1e-6)
+            else:
+                assert np.isnan(grid["mean_adversarial"][i, j]).all()
+    assert grid["successes"][~np.eye(k, dtype=bool)].sum() > 0  # the attack reaches some targets
+    grid_module.write_grid(tmp_path / "grid.h5", grid, {"model": "deep_conv"})
+    back = grid_module.read_grid(tmp_path / "grid.h5")
+    np.testing.assert_array_equal(back["successes"], grid["successes"])
+    again = grid_module.average_grid(model, images, labels, SETTINGS, seed=0, device=torch.device("cpu"))
+    np.testing.assert_array_equal(again["successes"], grid["successes"])
+    np.testing.assert_array_equal(again["mean_adversarial"], grid["mean_adversarial"])
+
+
+def test_a_class_with_fewer_than_m_correct_images_names_the_key():
+    labels = np.array([0, 0, 1, 1, 1])
+    correct = np.array([True, False, True, True, True])
+    with pytest.raises(ValueError, match=r"class 0 has only 1 .* perturbations\.grid\.m"):
+        grid_module.pick_images(labels, correct, 2, 2, seed=0)
+    picked = grid_module.pick_images(labels, correct, 2, 1, seed=0)
+    assert picked[0].tolist() == [0] and labels[picked[1]].tolist() == [1]
