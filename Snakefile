@@ -21,6 +21,7 @@ include: "rules/train.smk"
 include: "rules/attack.smk"
 include: "rules/information.smk"
 include: "rules/defense.smk"
+include: "rules/seed001.smk"
 include: "rules/report.smk"
 
 

@@ -37,7 +37,14 @@ from advflow.catalog import (
     trajectories_wanted,
     transfer_subsets,
 )
-from advflow.defenses.settings import defense_settings, sweep_sets
+from advflow.defenses.settings import (
+    SCORED_BY_SCORES_RULE,
+    defense_settings,
+    judged,
+    perturbation_settings,
+    sweep_sets,
+    uses_dropout_vote,
+)
 from advflow.config import (
     ATTACK_DEFAULTS,
     RUN_DEFAULTS,
@@ -300,15 +307,80 @@ def defense_score_inputs(wildcards):
             else f"{root}/adv/{scored}.h5"
         ),
     }
-    if "mid" in DEFENSE["detectors"]:
+    if "mid" in judged(DEFENSE):
         inputs["mid"] = f"{root}/detectors/mid.pt"
     return inputs
+
+
+def defense_scored_detectors():
+    """The detectors the scoring jobs score (the dropout vote has its own rule)."""
+    return [d for d in judged(DEFENSE) if d in SCORED_BY_SCORES_RULE]
 
 
 def defense_outputs(dataset):
     if not DEFENSE:
         return []
     return [f"results/{dataset}/defense/tables", f"results/{dataset}/defense/figures"]
+
+
+# Seed 001 (rules/seed001.smk): perturbation statistics and the grid run with a `perturbations` block; the
+# dropout vote when the defense judges the `dropout_vote` detector.
+PERTURBATIONS = perturbation_settings(config)
+
+
+def study_sets_on(dataset, model):
+    """(name, set file) of the study's adversarial sets crafted on `model` (not the controls)."""
+    return [
+        (f"{attack}@{model}", f"results/{dataset}/adv/{model}/{attack}.h5")
+        for attack in ATTACK_SETS.get(model, [])
+    ]
+
+
+def perturbation_sets(dataset):
+    """(name, set file, seeds file) of every adversarial set of the study and of the defense sweeps."""
+    seeds = f"results/{dataset}/inputs/normal_test.h5"
+    out = [
+        (f"{attack}@{target}", f"results/{dataset}/adv/{target}/{attack}.h5", seeds)
+        for target, attacks in ATTACK_SETS.items()
+        for attack in attacks
+    ]
+    if DEFENSE:
+        out += [
+            (
+                s,
+                f"results/{dataset}/defense/adv/{s}.h5",
+                f"results/{dataset}/defense/inputs/seeds.h5",
+            )
+            for s in defense_sweeps()
+        ]
+    return out
+
+
+def dropout_vote_sets(dataset):
+    """(name, kind, file) of every set the dropout vote runs on: the clean validation and held-out images, the
+    defense sweeps, and the study's sets crafted on the defense classifier."""
+    root = f"results/{dataset}/defense"
+    out = [(n, "clean", f"{root}/inputs/{n}.h5") for n in ("validation", "clean")]
+    out += [(s, "defense sweep", f"{root}/adv/{s}.h5") for s in defense_sweeps()]
+    out += [
+        (name, "study", path)
+        for name, path in study_sets_on(dataset, DEFENSE["classifier"])
+    ]
+    return out
+
+
+def dropout_outputs(dataset):
+    return [f"results/{dataset}/defense/dropout"] if uses_dropout_vote(DEFENSE) else []
+
+
+def seed001_outputs(dataset):
+    if not PERTURBATIONS:
+        return dropout_outputs(dataset)
+    return [
+        f"results/{dataset}/seed001/perturbations",
+        f"results/{dataset}/seed001/grid.h5",
+        f"results/{dataset}/seed001/grid",
+    ] + dropout_outputs(dataset)
 
 
 def final_targets():
@@ -328,6 +400,7 @@ def final_targets():
     targets += [f"{RESULTS}/paths/{m}/{s}.csv" for m, s in measurements()]
     targets += [f"{RESULTS}/aggregates/{m}/{s}.csv" for m, s in aggregated_sets()]
     targets += defense_outputs(DATASET)
+    targets += seed001_outputs(DATASET)
     if ATTACK_SETS:
         targets.append(f"{RESULTS}/report.html")
     return targets

@@ -130,7 +130,9 @@ rule defense_scores:
         gpu=gpu_request(),
     params:
         code=code("defense_scores.py"),
-        settings=lambda w: defense_params("detectors", "mine"),
+        settings=lambda w: canonical(
+            {"detectors": defense_scored_detectors(), "mine": DEFENSE["mine"]}
+        ),
         seed=config["seed"],
     script:
         "../workflow_scripts/defense_scores.py"
@@ -143,6 +145,7 @@ rule defense_tables:
         sweeps=lambda w: [
             f"results/{w.dataset}/defense/scores/{s}.csv" for s in defense_sweeps()
         ],
+        dropout=lambda w: dropout_outputs(w.dataset),
     output:
         tables=directory("results/{dataset}/defense/tables"),
         figures=directory("results/{dataset}/defense/figures"),
@@ -159,7 +162,7 @@ rule defense_tables:
     params:
         code=code("defense_tables.py"),
         settings=lambda w: defense_params(
-            "detectors", "reformer", "fpr", "attacks", "epsilons", "kappas"
+            "detectors", "compared", "reformer", "fpr", "attacks", "epsilons", "kappas"
         ),
         resamples=(config.get("report") or {}).get("bootstrap_resamples", 1000),
         seed=config["seed"],

@@ -17,6 +17,7 @@ rule report:
         ],
         models=lambda w: [f"results/{w.dataset}/models/{m}.json" for m in MODELS],
         defense=lambda w: defense_outputs(w.dataset),
+        seed001=lambda w: seed001_outputs(w.dataset),
     output:
         html=report(
             "results/{dataset}/report.html",

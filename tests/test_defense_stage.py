@@ -169,9 +169,10 @@ SCORED = 2 + 10  # validation, clean and the tiny config's 10 sweep sets
 @pytest.mark.parametrize("change, expected", [
     # An FPR changes thresholds and tables only: nothing is rescored.
     (lambda c: c["defense"].update(fpr={"mid": 0.05}), {"defense_tables": 1, "report": 1, "all": 1}),
-    # A new ε crafts and scores only its new sets (PGD and BIM).
+    # A new ε crafts and scores only its new sets (PGD and BIM); seed 001's statistics and dropout vote take them in.
     (lambda c: c["defense"].update(epsilons=[0.1, 0.3, 0.2]),
-     {"defense_attack": 2, "defense_scores": 2, "defense_tables": 1, "report": 1, "all": 1}),
+     {"defense_attack": 2, "defense_scores": 2, "defense_tables": 1, "report": 1, "all": 1, "perturbation_stats": 1,
+      "dropout_vote": 1}),
     # MINE's settings refit MID and rescore; the autoencoders are not retrained.
     (lambda c: c["defense"]["mine"].update(steps=30),
      {"fit_mid": 1, "defense_scores": SCORED, "defense_tables": 1, "report": 1, "all": 1}),

@@ -42,7 +42,10 @@ def test_a_cell_is_the_mean_of_the_adversarial_images_that_reached_its_class(mod
             rows = (targets.numpy() == j)
             hit = rows & (reached == j)
             assert grid["successes"][i, j] == hit.sum()
+            np.testing.assert_array_equal(grid["reached"][i, j], hit[rows])
             if hit.any():
+                np.testing.assert_allclose(grid["adversarial"][i, j][grid["reached"][i, j]],
+                                           (adversarial[hit].numpy() + 1) / 2, atol=1e-6)
                 expected = (adversarial[hit].numpy().astype(np.float64) + 1) / 2
                 np.testing.assert_allclose(grid["mean_adversarial"][i, j], expected.mean(0), atol=1e-6)
                 originals = (x[hit].numpy().astype(np.float64) + 1) / 2

@@ -86,11 +86,12 @@ def test_every_value_a_preset_states_is_the_value_it_runs(preset):
         for key, value in _leaves(stated.get(section) or {}):
             assert resolved[section][key] == value, (preset.name, section, key)
     assert resolved["attack_sets"] == {t: a for t, a in stated["attack_sets"].items() if a}
-    for key, value in _leaves(stated.get("defense") or {}):  # the defense stage's settings, as stated
-        node = resolved["defense"]
-        for part in key.split("."):
-            node = node[part]
-        assert node == value, (preset.name, "defense", key)
+    for block in ("defense", "perturbations"):  # the defense stage's and seed 001's settings, as stated
+        for key, value in _leaves(stated.get(block) or {}):
+            node = resolved[block]
+            for part in key.split("."):
+                node = node[part]
+            assert node == value, (preset.name, block, key)
 
 
 def test_tiny_preset_states_the_budgets_it_runs():

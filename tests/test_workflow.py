@@ -33,6 +33,8 @@ def test_dry_run_of_the_default_config_plans_every_stage(tmp_path):
         # validation and clean images scored.
         "defense_inputs": 1, "train_autoencoder": 2, "fit_mid": 1, "defense_attack": 47, "defense_scores": 49,
         "defense_tables": 1,
+        # Seed 001: one job each for the statistics of every set, the grid and the dropout vote.
+        "perturbation_stats": 1, "average_grid": 1, "dropout_vote": 1,
     }
 
 
@@ -112,9 +114,11 @@ AGGREGATES = MEASUREMENTS - 2  # every measured set but the trajectories and the
 # each measured on the two others.
 SUBSETS = 3 * 3 * 2
 AGGREGATE_STAGE = {"aggregate": AGGREGATES, "aggregate_subsets": SUBSETS, "report": 1, "all": 1}
+# Seed 001's statistics read every set, its dropout vote the sets crafted on the defense classifier (good_init).
+SEED001_SETS = {"perturbation_stats": 1, "dropout_vote": 1}
 ATTACK_STAGE = {"select_inputs": 1, "attack": 19, "control": 16, "jsma_trajectories": 1, "trajectory_control": 1,
                 "attack_tables": 1, "features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES,
-                "aggregate_subsets": SUBSETS, "report": 1, "all": 1}
+                "aggregate_subsets": SUBSETS, "report": 1, "all": 1, **SEED001_SETS}
 
 
 @pytest.mark.slow
@@ -123,24 +127,25 @@ ATTACK_STAGE = {"select_inputs": 1, "attack": 19, "control": 16, "jsma_trajector
     (lambda c: c["models"]["distilled"].update(epochs=5), {"distill": 1, **ATTACK_STAGE}),
     (lambda c: c["models"]["distilled"].update(teacher_epochs=5),
      {"train_distillation_teacher": 1, "distill": 1, **ATTACK_STAGE}),
-    # good_init is also the defense stage's classifier: its seeds, attacks, MID and scores follow (not the
-    # autoencoders, which learn from the data alone).
+    # good_init is also the defense stage's classifier and seed 001's grid model: its seeds, attacks, MID, scores
+    # and the grid follow (not the autoencoders, which learn from the data alone).
     (lambda c: c["models"]["good_init"].update(lr=0.01),
      {"train_model": 1, "compress": 1, "ensemble": 1, **ATTACK_STAGE, "defense_inputs": 1, "defense_attack": 10,
-      "fit_mid": 1, "defense_scores": 12, "defense_tables": 1}),
+      "fit_mid": 1, "defense_scores": 12, "defense_tables": 1, "average_grid": 1}),
     (lambda c: c["models"]["compressed"].update(step=0.2), {"compress": 1, **ATTACK_STAGE}),
     # An attack's setting reruns that attack's sets (one per target), their controls, the tables and the
     # sets' measurements (FGSM: 4 on good_init's set, 2 on compressed's, 3 each on deep_conv's and
     # vgg_like's, 4 controls on their targets; the ensemble's set is not measured), nothing upstream.
     (lambda c: c["attacks"].update(fgsm={"epsilon": 0.05}),
      {"attack": 5, "control": 4, "attack_tables": 1, "features": 16, "mi": 16, "aggregate": 16,
-      "aggregate_subsets": 6, "report": 1, "all": 1}),
+      "aggregate_subsets": 6, "report": 1, "all": 1, **SEED001_SETS}),
     (lambda c: c["attacks"]["jsma"].update(theta=0.5),
      {"attack": 5, "control": 4, "jsma_trajectories": 1, "trajectory_control": 1, "attack_tables": 1,
-      "features": 18, "mi": 18, "aggregate": 16, "aggregate_subsets": 6, "report": 1, "all": 1}),
+      "features": 18, "mi": 18, "aggregate": 16, "aggregate_subsets": 6, "report": 1, "all": 1, **SEED001_SETS}),
+    # (distilled's sets: seed 001's statistics, not the dropout vote of good_init)
     (lambda c: c["attacks"]["jsma_adaptive"].update(gamma=0.3),
      {"attack": 2, "control": 2, "attack_tables": 1, "features": 4, "mi": 4, "aggregate": 4, "report": 1,
-      "all": 1}),
+      "all": 1, "perturbation_stats": 1}),
     (lambda c: c["inputs"].update(n=5), ATTACK_STAGE),
     # B reruns the MI stage and what follows; the storage precision the features and what follows;
     # the GP settings the aggregates only.

@@ -11,4 +11,5 @@ from advflow.defenses.tables import write_defense_tables  # noqa: E402
 
 write_defense_tables(sm.input.validation, sm.input.clean, list(sm.input.sweeps), dict(sm.params.settings),
                      tables_dir=Path(sm.output.tables), figures_dir=Path(sm.output.figures),
-                     resamples=int(sm.params.resamples), seed=int(sm.params.seed))
+                     resamples=int(sm.params.resamples), seed=int(sm.params.seed),
+                     dropout_dir=Path(sm.input.dropout[0]) if sm.input.dropout else None)

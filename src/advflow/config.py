@@ -226,6 +226,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         "transfer_groups": [list(g) for g in config.get("transfer_groups") or []],
         **sections,
         "defense": _defense(config),
+        "perturbations": _perturbations(config),
         "departs_from_paper": paper_departures(config),
     })
 
@@ -234,6 +235,12 @@ def _defense(config: dict[str, Any]) -> dict[str, Any] | None:
     from advflow.defenses.settings import defense_settings  # it reads this module's ConfigError
 
     return defense_settings(config)
+
+
+def _perturbations(config: dict[str, Any]) -> dict[str, Any] | None:
+    from advflow.defenses.settings import perturbation_settings
+
+    return perturbation_settings(config)
 
 
 def paper_departures(config: dict[str, Any]) -> list[str]:

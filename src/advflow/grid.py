@@ -7,7 +7,10 @@ perturbations. Each cell's success count travels with it: a cell no input reache
 
 File ``grid.h5``: ``mean_adversarial`` and ``mean_perturbation`` ``(K, K, C, H, W)`` in pixel units ([0, 1];
 perturbations in [-1, 1]), ``successes`` ``(K, K)`` (diagonal: M), ``attempted`` ``(K, K)``, ``indices`` ``(K, M)``
-(test-split indices of the images of each class); attrs: model, M, settings, seed.
+(test-split indices of the images of each class), ``adversarial`` ``(K, K, M, C, H, W)`` every attacked image in
+pixels (row i, column j: the M images of class i attacked towards j; the diagonal the originals) and ``reached``
+``(K, K, M)`` whether each reached its target (for seed 001's Fig. 3 pixel histograms); attrs: model, M, settings,
+seed.
 """
 
 from __future__ import annotations
@@ -68,11 +71,14 @@ def average_grid(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray,
     mean_r = np.full_like(mean_adv, np.nan)
     successes = np.zeros((num_classes, num_classes), dtype=np.int64)
     attempted = np.zeros_like(successes)
+    every = np.zeros((num_classes, num_classes, m, *shape), dtype=np.float32)
+    reached_all = np.zeros((num_classes, num_classes, m), dtype=bool)
     for i in range(num_classes):
         x = _model_space(images[indices[i]])
         originals = (x.numpy().astype(np.float64) + 1) / 2
         mean_adv[i, i], mean_r[i, i] = originals.mean(0), 0.0
         successes[i, i] = attempted[i, i] = m
+        every[i, i], reached_all[i, i] = originals, True
         others = [j for j in range(num_classes) if j != i]
         seeds = x.repeat(len(others), 1, 1, 1)
         targets = torch.tensor(others).repeat_interleave(m)
@@ -88,23 +94,32 @@ def average_grid(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray,
             rows = slice(n * m, (n + 1) * m)
             hit = prediction[rows] == j
             attempted[i, j], successes[i, j] = m, int(hit.sum())
+            every[i, j], reached_all[i, j] = pixels[rows], hit
             if hit.any():
                 mean_adv[i, j] = pixels[rows][hit].mean(0)
                 mean_r[i, j] = (pixels[rows][hit] - originals[hit]).mean(0)
         log.info("grid row %d/%d: class %d reaches %s of %d", i + 1, num_classes, i,
                  [int(successes[i, j]) for j in others], m)
     return {"mean_adversarial": mean_adv, "mean_perturbation": mean_r, "successes": successes,
-            "attempted": attempted, "indices": indices}
+            "attempted": attempted, "indices": indices, "adversarial": every, "reached": reached_all}
 
 
 def write_grid(path: str | Path, grid: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
     with atomic_h5(path) as h5:
         for key, value in grid.items():
-            h5.create_dataset(key, data=value.astype(np.float32) if value.dtype.kind == "f" else value)
+            h5.create_dataset(key, data=value.astype(np.float32) if value.dtype.kind == "f" else value,
+                              compression="gzip" if value.ndim > 3 else None)
         h5.attrs.update(attrs)
 
 
+GRID_KEYS = ("mean_adversarial", "mean_perturbation", "successes", "attempted", "indices", "adversarial", "reached")
+
+
 def read_grid(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays :func:`write_grid` wrote; a file missing one is an error naming it and the rule."""
     with open_h5(path) as h5:
-        return {key: h5[key][:] for key in ("mean_adversarial", "mean_perturbation", "successes", "attempted",
-                                            "indices")}
+        missing = [key for key in GRID_KEYS if key not in h5]
+        if missing:
+            raise ValueError(f"{path}: not a complete grid file (no {', '.join(missing)}); delete it and rerun the "
+                             f"workflow (rule average_grid)")
+        return {key: h5[key][:] for key in GRID_KEYS}

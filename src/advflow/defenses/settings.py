@@ -14,7 +14,9 @@ from advflow.config import ConfigError
 #: Every detector the stage knows: the autoencoder it uses and how it scores (seed 003 on Fashion-MNIST uses
 #: magnet_l1, magnet_l2 and mid, with the reformer).
 DETECTORS = {"magnet_l1": "ae_ii", "magnet_l2": "ae_i", "magnet_jsd_T10": "ae_i", "magnet_jsd_T40": "ae_i",
-             "mid": "ae_i"}
+             "mid": "ae_i", "dropout_vote": None}
+#: Detectors scored by the scoring jobs (the others by their own rule: the dropout vote, rule ``dropout_vote``).
+SCORED_BY_SCORES_RULE = tuple(d for d in DETECTORS if d != "dropout_vote")
 #: The sweep attacks: L∞ attacks swept over ε, optimisation attacks over κ (seed 003, Tables 1 and 2).
 EPSILON_ATTACKS, KAPPA_ATTACKS = ("pgd", "bim"), ("cw", "ead_l1", "ead_en")
 SWEEP_ATTACKS = EPSILON_ATTACKS + KAPPA_ATTACKS
@@ -22,7 +24,12 @@ SWEEP_ATTACKS = EPSILON_ATTACKS + KAPPA_ATTACKS
 DEFENSE_DEFAULTS: dict[str, Any] = {
     "classifier": "good_init", "n": 1000, "validation": 1000, "clean": 2000,
     "detectors": ["magnet_l1", "magnet_l2", "mid"], "reformer": True,
-    "fpr": {"magnet_l1": 0.001, "magnet_l2": 0.001, "magnet_jsd_T10": 0.001, "magnet_jsd_T40": 0.001, "mid": 0.005},
+    # Judged alone beside the defense's detectors (detectors.csv), not part of the defense: seed 001's dropout vote.
+    "compared": ["dropout_vote"],
+    "fpr": {"magnet_l1": 0.001, "magnet_l2": 0.001, "magnet_jsd_T10": 0.001, "magnet_jsd_T40": 0.001, "mid": 0.005,
+            "dropout_vote": 0.005},
+    # Seed 001's dropout vote: K passes; rate null = the classifier's own dropout layers at their own rates.
+    "dropout_vote": {"k": 50, "rate": None},
     "autoencoder": {"epochs": 100, "batch_size": 256, "lr": 0.001, "noise": 0.1, "train_size": None},
     "mine": {"hidden": 64, "layers": 2, "steps": 1000, "batch_size": 512, "lr": 0.002, "ema_rate": 0.01,
              "references": 256, "train_size": 10000},
@@ -63,8 +70,10 @@ def defense_settings(config: dict[str, Any]) -> dict[str, Any] | None:
         value = settings[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             _fail(key, f"must be a positive integer; got {value!r}")
-    for key, allowed in (("detectors", DETECTORS), ("attacks", SWEEP_ATTACKS)):
+    for key, allowed in (("detectors", DETECTORS), ("compared", DETECTORS), ("attacks", SWEEP_ATTACKS)):
         names = settings[key]
+        if key == "compared" and names == []:
+            continue
         if not isinstance(names, list) or not names:
             _fail(key, f"must be a non-empty list; allowed: {', '.join(allowed)}")
         unknown = [n for n in names if n not in allowed]
@@ -75,6 +84,16 @@ def defense_settings(config: dict[str, Any]) -> dict[str, Any] | None:
             _fail(f"fpr.{name}", f"unknown detector; allowed: {', '.join(DETECTORS)}")
         if isinstance(fpr, bool) or not isinstance(fpr, (int, float)) or not 0 < fpr < 1:  # NaN fails too
             _fail(f"fpr.{name}", f"a false-positive rate must be a number in (0, 1); got {fpr!r}")
+    vote = settings["dropout_vote"]
+    if set(vote) - {"k", "rate"}:
+        _fail("dropout_vote", f"unknown key(s) {', '.join(sorted(set(vote) - {'k', 'rate'}))}; allowed: k, rate")
+    if isinstance(vote["k"], bool) or not isinstance(vote["k"], int) or vote["k"] < 1:
+        _fail("dropout_vote.k", f"the number of votes must be a positive integer; got {vote['k']!r}")
+    rate = vote["rate"]
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or
+                             not (math.isfinite(rate) and 0 <= rate < 1)):
+        _fail("dropout_vote.rate", f"a dropout rate must be a number in [0, 1) or null (the classifier's own "
+                                   f"dropout layers at their rates); got {rate!r}")
     for key, low, high in (("epsilons", 0.0, 1.0), ("kappas", 0.0, math.inf)):
         grid = settings[key]
         if not isinstance(grid, list) or not grid:
@@ -83,6 +102,63 @@ def defense_settings(config: dict[str, Any]) -> dict[str, Any] | None:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low < value <= high or
                                                                                      (key == "kappas" and value == 0)):
                 _fail(key, f"{value!r} is out of range: ε in (0, 1] (pixel units), κ >= 0")
+    return settings
+
+
+def judged(settings: dict[str, Any]) -> list[str]:
+    """Every detector whose scores are tabulated: the defense's, then the ones compared beside it."""
+    return list(dict.fromkeys([*settings["detectors"], *settings["compared"]]))
+
+
+def uses_dropout_vote(settings: dict[str, Any] | None) -> bool:
+    return bool(settings) and "dropout_vote" in judged(settings)
+
+
+#: Seed 001's perturbation statistics and average-adversarial grid (top-level ``perturbations`` block).
+PERTURBATION_DEFAULTS: dict[str, Any] = {
+    "model": "good_init",
+    "grid": {"m": 20, "epsilon": 4.0, "steps": 20, "rel_stepsize": 0.1},
+    "pair": None,
+}
+
+
+def perturbation_settings(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's ``perturbations`` block over :data:`PERTURBATION_DEFAULTS`, checked; None when absent (seed 001's
+    statistics and grid do not run)."""
+    block = config.get("perturbations")
+    if block is None:
+        return None
+    if not isinstance(block, dict):
+        raise ConfigError(f"perturbations: must be a mapping of settings; got {block!r}")
+    settings = copy.deepcopy(PERTURBATION_DEFAULTS)
+    for key, value in block.items():
+        if key not in settings:
+            raise ConfigError(f"perturbations.{key}: unknown key; allowed: {', '.join(settings)}")
+        if key == "grid":
+            unknown = sorted(set(value or {}) - set(settings["grid"]))
+            if unknown:
+                raise ConfigError(f"perturbations.grid.{unknown[0]}: unknown key; allowed: "
+                                  f"{', '.join(settings['grid'])}")
+            settings["grid"].update(value or {})
+        else:
+            settings[key] = value
+    if settings["model"] not in (config.get("models") or {}) or settings["model"] == "ensemble":
+        raise ConfigError(f"perturbations.model: {settings['model']!r} is not among the config's models (the "
+                          f"ensemble has no gradient of its own); allowed: "
+                          f"{', '.join(m for m in (config.get('models') or {}) if m != 'ensemble')}")
+    grid = settings["grid"]
+    for key in ("m", "steps"):
+        if isinstance(grid[key], bool) or not isinstance(grid[key], int) or grid[key] < 1:
+            raise ConfigError(f"perturbations.grid.{key}: must be a positive integer; got {grid[key]!r}")
+    for key in ("epsilon", "rel_stepsize"):
+        value = grid[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"perturbations.grid.{key}: must be a positive finite number; got {value!r}")
+    pair = settings["pair"]
+    if pair is not None and not (isinstance(pair, list) and len(pair) == 2 and all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in pair) and pair[0] != pair[1]):
+        raise ConfigError(f"perturbations.pair: two different class indices [i, j] (original, adversarial) or null "
+                          f"(the pair the grid reaches most often); got {pair!r}")
     return settings
 
 

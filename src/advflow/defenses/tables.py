@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from advflow.defenses import metrics
-from advflow.defenses.settings import EPSILON_ATTACKS, KAPPA_ATTACKS, parse_set
+from advflow.defenses.settings import EPSILON_ATTACKS, KAPPA_ATTACKS, judged, parse_set
 from advflow.figures import save
 from advflow.tabular import write_table
 
@@ -37,14 +39,41 @@ ACCURACY_COLUMNS = ("defense", "n", "without", "with_defense", "lost_to_detector
                     "gained_by_reformer")
 
 
+def with_dropout_vote(table: metrics.ScoreTable, name: str, dropout_dir: Path | None) -> metrics.ScoreTable:
+    """``table`` with the dropout vote's spread as ``score_dropout_vote`` (and its control's), from
+    ``dropout_dir/scores/{name}.csv``; the two files must hold the same inputs."""
+    from advflow.seed001 import read_vote_scores
+
+    if dropout_dir is None:
+        raise ValueError("the dropout_vote detector needs the dropout vote's scores (rule dropout_vote)")
+    votes = read_vote_scores(Path(dropout_dir) / "scores" / f"{name}.csv")
+    if not (np.array_equal(votes["index"], table["index"]) and np.array_equal(votes["label"], table["label"])):
+        raise ValueError(f"{dropout_dir}/scores/{name}.csv: its inputs are not those of the set's score table; rerun "
+                         f"the workflow (rules dropout_vote and defense_scores)")
+    out = dict(table)
+    out["score_dropout_vote"] = votes["spread"]
+    if metrics.has_control(table) and "control_spread" in votes:
+        out["control_score_dropout_vote"] = votes["control_spread"]
+    return metrics.check_table(out, where=f"{name} with the dropout vote")
+
+
 def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, sweep_csvs: Sequence[str | Path],
                          settings: dict[str, Any], *, tables_dir: Path, figures_dir: Path, dpi: int = 100,
-                         resamples: int = metrics.RESAMPLES, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
-    """Every table and figure of the defense stage; returns the tables as rows (file name -> rows)."""
+                         resamples: int = metrics.RESAMPLES, seed: int = 0, dropout_dir: Path | None = None
+                         ) -> dict[str, list[dict[str, Any]]]:
+    """Every table and figure of the defense stage; returns the tables as rows (file name -> rows). The defense is
+    ``settings["detectors"]``; ``detectors.csv`` and the thresholds also judge the ``compared`` detectors. The dropout
+    vote's scores come from ``dropout_dir`` (rule ``dropout_vote``)."""
     detectors, reformer = list(settings["detectors"]), bool(settings["reformer"])
-    validation, clean = metrics.read_scores(validation_csv), metrics.read_scores(clean_csv)
-    limits = metrics.thresholds(validation, {d: settings["fpr"][d] for d in detectors})
-    sets = {parse_set(Path(p).stem): metrics.read_scores(p) for p in sweep_csvs}
+    every = judged(settings)
+
+    def read(path: str | Path) -> metrics.ScoreTable:
+        table = metrics.read_scores(path)
+        return with_dropout_vote(table, Path(path).stem, dropout_dir) if "dropout_vote" in every else table
+
+    validation, clean = read(validation_csv), read(clean_csv)
+    limits = metrics.thresholds(validation, {d: settings["fpr"][d] for d in every})
+    sets = {parse_set(Path(p).stem): read(p) for p in sweep_csvs}
     by_eps = {k: v for k, v in sets.items() if k[0] in EPSILON_ATTACKS}
     by_kappa = {k: v for k, v in sets.items() if k[0] in KAPPA_ATTACKS}
     accuracy = [{"defense": " + ".join(detectors) + (" + reformer" if reformer else ""),
@@ -53,13 +82,14 @@ def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, swee
                  **{k: v for k, v in metrics.SEED_CLEAN_ACCURACY.items()}}]
     tables = {
         "thresholds.csv": [{"detector": d, "fpr": settings["fpr"][d], "threshold": limits[d],
-                            "validation_images": len(validation["label"])} for d in detectors],
+                            "validation_images": len(validation["label"]),
+                            "role": "defense" if d in detectors else "compared"} for d in every],
         "table1_defense_rate.csv": metrics.table1_rows(by_eps, limits, detectors, reformer=reformer),
         "table2_defense_rate.csv": metrics.table2_rows(by_kappa, limits, detectors, reformer=reformer),
         "clean_accuracy.csv": accuracy,
-        "detectors.csv": metrics.detector_rows(clean, sets, detectors, resamples=resamples, seed=seed),
+        "detectors.csv": metrics.detector_rows(clean, sets, every, resamples=resamples, seed=seed),
     }
-    columns = {"thresholds.csv": ("detector", "fpr", "threshold", "validation_images"),
+    columns = {"thresholds.csv": ("detector", "role", "fpr", "threshold", "validation_images"),
                "table1_defense_rate.csv": TABLE1_COLUMNS, "table2_defense_rate.csv": TABLE2_COLUMNS,
                "clean_accuracy.csv": ACCURACY_COLUMNS, "detectors.csv": DETECTOR_COLUMNS}
     tables_dir.mkdir(parents=True, exist_ok=True)
@@ -68,7 +98,7 @@ def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, swee
     figures_dir.mkdir(parents=True, exist_ok=True)
     for figure in (metrics.defense_rate_figure(tables["table1_defense_rate.csv"], tables["table2_defense_rate.csv"],
                                                dpi),
-                   metrics.roc_figure(clean, sets, detectors, dpi)):
+                   metrics.roc_figure(clean, sets, every, dpi)):
         save(figure, figures_dir)
     for row in accuracy[:1]:
         log.info("clean accuracy: %.4f without the defense, %.4f with it (detectors cost %.4f, the reformer %.4f)",

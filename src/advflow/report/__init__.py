@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from advflow.report import defense, diagnostics, q1, q2, q3, q4, q5
+from advflow.report import defense, diagnostics, q1, q2, q3, q4, q5, seed001
 from advflow.report.findings import Finding, statistical
 from advflow.report.evidence import overall
 from advflow.report.page import departures, figure_html, html_table, render_html
@@ -126,6 +126,12 @@ def build_report(results: Path, config: Mapping[str, Any], *, out_html: Path, ta
             raise FileNotFoundError(f"{results / 'defense' / 'tables'}: no such folder; the config has a defense "
                                     f"block, so the report needs the defense stage's tables (rule defense_tables)")
         extra.append((defense.KEY, defense.TITLE, defense.section(study, results / "defense", html_table, figure_html)))
+    if config.get("perturbations") is not None and not (results / "seed001" / "grid").is_dir():
+        raise FileNotFoundError(f"{results / 'seed001' / 'grid'}: no such folder; the config has a perturbations "
+                                f"block, so the report needs seed 001's grid (rule average_grid)")
+    seed001_html = seed001.section(results, html_table, figure_html)
+    if seed001_html:
+        extra.append((seed001.KEY, seed001.TITLE, seed001_html))
     page = render_html(study, run, QUESTIONS, tables, TABLES, found, literal, figures, tuple(diagnostics.TABLES),
                        extra)
     write_file(out_html, page)
