@@ -46,6 +46,16 @@ def test_the_same_seed_gives_the_same_votes_and_another_seed_others(model, seeds
     assert torch.equal(torch.get_rng_state(), state)  # the global generator is left as it was
 
 
+def test_running_the_layers_before_the_first_dropout_once_gives_the_same_votes_as_whole_passes(model, seeds):
+    x, _ = seeds
+    mixed = (x + x.roll(1, 0)) / 2
+    split = DropoutVote(model, k=15, rate=0.5, seed=5)
+    assert split.first_random is not None  # the fixture's ConvNet has dropout after its first pooled block
+    whole = DropoutVote(model, k=15, rate=0.5, seed=5, split=False)
+    assert whole.first_random is None
+    np.testing.assert_array_equal(split.votes(mixed), whole.votes(mixed))
+
+
 def test_a_model_without_dropout_needs_a_rate_and_gets_dropout_between_its_layers():
     plain = nn.Sequential(nn.Flatten(), nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
     with pytest.raises(ValueError, match=r"no dropout layer.*set defense\.dropout_vote\.rate"):
