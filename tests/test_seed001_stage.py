@@ -14,7 +14,7 @@ import yaml
 
 from advflow.config import ConfigError
 from advflow.defenses.settings import defense_settings, perturbation_settings
-from advflow.report.seed001 import grid_statement, vote_statements
+from advflow.report.seed001 import grid_statement, summary_statement, vote_statements
 from conftest import REPO, planned_jobs, snakemake
 
 BASE = {"models": {"good_init": {}, "deep_conv": {}}}
@@ -70,6 +70,12 @@ def test_the_statements_say_what_the_grid_and_the_vote_show():
     assert "90.0 % [83.0 %, 95.0 %]" in said and "70.0 % (pgd_eps0.1, n = 20)" in said
     assert "on 0 of 1 sets the 95 % interval lies above one half" in said and "on 1 of 1 sweep sets" in said
     assert "not measured" in " ".join(vote_statements(votes[:1]))
+    assert "reached none of its 8" in grid_statement([{**r, "successes": 0.0} for r in rows])
+    many = [{"set": f"s{k}", "of": of, "inputs": 0.0 if k == 9 else 5.0, "mean": 0.0, "std": 0.1, "max": 0.2,
+             "min": -0.2} for k in range(10) for of in ("perturbations", "original images")]
+    said = summary_statement(many)
+    assert "s7: perturbation std 0.100" in said and "s8:" not in said and "… 1 more sets in the table" in said
+    assert "No successful input, so no statistics: s9." in said
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from advflow.report.defense import read_rows
 from advflow.report.plotting import Figure, FigureBytes
 
 KEY = "seed001"
+#: How many sets the statistics sentence names (the table holds every one).
+MAX_SETS_SAID = 8
 TITLE = "Seed 001: the adversarial input space and the dropout vote"
 
 
@@ -39,6 +41,9 @@ def grid_statement(rows: list[dict[str, Any]]) -> str:
     best = max(rows, key=lambda r: r["successes"])
     worst = min(rows, key=lambda r: r["successes"])
     total = sum(int(r["successes"]) for r in rows)
+    if total == 0:
+        return (f"The targeted attack reached none of its {attempted * len(rows)} (class, target) attempts, so every "
+                f"off-diagonal cell shows \"none\"; raise perturbations.grid.epsilon or steps to reach the targets.")
     return (f"The targeted attack reached {total} of {attempted * len(rows)} (class, target) attempts; "
             f"{len(reached)} of {len(rows)} class pairs have at least one adversarial image (the others show "
             f"\"none\"); most often {int(best['original'])} → {int(best['adversarial'])} ({int(best['successes'])} of "
@@ -51,15 +56,20 @@ def summary_statement(rows: list[dict[str, Any]]) -> str:
     sets = {}
     for row in rows:
         sets.setdefault(row["set"], {})[row["of"]] = row
-    parts = []
+    parts, empty = [], []
     for name, of in sets.items():
         r, original = of.get("perturbations"), of.get("original images")
         if not r or not r["inputs"]:
-            parts.append(f"{name}: no successful input")
+            empty.append(name)
             continue
         parts.append(f"{name}: perturbation std {r['std']:.3f}, range [{r['min']:.2f}, {r['max']:.2f}] "
                      f"(originals' std {original['std']:.3f}; n = {int(r['inputs'])})")
-    return "Perturbations r = x' − x of the successful inputs, in pixel units: " + "; ".join(parts) + "."
+    shown = parts[:MAX_SETS_SAID] + ([f"… {len(parts) - MAX_SETS_SAID} more sets in the table"]
+                                     if len(parts) > MAX_SETS_SAID else [])
+    text = "Perturbations r = x' − x of the successful inputs, in pixel units: " + "; ".join(shown) + "."
+    if empty:
+        text += f" No successful input, so no statistics: {', '.join(empty)}."
+    return text
 
 
 def vote_statements(rows: list[dict[str, Any]]) -> list[str]:
