@@ -666,7 +666,7 @@ def test_tiny_run_report_holds_everything_and_renders_in_chromium(tiny_run, repo
     config = yaml.safe_load((repo / "configs" / "tiny.yaml").read_text())
     source = tiny_run / "results" / config["dataset"]
     results = tmp_path / "results" / config["dataset"]
-    for folder in ("paths", "adv", "tables", "aggregates", "trajectories", "defense"):
+    for folder in ("paths", "adv", "tables", "aggregates", "trajectories", "defense", "seed001"):
         if (source / folder).is_dir():
             shutil.copytree(source / folder, results / folder)
     (results / "models").mkdir(parents=True)
@@ -681,7 +681,10 @@ def test_tiny_run_report_holds_everything_and_renders_in_chromium(tiny_run, repo
         *(f"q5_{kind}_{a}.png" for a in study.q5_attacks for kind in ("transfer", "transferable"))}
     assert {n for n in captions if n.endswith(".csv")} == ALL_TABLES
     assert assert_distance_tables_follow_the_formula(results, out / "tables") > 0
-    assert_report_holds_everything((out / "report.html").read_text(), captions, out / "tables", out / "figures")
+    page = (out / "report.html").read_text()
+    assert_report_holds_everything(page, captions, out / "tables", out / "figures")
+    for section in ("defense", "seed001"):  # the defense stage's and seed 001's sections, rendered with the rest
+        assert f'<section id="{section}"' in page
     assert_renders_cleanly(out / "report.html", out / "screenshot.png")
 
 
