@@ -329,21 +329,23 @@ PERTURBATIONS = perturbation_settings(config)
 
 
 def study_sets_on(dataset, model):
-    """(name, set file) of the study's adversarial sets crafted on `model` (not the controls)."""
-    return [
+    """(name, set file) of the study's adversarial sets crafted on `model` (not the controls), sorted: the
+    config's order of keys must not rerun anything."""
+    return sorted(
         (f"{attack}@{model}", f"results/{dataset}/adv/{model}/{attack}.h5")
         for attack in ATTACK_SETS.get(model, [])
-    ]
+    )
 
 
 def perturbation_sets(dataset):
-    """(name, set file, seeds file) of every adversarial set of the study and of the defense sweeps."""
+    """(name, set file, seeds file) of every adversarial set of the study (sorted: the config's order of keys
+    must not rerun anything) and of the defense sweeps."""
     seeds = f"results/{dataset}/inputs/normal_test.h5"
-    out = [
+    out = sorted(
         (f"{attack}@{target}", f"results/{dataset}/adv/{target}/{attack}.h5", seeds)
         for target, attacks in ATTACK_SETS.items()
         for attack in attacks
-    ]
+    )
     if DEFENSE:
         out += [
             (
