@@ -114,8 +114,9 @@ AGGREGATES = MEASUREMENTS - 2  # every measured set but the trajectories and the
 # each measured on the two others.
 SUBSETS = 3 * 3 * 2
 AGGREGATE_STAGE = {"aggregate": AGGREGATES, "aggregate_subsets": SUBSETS, "report": 1, "all": 1}
-# Seed 001's statistics read every set, its dropout vote the sets crafted on the defense classifier (good_init).
-SEED001_SETS = {"perturbation_stats": 1, "dropout_vote": 1}
+# Seed 001's statistics read every set, its dropout vote the sets crafted on the defense classifier (good_init),
+# and the defense tables judge the vote's detector.
+SEED001_SETS = {"perturbation_stats": 1, "dropout_vote": 1, "defense_tables": 1}
 ATTACK_STAGE = {"select_inputs": 1, "attack": 19, "control": 16, "jsma_trajectories": 1, "trajectory_control": 1,
                 "attack_tables": 1, "features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES,
                 "aggregate_subsets": SUBSETS, "report": 1, "all": 1, **SEED001_SETS}
