@@ -47,6 +47,20 @@ def planned_jobs(dry_run: subprocess.CompletedProcess) -> dict[str, int]:
     return jobs
 
 
+def dry_run_with(tiny_run: Path, tmp_path: Path, change) -> dict[str, int]:
+    """The jobs a dry run of the finished tiny run plans after ``change(config)`` on its tiny.yaml (written back
+    with sorted keys: their order must not matter)."""
+    import yaml
+
+    config = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
+    for name in config["models"]:
+        config["models"][name] = config["models"][name] or {}
+    change(config)
+    changed = tiny_run / f"changed-{tmp_path.name}.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    return planned_jobs(snakemake("-n", "--configfile", changed.name, workdir=tiny_run))
+
+
 #: How the tests run the tiny config: its jobs are small and mostly process start-up, so those that
 #: declare several threads get one, and two of them run at once on a 2-core machine. Every run that is
 #: compared with the tiny run uses the same threads (float reductions depend on them).

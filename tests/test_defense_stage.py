@@ -16,7 +16,7 @@ import yaml
 from advflow.config import ConfigError
 from advflow.defenses.settings import attack_settings, defense_settings, parse_set, strength_name, sweep_sets
 from advflow.io import CorruptFileError
-from conftest import REPO, planned_jobs, snakemake
+from conftest import REPO, dry_run_with, snakemake
 
 BASE = {"seed": 0, "dataset": "synthetic", "models": {"good_init": {}}}
 
@@ -152,16 +152,6 @@ def test_tiny_run_writes_every_defense_table_and_figure_and_the_report_section(t
     assert "Against seed 003" in page
 
 
-def _dry_run_with(tiny_run, tmp_path, change):
-    config = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
-    for name in config["models"]:
-        config["models"][name] = config["models"][name] or {}
-    change(config)
-    changed = tiny_run / f"changed-{tmp_path.name}.yaml"
-    changed.write_text(yaml.safe_dump(config))
-    return planned_jobs(snakemake("-n", "--configfile", changed.name, workdir=tiny_run))
-
-
 SCORED = 2 + 10  # validation, clean and the tiny config's 10 sweep sets
 
 
@@ -181,7 +171,7 @@ SCORED = 2 + 10  # validation, clean and the tiny config's 10 sweep sets
      {"train_autoencoder": 2, "fit_mid": 1, "defense_scores": SCORED, "defense_tables": 1, "report": 1, "all": 1}),
 ])
 def test_changing_one_defense_setting_reruns_only_what_depends_on_it(tiny_run, tmp_path, change, expected):
-    assert _dry_run_with(tiny_run, tmp_path, change) == expected
+    assert dry_run_with(tiny_run, tmp_path, change) == expected
 
 
 def test_the_comparison_with_the_seeds_numbers_counts_them_inside_below_and_above_our_intervals():

@@ -15,7 +15,7 @@ import yaml
 from advflow.config import ConfigError
 from advflow.defenses.settings import defense_settings, perturbation_settings
 from advflow.report.seed001 import grid_statement, summary_statement, vote_statements
-from conftest import REPO, planned_jobs, snakemake
+from conftest import REPO, dry_run_with, snakemake
 
 BASE = {"models": {"good_init": {}, "deep_conv": {}}}
 
@@ -108,16 +108,6 @@ def test_tiny_run_writes_seed_001s_statistics_grid_dropout_vote_and_report_secti
     assert 'data-table="dropout_vote.csv"' in page and "What the numbers show" in page
 
 
-def _dry_run_with(tiny_run, tmp_path, change):
-    config = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
-    for name in config["models"]:
-        config["models"][name] = config["models"][name] or {}
-    change(config)
-    changed = tiny_run / f"changed-{tmp_path.name}.yaml"
-    changed.write_text(yaml.safe_dump(config))
-    return planned_jobs(snakemake("-n", "--configfile", changed.name, workdir=tiny_run))
-
-
 VOTE_RERUN = {"dropout_vote": 1, "defense_tables": 1, "report": 1, "all": 1}
 
 
@@ -128,4 +118,4 @@ VOTE_RERUN = {"dropout_vote": 1, "defense_tables": 1, "report": 1, "all": 1}
     (lambda c: c["perturbations"]["grid"].update(m=3), {"average_grid": 1, "report": 1, "all": 1}),
 ])
 def test_changing_k_the_rate_or_m_reruns_only_what_depends_on_it(tiny_run, tmp_path, change, expected):
-    assert _dry_run_with(tiny_run, tmp_path, change) == expected
+    assert dry_run_with(tiny_run, tmp_path, change) == expected

@@ -59,7 +59,7 @@ def targeted_l2_bim(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tens
 def average_grid(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, settings: dict[str, Any], *,
                  seed: int, device: torch.device, batch_size: int = 256) -> dict[str, np.ndarray]:
     """The grid's arrays (see the module docstring) from the test images (uint8 ``(N, C, H, W)``) and labels."""
-    from advflow.adversarial import _model_space
+    from advflow.adversarial import _model_space, model_logits
     from advflow.models import predict_logits
 
     num_classes = int(model.arch["num_classes"])
@@ -87,8 +87,7 @@ def average_grid(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray,
                             seed=seed + i)
             for s in range(0, len(seeds), batch_size)])
         with torch.no_grad():
-            prediction = torch.cat([model(adversarial[s:s + batch_size].to(device)).argmax(1).cpu()
-                                    for s in range(0, len(adversarial), batch_size)]).numpy()
+            prediction = model_logits(model, adversarial, device, batch_size).argmax(1).numpy()
         pixels = (adversarial.numpy().astype(np.float64) + 1) / 2
         for n, j in enumerate(others):
             rows = slice(n * m, (n + 1) * m)

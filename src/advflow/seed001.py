@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from advflow.defenses.metrics import wilson
 from advflow.figures import Figure, new_figure, palette, render, save, style
+from advflow.io import atomic_path
 from advflow.perturbations import PAIR_COLUMNS, SUMMARY_COLUMNS, PerturbationStats
 from advflow.tabular import write_table
 
@@ -189,12 +191,6 @@ def grid_outputs(grid: Mapping[str, np.ndarray], classes: Sequence[str], pair: S
 
 # ------------------------------------------------------------------------------------------ the dropout vote
 
-def wilson(rate: float, n: int) -> tuple[float, float]:
-    from advflow.defenses.metrics import wilson as score_interval
-
-    return score_interval(rate, n)
-
-
 def vote_row(name: str, kind: str, scores: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """One row of ``dropout_vote.csv`` from a set's vote table: the vote's accuracy, and over the inputs the attack
     fooled the undefended classifier on, the share whose true label the vote restores (seed 001's measure)."""
@@ -214,7 +210,7 @@ def vote_row(name: str, kind: str, scores: Mapping[str, np.ndarray]) -> dict[str
 
 def write_vote_scores(path: Path, columns: Mapping[str, np.ndarray]) -> None:
     names = list(columns)
-    with path.open("w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(names)
         for values in zip(*(columns[n] for n in names)):
@@ -274,7 +270,7 @@ def run_dropout_vote(classifier_path: str | Path, sets: Sequence[tuple[str, str,
 
     import torch
 
-    from advflow.adversarial import _model_space
+    from advflow.adversarial import _model_space, model_logits
     from advflow.defenses.dropout import DropoutVote
     from advflow.io import open_h5
     from advflow.models import load_checkpoint
@@ -298,8 +294,7 @@ def run_dropout_vote(classifier_path: str | Path, sets: Sequence[tuple[str, str,
         votes, plurality, spread = vote.predict_and_score(x, num_classes)
         if prediction is None:
             with torch.no_grad():
-                prediction = torch.cat([classifier(x[s:s + 256].to(device)).argmax(1).cpu()
-                                        for s in range(0, len(x), 256)]).numpy()
+                prediction = model_logits(classifier, x, device).argmax(1).numpy()
         columns = {"index": np.arange(len(labels)), "label": labels, "prediction": prediction, "success": success,
                    "plurality": plurality, "spread": spread}
         if control is not None:
