@@ -385,8 +385,45 @@ def seed001_outputs(dataset):
     ] + dropout_outputs(dataset)
 
 
+def intermediate_targets():
+    """Every file the workflow writes on the way to the results: they are targets of `rule all` too, so
+    a missing one (deleted, moved aside as damaged, or removed by Snakemake when its job failed) is rebuilt
+    by the next plain run, which Snakemake does not do for a file that only feeds outputs already there."""
+    targets = [f"data/{DATASET}.h5"]
+    targets += [f"{RESULTS}/models/{m}.pt" for m in MODELS]
+    if "distilled" in MODELS:
+        targets += [
+            f"{RESULTS}/models/distilled_teacher.pt",
+            f"{RESULTS}/models/distilled_teacher.json",
+            f"{RESULTS}/models/distilled_soft_labels.h5",
+        ]
+    if "compressed" in MODELS:
+        targets.append(f"{RESULTS}/models/compressed_trimming.csv")
+    if ATTACK_SETS:
+        targets += [f"{RESULTS}/inputs/normal_train.h5", f"{RESULTS}/inputs/normal_test.h5"]
+    for m, s in measurements():
+        targets += [f"{RESULTS}/features/{m}/{s}.h5", f"{RESULTS}/mi/{m}/{s}.h5"]
+    targets += [
+        f"{RESULTS}/aggregates/{m}/{s}.{subset}.csv"
+        for m, s, subset in subset_aggregates()
+    ]
+    if DEFENSE:
+        root = f"{RESULTS}/defense"
+        targets += [f"{root}/inputs/{n}.h5" for n in ("seeds", "validation", "clean")]
+        targets += [f"{root}/autoencoders/{ae}.pt" for ae in ("ae_i", "ae_ii")]
+        if "mid" in judged(DEFENSE):
+            targets.append(f"{root}/detectors/mid.pt")
+        targets += [f"{root}/adv/{s}.h5" for s in defense_sweeps()]
+        targets += [
+            f"{root}/scores/{s}.csv"
+            for s in ["validation", "clean", *defense_sweeps()]
+        ]
+    return targets
+
+
 def final_targets():
     targets = [f"{RESULTS}/models/{m}.json" for m in MODELS]
+    targets += intermediate_targets()
     if ATTACK_SETS:
         targets += (
             set_list(DATASET)

@@ -54,7 +54,8 @@ rule mi:
 
 rule aggregate:
     input:
-        "results/{dataset}/paths/{model}/{set}.csv",
+        paths="results/{dataset}/paths/{model}/{set}.csv",
+        mi="results/{dataset}/mi/{model}/{set}.h5",
     output:
         "results/{dataset}/aggregates/{model}/{set}.csv",
     log:
@@ -81,6 +82,7 @@ rule aggregate:
 rule aggregate_subsets:
     input:
         paths="results/{dataset}/paths/{model}/{attack}@{target}.csv",
+        mi="results/{dataset}/mi/{model}/{attack}@{target}.h5",
         adversarial="results/{dataset}/adv/{target}/{attack}.h5",
     output:
         transferable="results/{dataset}/aggregates/{model}/{attack}@{target}.transferable.csv",

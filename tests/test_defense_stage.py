@@ -113,11 +113,13 @@ def test_a_truncated_mid_state_is_an_error_naming_the_file_and_the_rule(tmp_path
     torch.save({"network": {"w": torch.zeros(2)}, "references": torch.zeros(3, 4)}, path)
     assert set(load_mid_state(path)) == {"network", "references"}
     path.write_bytes(path.read_bytes()[:40])
-    with pytest.raises(CorruptFileError, match=r"mid\.pt: not a readable MID state.*rule fit_mid"):
+    with pytest.raises(CorruptFileError, match=r"mid\.pt: damaged \(not a readable MID state.*rule fit_mid"):
         load_mid_state(path)
+    assert not path.exists() and path.with_name("mid.pt.damaged").exists()  # moved aside: the next run refits
     torch.save({"weights": torch.zeros(2)}, path)
     with pytest.raises(CorruptFileError, match="not a MID state"):
         load_mid_state(path)
+    assert path.with_name("mid.pt.damaged.1").exists()
 
 
 def test_a_bad_defense_block_stops_the_workflow_before_any_job(tmp_path):

@@ -95,11 +95,22 @@ def test_a_truncated_features_file_fails_the_mi_step_naming_it_and_is_moved_asid
     size = features.stat().st_size
     with open(features, "r+b") as fh:
         fh.truncate(size // 2)
-    with pytest.raises(FeaturesCorruptError, match=r"truncated\.h5: features file is truncated or corrupted.*"
+    with pytest.raises(FeaturesCorruptError, match=r"truncated\.h5: damaged \(features file: .*"
                        r"Run snakemake again"):
         measure_set(features, folder / "mi_t.h5", folder / "paths_t.csv")
-    assert not features.exists() and features.with_name("truncated.h5.corrupt").exists()
+    assert not features.exists() and features.with_name("truncated.h5.damaged").exists()
     assert not (folder / "mi_t.h5").exists() and not (folder / "paths_t.csv").exists()
+
+
+def test_a_features_file_of_another_set_is_moved_aside_not_measured(cifar_good_init):
+    folder, _, _ = cifar_good_init
+    features = record(folder, name="other")
+    with pytest.raises(FeaturesCorruptError, match=r"other\.h5: damaged \(features file: written for set .* this job "
+                       r"measures 'fgsm@good_init'\).*Run snakemake again"):
+        measure_set(features, folder / "mi_o.h5", folder / "paths_o.csv",
+                    expect={"model": "good_init", "set": "fgsm@good_init"})
+    assert not features.exists() and features.with_name("other.h5.damaged").exists()
+    assert not (folder / "mi_o.h5").exists()
 
 
 def test_trajectory_sets_carry_seed_and_step(tmp_path):

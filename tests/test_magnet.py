@@ -189,8 +189,9 @@ def test_truncated_or_foreign_checkpoint_names_the_file_and_the_fix(trained, tmp
     path = tmp_path / "ae_i.pt"
     save_autoencoder(trained["ae_i"], "ae_i", path)
     path.write_bytes(path.read_bytes()[:300])
-    with pytest.raises(OSError, match=rf"{path}.*rerun the workflow rule"):
+    with pytest.raises(OSError, match=rf"{path}: damaged.*moved to ae_i\.pt\.damaged.*rule train_autoencoder"):
         load_autoencoder(path)
+    assert not path.exists() and path.with_name("ae_i.pt.damaged").exists()  # kept; the next run retrains it
     torch.save({"architecture": {"name": "deep_conv"}, "state_dict": {}}, path)
     with pytest.raises(OSError, match=rf"{path}.*not a MagNet autoencoder checkpoint"):
         load_autoencoder(path)

@@ -65,11 +65,42 @@ def test_checkpoint_loads_with_weights_only_and_gives_the_same_outputs(tmp_path,
     assert build_model(model.arch).__class__ is model.__class__
 
 
-def test_damaged_checkpoint_names_the_file_and_the_fix(tmp_path):
+def test_damaged_checkpoint_names_the_file_and_the_fix_and_is_moved_aside(tmp_path):
     path = tmp_path / "good_init.pt"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(OSError, match=r"good_init\.pt: not a readable advflow checkpoint .* rerun"):
+    with pytest.raises(OSError, match=r"good_init\.pt: damaged \(not a readable advflow checkpoint: .*\); it was moved "
+                       r"to good_init\.pt\.damaged .*Run snakemake again: it rebuilds the file with the rule that "
+                       r"trains the model"):
         load_checkpoint(path)
+    assert not path.exists() and (tmp_path / "good_init.pt.damaged").read_bytes() == b"not a checkpoint"
+
+
+def test_a_truncated_checkpoint_is_moved_aside_and_an_earlier_damaged_copy_kept(tmp_path):
+    model = ConvNet(architecture("good_init", 1, (12, 12), 10))
+    path = tmp_path / "good_init.pt"
+    save_checkpoint(model, path)
+    whole = path.read_bytes()
+    (tmp_path / "good_init.pt.damaged").write_bytes(b"an earlier one")
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(OSError, match=r"moved to good_init\.pt\.damaged\.1"):
+        load_checkpoint(path)
+    assert (tmp_path / "good_init.pt.damaged").read_bytes() == b"an earlier one"  # never overwritten
+    assert (tmp_path / "good_init.pt.damaged.1").read_bytes() == whole[: len(whole) // 2]
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_moved_aside(tmp_path):
+    import pickle
+
+    path = tmp_path / "good_init.pt"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    torch.save({"architecture": RunsCode(), "state_dict": {}}, path, pickle_module=pickle)
+    with pytest.raises(OSError, match=r"not a readable advflow checkpoint: Weights only load failed"):
+        load_checkpoint(path)
+    assert (tmp_path / "good_init.pt.damaged").exists()
 
 
 def test_lsuv_init_gives_unit_output_variance_per_layer():

@@ -382,8 +382,8 @@ def test_truncated_features_fail_the_mi_rule_naming_the_file_and_the_rerun_rebui
     failed = snakemake("--cores", "1", "--configfile", "tiny.yaml", workdir=work, check=False)
     assert failed.returncode != 0
     log = (work / "results/synthetic/logs/mi/good_init/fgsm@good_init.log").read_text()
-    assert "fgsm@good_init.h5: features file is truncated or corrupted" in log and "Run snakemake again" in log
-    assert features.with_name("fgsm@good_init.h5.corrupt").exists()  # kept for inspection, not deleted
+    assert "fgsm@good_init.h5: damaged (features file:" in log and "Run snakemake again" in log
+    assert features.with_name("fgsm@good_init.h5.damaged").exists()  # kept for inspection, not deleted
     rerun = snakemake("--cores", "1", "--configfile", "tiny.yaml", workdir=work)
     assert "rule features:" in rerun.stdout + rerun.stderr
     assert paths.read_text() == expected  # rebuilt, equal to the uninterrupted run's

@@ -7,9 +7,12 @@ start(sm)
 import logging  # noqa: E402
 
 from advflow.aggregate import aggregate_paths, write_aggregate  # noqa: E402
+from advflow.paths import read_mi_record  # noqa: E402
 
 gp = dict(sm.params.gp)
-aggregated = aggregate_paths(sm.input[0], seed=sm.params.seed, grid_step=gp["grid_step"])
+# The MI file, checked, says how many inputs and layers the paths CSV (the same job's) must hold.
+record = read_mi_record(sm.input.mi, model=sm.wildcards.model, set_=sm.wildcards.set)
+aggregated = aggregate_paths(sm.input.paths, seed=sm.params.seed, grid_step=gp["grid_step"], record=record)
 write_aggregate(sm.output[0], aggregated)
 for name, path in aggregated.items():
     logging.getLogger("advflow.aggregate").info("%s: %s", name, path.hyperparameters)

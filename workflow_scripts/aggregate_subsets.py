@@ -7,10 +7,13 @@ start(sm)
 import logging  # noqa: E402
 
 from advflow.aggregate import MIN_SUBSET, aggregate_subsets, write_aggregate  # noqa: E402
+from advflow.paths import read_mi_record  # noqa: E402
 
 log = logging.getLogger("advflow.aggregate")
 gp = dict(sm.params.gp)
-subsets = aggregate_subsets(sm.input.paths, sm.input.adversarial, seed=sm.params.seed, grid_step=gp["grid_step"])
+record = read_mi_record(sm.input.mi, model=sm.wildcards.model, set_=f"{sm.wildcards.attack}@{sm.wildcards.target}")
+subsets = aggregate_subsets(sm.input.paths, sm.input.adversarial, seed=sm.params.seed, grid_step=gp["grid_step"],
+                            record=record)
 for subset, (count, aggregated) in subsets.items():
     write_aggregate(sm.output[subset], aggregated)  # no rows below MIN_SUBSET inputs: nothing to aggregate
     if aggregated:

@@ -7,4 +7,5 @@ device = start(sm)
 from advflow.information import measure_set  # noqa: E402
 
 measure_set(sm.input[0], sm.output.mi, sm.output.paths, buckets=sm.params.buckets, batch_size=sm.config["mi"]["batch_size"],
-            device=device, bias_correction=sm.params.bias_correction, seed=sm.params.seed)
+            device=device, bias_correction=sm.params.bias_correction, seed=sm.params.seed,
+            expect={"model": sm.wildcards.model, "set": sm.wildcards.set})

@@ -62,8 +62,8 @@ from gpytorch.likelihoods import _GaussianLikelihoodBase
 from gpytorch.likelihoods.noise_models import Noise
 from linear_operator.operators import DiagLinearOperator
 
-from advflow.io import atomic_path, open_h5
-from advflow.paths import InputPaths, path_distance, read_input_paths, read_paths_csv
+from advflow.io import atomic_path, check_h5, open_h5
+from advflow.paths import InputPaths, MIRecord, path_distance, read_input_paths, read_paths_csv
 
 # Lower bound of sigma^2, the noise variance of one point, in standardized units (the targets' variance is 1).
 MIN_LENGTHSCALE_GAPS = 0.5  # the lengthscale's lower bound, in spacings of adjacent layers
@@ -435,10 +435,14 @@ def aggregate_frame(layers: np.ndarray, mu_s: np.ndarray, mu_t: np.ndarray, *, s
     return aggregated
 
 
-def aggregate_paths(paths_csv: str | Path, *, seed: int = 0, grid_step: float = 0.05) -> dict[str, AggregatedPath]:
+def aggregate_paths(paths_csv: str | Path, *, seed: int = 0, grid_step: float = 0.05, record: MIRecord | None = None
+                    ) -> dict[str, AggregatedPath]:
     """``{"iip": ..., "oip": ...}``: the aggregates of all the inputs in a paths CSV. A trajectory CSV
     (with a ``step`` column) must hold a single step; group its rows by step and use
-    :func:`aggregate_frame` otherwise."""
+    :func:`aggregate_frame` otherwise. Given the MI file's ``record`` (:func:`advflow.paths.read_mi_record`),
+    the CSV must hold its inputs and layers (a damaged CSV is moved aside, never aggregated)."""
+    if record is not None:
+        read_input_paths(paths_csv, record=record)
     columns = read_paths_csv(paths_csv)
     if "step" in columns and np.unique(columns["step"]).size > 1:
         raise ValueError(f"{paths_csv}: rows of {np.unique(columns['step']).size} steps; aggregate each step "
@@ -469,20 +473,25 @@ def transfer_masks(paths: InputPaths, success: np.ndarray, labels: np.ndarray, *
     return {"transferable": success & fooled, "non_transferable": success & ~fooled}
 
 
+def read_success(adversarial_h5: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(success, labels) of an adversarial set, checked: both one entry per input (a damaged set is moved aside)."""
+    with open_h5(adversarial_h5) as h5:
+        check_h5(h5, adversarial_h5, datasets={"success": (None,), "labels": (None,)})
+        return h5["success"][:], h5["labels"][:]
+
+
 def read_transfer_masks(paths_csv: str | Path, adversarial_h5: str | Path) -> dict[str, np.ndarray]:
     """:func:`transfer_masks` of a paths CSV (the set measured on another model) and the set's HDF5 file."""
-    with open_h5(adversarial_h5) as h5:
-        success, labels = h5["success"][:], h5["labels"][:]
+    success, labels = read_success(adversarial_h5)
     return transfer_masks(read_input_paths(paths_csv), success, labels, where=f"{paths_csv} and {adversarial_h5}")
 
 
-def aggregate_subsets(paths_csv: str | Path, adversarial_h5: str | Path, *, seed: int = 0, grid_step: float = 0.05
-                      ) -> dict[str, tuple[int, dict[str, AggregatedPath]]]:
+def aggregate_subsets(paths_csv: str | Path, adversarial_h5: str | Path, *, seed: int = 0, grid_step: float = 0.05,
+                      record: MIRecord | None = None) -> dict[str, tuple[int, dict[str, AggregatedPath]]]:
     """Q5: per subset of :func:`read_transfer_masks`, its size and the aggregates of its inputs' paths (empty
-    below :data:`MIN_SUBSET` inputs)."""
-    paths = read_input_paths(paths_csv)
-    with open_h5(adversarial_h5) as h5:
-        success, labels = h5["success"][:], h5["labels"][:]
+    below :data:`MIN_SUBSET` inputs). ``record``: as in :func:`aggregate_paths`."""
+    paths = read_input_paths(paths_csv, record=record)
+    success, labels = read_success(adversarial_h5)
     out = {}
     for subset, mask in transfer_masks(paths, success, labels, where=f"{paths_csv} and {adversarial_h5}").items():
         count, aggregated = int(mask.sum()), {}

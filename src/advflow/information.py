@@ -35,7 +35,7 @@ import h5py
 import numpy as np
 import torch
 
-from advflow.io import CorruptFileError, atomic_h5, open_h5
+from advflow.io import CorruptFileError, DamagedFileError, atomic_h5, open_h5, quarantine
 from advflow.mi import mi_against, seeded_permutations
 from advflow.paths import DIAGNOSTIC_COLUMNS, write_paths  # noqa: F401 (the paths CSV's one home)
 from advflow.paths import information_paths
@@ -43,21 +43,14 @@ from advflow.paths import information_paths
 log = logging.getLogger("advflow.information")
 
 
-class FeaturesCorruptError(CorruptFileError):
-    """A features file that cannot be read to the end; it has been moved aside."""
+class FeaturesCorruptError(DamagedFileError):
+    """A features file that cannot be read to the end, or not of this set and model; it has been moved aside."""
 
 
 def _quarantine(path: Path, problem: str) -> FeaturesCorruptError:
-    """Move an unreadable features file aside (kept for inspection, never deleted) so that the next
+    """Move a damaged features file aside (:func:`advflow.io.quarantine`: kept, never deleted) so that the next
     ``snakemake`` run sees it missing and rebuilds it."""
-    aside = path.with_name(path.name + ".corrupt")
-    try:
-        path.replace(aside)
-        where = f"it was moved to {aside}"
-    except OSError as error:
-        where = f"moving it aside failed ({error}); delete it"
-    return FeaturesCorruptError(f"{path}: features file is truncated or corrupted ({problem}); {where}. "
-                                "Run snakemake again: it rebuilds the features and then this step.")
+    return FeaturesCorruptError(str(quarantine(path, f"features file: {problem}", rebuilt_by="rule features")))
 
 
 def _check_layout(h5: h5py.File) -> tuple[list[str], int]:
@@ -74,10 +67,12 @@ def _check_layout(h5: h5py.File) -> tuple[list[str], int]:
 
 def measure_set(features_path: str | Path, out_mi: str | Path, out_paths: str | Path, *, buckets: int = 8,
                 batch_size: int = 16, device: torch.device | str = "cpu", bias_correction: bool = False,
-                seed: int = 0) -> dict[str, Any]:
+                seed: int = 0, expect: dict[str, str] | None = None) -> dict[str, Any]:
     """S and T of every layer for every input of a features file, and its information paths, with the
     dead-map shares and the shuffled-map MI (the estimator's bias, seeded by ``seed``) of each input and
-    layer. ``bias_correction`` subtracts that bias from ``mu_s`` and ``mu_t`` (default: the raw means)."""
+    layer. ``bias_correction`` subtracts that bias from ``mu_s`` and ``mu_t`` (default: the raw means).
+    ``expect``: the features file's ``model`` and ``set`` attributes this job needs; a file written for
+    others, or that cannot be read to the end, is moved aside and rebuilt by the next run."""
     if not isinstance(bias_correction, (bool, np.bool_)):
         raise ValueError(f"bias_correction must be true or false; got {type(bias_correction).__name__} "
                          f"{bias_correction!r}")
@@ -87,7 +82,7 @@ def measure_set(features_path: str | Path, out_mi: str | Path, out_paths: str | 
     device = torch.device(device)
     started = last = time.monotonic()
     try:
-        source = open_h5(features_path)
+        source = open_h5(features_path, damaged="keep")
     except CorruptFileError as error:
         raise _quarantine(features_path, str(error.__cause__ or error)) from error
     with source as h5, atomic_h5(out_mi) as out:
@@ -97,6 +92,9 @@ def measure_set(features_path: str | Path, out_mi: str | Path, out_paths: str | 
                 attrs = {key: h5.attrs[key] for key in ("model", "set")}
             except (KeyError, ValueError, OSError) as error:
                 raise _quarantine(features_path, f"{type(error).__name__}: {error}") from error
+            for key, value in (expect or {}).items():
+                if str(attrs[key]) != value:
+                    raise _quarantine(features_path, f"written for {key} {attrs[key]!r}, this job measures {value!r}")
             target_name = names[-1]
             n_s = h5["input"].shape[1]
             n_t = h5[f"layers/{target_name}"].shape[1]

@@ -36,6 +36,48 @@ class CorruptFileError(OSError):
     """An input file exists but cannot be read (truncated or damaged)."""
 
 
+class DamagedFileError(CorruptFileError):
+    """A file the workflow wrote is damaged (truncated, wrong shape, non-finite values, written for other
+    settings); it has been moved aside, so the next ``snakemake`` run rebuilds it."""
+
+
+def aside_path(path: str | Path) -> Path:
+    """Where a damaged ``path`` is kept: ``<name>.damaged``, or ``<name>.damaged.<k>`` when earlier ones are
+    there (none is ever overwritten)."""
+    path = Path(path)
+    aside = path.with_name(path.name + ".damaged")
+    k = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.damaged.{k}")
+        k += 1
+    return aside
+
+
+def quarantine(path: str | Path, problem: str, *, rebuilt_by: str = "the workflow stage that writes it"
+               ) -> DamagedFileError:
+    """Move a damaged file aside (kept for inspection, never deleted) and return the error to raise.
+
+    The file is gone from its own name, so the next plain ``snakemake`` run sees it missing and rebuilds
+    it (every file the workflow writes is a target of ``rule all``), and what depends on it after it. The
+    message names the file, the problem, where it went and what to do.
+    """
+    path = Path(path)
+    aside = aside_path(path)
+    try:
+        path.replace(aside)
+        where = f"it was moved to {aside.name} (kept, not used)"
+    except OSError as error:
+        where = f"moving it aside failed ({error}); delete it"
+    return DamagedFileError(f"{path}: damaged ({problem}); {where}. Run snakemake again: it rebuilds the "
+                            f"file with {rebuilt_by}, then what depends on it.")
+
+
+def require(condition: bool, path: str | Path, problem: str) -> None:
+    """Quarantine ``path`` and raise when ``condition`` is false (a check of a file being read)."""
+    if not condition:
+        raise quarantine(path, problem)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
@@ -70,18 +112,68 @@ def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
             yield h5
 
 
-def open_h5(path: str | Path) -> h5py.File:
-    """Open an HDF5 file for reading, with an error that names the file and the fix."""
+def open_h5(path: str | Path, *, damaged: str = "quarantine") -> h5py.File:
+    """Open an HDF5 file for reading, with an error that names the file and the fix.
+
+    A file HDF5 cannot open (truncated, overwritten) is moved aside by :func:`quarantine`
+    (``damaged="quarantine"``, for the files the workflow writes, which the next run rebuilds) or left
+    where it is (``damaged="keep"``, for files a user supplies). A locking failure is neither: the
+    message points at ``hdf5_locking``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file; run the workflow stage that writes it")
     try:
         return h5py.File(path, "r", locking=hdf5_locking())
     except OSError as err:
+        if "unable to lock" in str(err).lower() or "file locking" in str(err).lower():
+            raise OSError(f"{path}: HDF5 could not lock the file ({err}); on a filesystem without locks set "
+                          "`hdf5_locking: false` in the config") from err
+        if damaged == "quarantine":
+            raise quarantine(path, f"cannot be read as HDF5: {err}") from err
         raise CorruptFileError(
-            f"{path}: cannot be read as HDF5 ({err}); it is truncated or damaged. Delete it and rerun "
-            "the workflow to rebuild it."
+            f"{path}: cannot be read as HDF5 ({err}); it is truncated or damaged. Replace it with a whole copy."
         ) from err
+
+
+def check_h5(h5: h5py.File, path: str | Path, *, datasets: dict[str, tuple[int | None, ...]],
+             attrs: dict[str, Any] | None = None, finite: tuple[str, ...] = ()) -> int:
+    """Check an open HDF5 file the workflow wrote before it is used; quarantine it when it is damaged.
+
+    ``datasets`` maps each required dataset to its expected shape, ``None`` for a free dimension; the
+    first dimension of every dataset is the number of inputs and must be the same for all (returned).
+    ``attrs`` are attributes that must hold these values (which set, model and settings produced the
+    file); ``finite`` lists datasets whose values must all be finite.
+    """
+    import numpy as np
+
+    n = None
+    for name, shape in datasets.items():
+        if name not in h5:
+            raise quarantine(path, f"no dataset '{name}'")
+        found = h5[name].shape
+        if len(found) != len(shape) or any(s is not None and s != f for s, f in zip(shape, found)):
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            raise quarantine(path, f"'{name}' has shape {found}, expected {want}")
+        if found:
+            if n is not None and found[0] != n:
+                raise quarantine(path, f"'{name}' has {found[0]} rows where the others have {n}")
+            n = found[0]
+    for key, value in (attrs or {}).items():
+        if key not in h5.attrs:
+            raise quarantine(path, f"no attribute '{key}'")
+        have = h5.attrs[key]
+        have = have.decode() if isinstance(have, bytes) else have
+        if have != value:
+            raise quarantine(path, f"attribute '{key}' is {have!r}, this run expects {value!r}")
+    for name in finite:
+        try:
+            values = h5[name][...]
+        except OSError as err:
+            raise quarantine(path, f"'{name}' cannot be read: {err}") from err
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise quarantine(path, f"'{name}' holds {int((~np.isfinite(values)).sum())} NaN or infinite values")
+    return int(n or 0)
 
 
 def write_json(path: str | Path, record: dict[str, Any]) -> None:

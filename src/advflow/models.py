@@ -26,7 +26,7 @@ from torch import nn
 
 from advflow.catalog import MODELS
 from advflow.data import to_model_space
-from advflow.io import atomic_path
+from advflow.io import atomic_path, quarantine
 
 
 
@@ -195,11 +195,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.
     except FileNotFoundError:
         raise
     except Exception as err:
+        # Truncated, overwritten, of another architecture, or a pickle that would run code: never used. The
+        # workflow's own checkpoint is moved aside (kept), so the next run trains the model again.
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise OSError(
-            f"{path}: not a readable advflow checkpoint ({reason}). Delete it and rerun the workflow "
-            "to retrain the model."
-        ) from err
+        raise quarantine(path, f"not a readable advflow checkpoint: {reason}",
+                         rebuilt_by="the rule that trains the model") from err
     return model.to(device).eval()
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from advflow.io import atomic_path
+from advflow.io import atomic_path, check_h5, open_h5, quarantine
 
 
 def path_means(matrices: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -127,11 +127,20 @@ def write_paths(path: str | Path, names: list[str], mu_s: np.ndarray, mu_t: np.n
                                  *(int(meta[key][i]) for key in extra)])
 
 
-def read_paths_csv(paths_csv: str | Path) -> dict[str, np.ndarray]:
+def _damaged(path: Path, problem: str, damaged: str) -> Exception:
+    """The error for a paths CSV that is not whole: moved aside for the workflow's own files (the mi rule
+    writes it again on the next run), or left in place (``damaged="keep"``, a file from elsewhere)."""
+    if damaged == "quarantine":
+        return quarantine(path, problem, rebuilt_by="rule mi")
+    return ValueError(f"{path}: {problem}")
+
+
+def read_paths_csv(paths_csv: str | Path, *, damaged: str = "quarantine") -> dict[str, np.ndarray]:
     """The columns of a per-input paths CSV (SPEC: ``input, layer, layer_name, mu_s, mu_t, label,
     prediction`` [+ ``dead, mu_s_bias, mu_t_bias``] [+ ``seed, step``]) as arrays: float64 for ``layer``,
     ``mu_s``, ``mu_t``, ``step`` and the diagnostics ``dead``, ``mu_s_bias``, ``mu_t_bias`` (absent
-    from older CSVs), strings for the others."""
+    from older CSVs), strings for the others. A file that is not whole (missing columns, no rows, a short
+    or unreadable row, a non-finite ``mu_s`` or ``mu_t``) is damaged: see :func:`_damaged`."""
     paths_csv = Path(paths_csv)
     if not paths_csv.is_file():
         raise FileNotFoundError(f"{paths_csv}: no such file; run the workflow stage that writes the paths")
@@ -139,22 +148,77 @@ def read_paths_csv(paths_csv: str | Path) -> dict[str, np.ndarray]:
         reader = csv.DictReader(handle)
         missing = [c for c in ("layer", "mu_s", "mu_t") if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{paths_csv}: missing column(s) {', '.join(missing)}; a paths CSV has "
-                             f"input, layer, layer_name, mu_s, mu_t, label, prediction")
+            raise _damaged(paths_csv, f"missing column(s) {', '.join(missing)}; a paths CSV has input, layer, "
+                           f"layer_name, mu_s, mu_t, label, prediction", damaged)
         rows = list(reader)
     if not rows:
-        raise ValueError(f"{paths_csv}: no rows; a set needs at least one input's path to aggregate")
+        raise _damaged(paths_csv, "no rows; a set needs at least one input's path", damaged)
+    short = [n for n, row in enumerate(rows, start=2) if None in row.values() or None in row]
+    if short:
+        raise _damaged(paths_csv, f"line {short[0]} has {'fewer' if None in rows[short[0] - 2].values() else 'more'} "
+                       f"fields than the header (cut short?)", damaged)
     columns: dict[str, np.ndarray] = {}
     for name in reader.fieldnames or []:
         cells = [row[name] for row in rows]
         if name in ("layer", "mu_s", "mu_t", "step", "dead", "mu_s_bias", "mu_t_bias"):
             try:
-                columns[name] = np.array([float(c) if c not in ("", None) else math.nan for c in cells])
+                columns[name] = np.array([float(c) if c != "" else math.nan for c in cells])
             except ValueError as error:
-                raise ValueError(f"{paths_csv}: column {name} must hold numbers ({error})") from error
+                raise _damaged(paths_csv, f"column {name} must hold numbers ({error})", damaged) from error
         else:
             columns[name] = np.array(cells, dtype=str)
+    for name in ("layer", "mu_s", "mu_t"):
+        bad = ~np.isfinite(columns[name])
+        if bad.any():
+            raise _damaged(paths_csv, f"{int(bad.sum())} rows with no finite {name} (first: line "
+                           f"{int(np.argmax(bad)) + 2})", damaged)
     return columns
+
+
+@dataclass(frozen=True)
+class MIRecord:
+    """What the MI file of a set says about its inputs: how many, the layers, their labels and predictions."""
+
+    inputs: int
+    layers: list[str]
+    labels: np.ndarray
+    predictions: np.ndarray
+
+
+def read_mi_record(mi_h5: str | Path, *, model: str | None = None, set_: str | None = None) -> MIRecord:
+    """Check an MI file of the mi rule and return its :class:`MIRecord`. A file that HDF5 cannot open, that
+    lacks a layer's S or T, whose datasets disagree on the number of inputs, or that was written for another
+    model or set (``model``, ``set_``) is moved aside (:func:`advflow.io.quarantine`), so the next run
+    measures the set again."""
+    import json
+
+    mi_h5 = Path(mi_h5)
+    with open_h5(mi_h5) as h5:
+        try:
+            layers = json.loads(h5.attrs["layers"])
+        except (KeyError, ValueError, TypeError) as error:
+            raise quarantine(mi_h5, f"no readable 'layers' attribute ({error})", rebuilt_by="rule mi") from error
+        shapes: dict[str, tuple[int | None, ...]] = {"labels": (None,), "predictions": (None,)}
+        for name in layers:
+            shapes.update({f"S/{name}": (None, None, None), f"T/{name}": (None, None, None), f"dead/{name}": (None,)})
+        expected = {key: value for key, value in (("model", model), ("set", set_)) if value is not None}
+        n = check_h5(h5, mi_h5, datasets=shapes, attrs=expected)
+        return MIRecord(n, list(layers), h5["labels"][:].astype(np.int64), h5["predictions"][:].astype(np.int64))
+
+
+def check_paths(paths: InputPaths, record: MIRecord, path: str | Path) -> None:
+    """A paths CSV must hold the inputs, layers, labels and predictions of its MI file (both are written by
+    one job of the mi rule); a CSV that does not (cut short at a row boundary, from another run) is moved
+    aside so the next run writes both again."""
+    problem = None
+    if paths.inputs.size != record.inputs:
+        problem = f"{paths.inputs.size} inputs where its MI file has {record.inputs} (cut short?)"
+    elif paths.layers.size != len(record.layers):
+        problem = f"{paths.layers.size} layers where its MI file has {len(record.layers)}"
+    elif not (np.array_equal(paths.label, record.labels) and np.array_equal(paths.prediction, record.predictions)):
+        problem = "labels or predictions that differ from its MI file's"
+    if problem:
+        raise quarantine(path, problem, rebuilt_by="rule mi")
 
 
 @dataclass(frozen=True)
@@ -176,17 +240,22 @@ class InputPaths:
     dead: np.ndarray | None = None  # (N, K): share of the layer's maps that are constant
 
 
-def read_input_paths(path: Path) -> InputPaths:
-    """A paths CSV as one row of K layers per input; every input must have every layer once."""
-    columns = read_paths_csv(path)
+def read_input_paths(path: Path, *, record: MIRecord | None = None, damaged: str = "quarantine") -> InputPaths:
+    """A paths CSV as one row of K layers per input; every input 0 … N−1 must have every layer once, and,
+    given its MI file's ``record`` (:func:`read_mi_record`), N, K, the labels and predictions must be the
+    MI file's. A CSV that breaks any of this is damaged (see :func:`read_paths_csv`)."""
+    path = Path(path)
+    columns = read_paths_csv(path, damaged=damaged)
     for name in ("input", "label", "prediction"):
         if name not in columns:
-            raise ValueError(f"{path}: missing column {name}; a paths CSV has input, layer, layer_name, mu_s, mu_t, "
-                             f"label, prediction")
+            raise _damaged(path, f"missing column {name}; a paths CSV has input, layer, layer_name, mu_s, mu_t, "
+                           f"label, prediction", damaged)
     try:
         index = columns["input"].astype(np.int64)
+        for name in ("label", "prediction"):
+            columns[name] = columns[name].astype(np.int64)
     except ValueError as error:
-        raise ValueError(f"{path}: column input must hold integers ({error})") from error
+        raise _damaged(path, f"columns input, label and prediction must hold integers ({error})", damaged) from error
     inputs, row_of = np.unique(index, return_inverse=True)
     layers, col_of = np.unique(columns["layer"], return_inverse=True)
     n, k = inputs.size, layers.size
@@ -194,8 +263,11 @@ def read_input_paths(path: Path) -> InputPaths:
     np.add.at(counts, (row_of, col_of), 1)
     if not (counts == 1).all():
         bad = np.argwhere(counts != 1)[0]
-        raise ValueError(f"{path}: input {inputs[bad[0]]} has {counts[tuple(bad)]} rows for layer "
-                         f"{layers[bad[1]]:g}; every input needs exactly one row per layer")
+        raise _damaged(path, f"input {inputs[bad[0]]} has {counts[tuple(bad)]} rows for layer "
+                       f"{layers[bad[1]]:g}; every input needs exactly one row per layer", damaged)
+    if not np.array_equal(inputs, np.arange(n)):
+        missing = sorted(set(range(int(inputs.max()) + 1)) - set(inputs.tolist()))
+        raise _damaged(path, f"inputs are not 0 … {n - 1} (missing {missing[:5]})", damaged)
     def per_layer(name: str) -> np.ndarray | None:
         if name not in columns:
             return None
@@ -211,7 +283,10 @@ def read_input_paths(path: Path) -> InputPaths:
         return columns[name][first] if name in columns else None
 
     step = per_input("step")
-    return InputPaths(inputs, layers, mu_s, mu_t, per_input("label").astype(np.int64),
-                      per_input("prediction").astype(np.int64), per_input("seed"),
-                      None if step is None else step.astype(np.int64), per_layer("mu_s_bias"), per_layer("mu_t_bias"),
-                      per_layer("dead"))
+    out = InputPaths(inputs, layers, mu_s, mu_t, per_input("label").astype(np.int64),
+                     per_input("prediction").astype(np.int64), per_input("seed"),
+                     None if step is None else step.astype(np.int64), per_layer("mu_s_bias"), per_layer("mu_t_bias"),
+                     per_layer("dead"))
+    if record is not None:
+        check_paths(out, record, path)
+    return out

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from advflow.defenses import Detector, from_pixels, to_pixels
-from advflow.io import CorruptFileError, atomic_path
+from advflow.io import atomic_path, quarantine
 
 log = logging.getLogger("advflow.defenses.magnet")
 
@@ -111,8 +111,8 @@ def load_autoencoder(path: str | Path, device: str | torch.device = "cpu") -> Ma
         model.load_state_dict(payload["state_dict"])
     except Exception as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CorruptFileError(f"{path}: not a readable MagNet autoencoder checkpoint ({reason}). Delete it and rerun "
-                               "the workflow rule that trains the MagNet autoencoders.") from err
+        raise quarantine(path, f"not a readable MagNet autoencoder checkpoint: {reason}",
+                         rebuilt_by="rule train_autoencoder") from err
     return model.to(device).eval()
 
 

@@ -43,7 +43,7 @@ from advflow.defenses.magnet import JSDDetector, ReconstructionDetector, Reforme
 from advflow.defenses.metrics import CONTROL_PREFIX
 from advflow.defenses.mine import MIDDetector, MineSettings
 from advflow.defenses.settings import DETECTORS, KAPPA_ATTACKS, attack_settings, parse_set
-from advflow.io import CorruptFileError, atomic_path, open_h5
+from advflow.io import atomic_path, open_h5, quarantine
 from advflow.models import load_checkpoint, predict_logits
 from advflow.profiles import _write, correctly_classified, load_profile
 
@@ -173,11 +173,10 @@ def load_mid_state(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a damaged file
-        raise CorruptFileError(f"{path}: not a readable MID state ({type(error).__name__}: {error}); delete it and "
-                               f"rerun the workflow (rule fit_mid)") from error
+        raise quarantine(path, f"not a readable MID state: {type(error).__name__}: {error}",
+                         rebuilt_by="rule fit_mid") from error
     if not isinstance(state, dict) or not {"network", "references"} <= set(state):
-        raise CorruptFileError(f"{path}: not a MID state (no network and references); delete it and rerun the "
-                               f"workflow (rule fit_mid)")
+        raise quarantine(path, "not a MID state (no network and references)", rebuilt_by="rule fit_mid")
     return state
 
 
