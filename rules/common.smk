@@ -388,7 +388,8 @@ def seed001_outputs(dataset):
 def intermediate_targets():
     """Every file the workflow writes on the way to the results: they are targets of `rule all` too, so
     a missing one (deleted, moved aside as damaged, or removed by Snakemake when its job failed) is rebuilt
-    by the next plain run, which Snakemake does not do for a file that only feeds outputs already there."""
+    by the next plain run, which Snakemake does not do for a file that only feeds outputs already there.
+    """
     targets = [f"data/{DATASET}.h5"]
     targets += [f"{RESULTS}/models/{m}.pt" for m in MODELS]
     if "distilled" in MODELS:
@@ -400,7 +401,10 @@ def intermediate_targets():
     if "compressed" in MODELS:
         targets.append(f"{RESULTS}/models/compressed_trimming.csv")
     if ATTACK_SETS:
-        targets += [f"{RESULTS}/inputs/normal_train.h5", f"{RESULTS}/inputs/normal_test.h5"]
+        targets += [
+            f"{RESULTS}/inputs/normal_train.h5",
+            f"{RESULTS}/inputs/normal_test.h5",
+        ]
     for m, s in measurements():
         targets += [f"{RESULTS}/features/{m}/{s}.h5", f"{RESULTS}/mi/{m}/{s}.h5"]
     targets += [
@@ -415,8 +419,7 @@ def intermediate_targets():
             targets.append(f"{root}/detectors/mid.pt")
         targets += [f"{root}/adv/{s}.h5" for s in defense_sweeps()]
         targets += [
-            f"{root}/scores/{s}.csv"
-            for s in ["validation", "clean", *defense_sweeps()]
+            f"{root}/scores/{s}.csv" for s in ["validation", "clean", *defense_sweeps()]
         ]
     return targets
 

@@ -10,6 +10,7 @@ rule report:
         paths=lambda w: [
             f"results/{w.dataset}/paths/{m}/{s}.csv" for m, s in measurements()
         ],
+        mi=lambda w: [f"results/{w.dataset}/mi/{m}/{s}.h5" for m, s in measurements()],
         sets=adversarial_sets,
         tables=[
             "results/{dataset}/tables/attacks.csv",

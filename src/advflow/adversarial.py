@@ -24,6 +24,7 @@ from advflow.data import to_model_space
 from advflow.io import atomic_h5, open_h5
 from advflow.models import load_checkpoint, predict_logits
 from advflow.profiles import load_profile
+from advflow.sets import check_set
 
 log = logging.getLogger("advflow.adversarial")
 
@@ -99,6 +100,7 @@ def summarize(set_path: str | Path) -> dict[str, Any]:
     confidence = mean softmax probability of the adversarial class, both over successful inputs;
     success rate = successful / attacked."""
     with open_h5(set_path) as h5:
+        check_set(h5, set_path)
         success = h5["success"][:].astype(bool)
         norm = str(h5.attrs["norm"])
         own = h5[f"norms_r/{norm}"][:] / np.maximum(h5[f"norms_x/{norm}"][:], 1e-12)
@@ -116,6 +118,7 @@ def transferability(set_path: str | Path, model_path: str | Path, device: torch.
     misclassifies."""
     model = load_checkpoint(model_path, device)
     with open_h5(set_path) as h5:
+        check_set(h5, set_path)
         adv, labels = torch.as_tensor(h5["adversarial"][:]), h5["labels"][:]
         success = h5["success"][:].astype(bool)
         attack, target = str(h5.attrs["attack"]), str(h5.attrs["target"])

@@ -57,13 +57,20 @@ import gpytorch
 import numpy as np
 import torch
 from gpytorch.constraints import GreaterThan, Positive
-from linear_operator.utils.errors import NanError, NotPSDError
 from gpytorch.likelihoods import _GaussianLikelihoodBase
 from gpytorch.likelihoods.noise_models import Noise
 from linear_operator.operators import DiagLinearOperator
+from linear_operator.utils.errors import NanError, NotPSDError
 
-from advflow.io import atomic_path, check_h5, open_h5
-from advflow.paths import InputPaths, MIRecord, path_distance, read_input_paths, read_paths_csv
+from advflow.io import atomic_path, open_h5
+from advflow.paths import (
+    InputPaths,
+    MIRecord,
+    path_distance,
+    read_input_paths,
+    read_paths_csv,
+)
+from advflow.sets import check_set
 
 # Lower bound of sigma^2, the noise variance of one point, in standardized units (the targets' variance is 1).
 MIN_LENGTHSCALE_GAPS = 0.5  # the lengthscale's lower bound, in spacings of adjacent layers
@@ -476,7 +483,7 @@ def transfer_masks(paths: InputPaths, success: np.ndarray, labels: np.ndarray, *
 def read_success(adversarial_h5: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(success, labels) of an adversarial set, checked: both one entry per input (a damaged set is moved aside)."""
     with open_h5(adversarial_h5) as h5:
-        check_h5(h5, adversarial_h5, datasets={"success": (None,), "labels": (None,)})
+        check_set(h5, adversarial_h5)
         return h5["success"][:], h5["labels"][:]
 
 

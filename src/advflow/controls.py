@@ -35,6 +35,7 @@ import torch
 from advflow.attacks.library import ATTACK_NORMS, BOUNDS
 from advflow.catalog import CONTROL_PREFIX, CONTROL_TRAJECTORY
 from advflow.io import atomic_h5, open_h5
+from advflow.sets import check_set
 
 log = logging.getLogger("advflow.controls")
 
@@ -143,6 +144,7 @@ def make_control_set(attack_set: str | Path, seeds_path: str | Path, model_path:
 
     images, labels, indices = load_profile(seeds_path)
     with open_h5(attack_set) as h5:
+        check_set(h5, attack_set)
         attack, target = str(h5.attrs["attack"]), str(h5.attrs["target"])
         settings = json.loads(h5.attrs["settings"])
         r_norms = {key: h5[f"norms_r/{key}"][:] for key in h5["norms_r"]}

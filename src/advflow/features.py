@@ -36,6 +36,7 @@ from torch import nn
 from advflow.catalog import PROFILES, set_path  # noqa: F401 (re-exported)
 from advflow.data import to_model_space
 from advflow.io import atomic_h5, open_h5
+from advflow.sets import check_profile, check_set
 
 log = logging.getLogger("advflow.features")
 
@@ -57,8 +58,10 @@ def load_set(path: str | Path) -> InputSet:
     """Read a profile, an adversarial set or a trajectory file (by what it contains)."""
     with open_h5(path) as h5:
         if "adversarial" in h5:
+            check_set(h5, path)
             return InputSet(torch.as_tensor(h5["adversarial"][:]), h5["labels"][:], {})
         if "images" in h5:
+            check_profile(h5, path)
             return InputSet(torch.as_tensor(to_model_space(h5["images"][:].astype(np.float32))), h5["labels"][:], {})
         if "steps" in h5:
             keys = sorted(h5["steps"], key=int)

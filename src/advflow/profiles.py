@@ -15,6 +15,7 @@ import torch
 from advflow.data import Dataset, load_prepared
 from advflow.io import atomic_h5, open_h5
 from advflow.models import load_checkpoint, predict_logits
+from advflow.sets import check_profile
 
 log = logging.getLogger("advflow.profiles")
 
@@ -77,6 +78,7 @@ def select_profiles(data_path: str | Path, model_paths: list[str | Path], *, n: 
 
 
 def load_profile(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(images uint8, labels, indices into the split) of a profile file."""
+    """(images uint8, labels, indices into the split) of a profile file, checked (:func:`check_profile`)."""
     with open_h5(path) as h5:
+        check_profile(h5, path)
         return h5["images"][:], h5["labels"][:], h5["indices"][:]

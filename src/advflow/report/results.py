@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from advflow.aggregate import AggregatedPath, MIN_SUBSET, read_aggregate, transfer_masks
+from advflow.aggregate import MIN_SUBSET, AggregatedPath, read_aggregate, transfer_masks
 from advflow.io import open_h5
-from advflow.paths import InputPaths, read_input_paths
+from advflow.paths import InputPaths, read_input_paths, read_mi_record
+from advflow.sets import check_set
 
 Row = dict[str, Any]
 
@@ -29,6 +30,10 @@ class ResultFiles:
 
     def paths(self, model: str, set_: str) -> Path:
         return self.root / "paths" / model / f"{set_}.csv"
+
+    def mi(self, model: str, set_: str) -> Path:
+        """The MI file the same mi job wrote beside the paths CSV (the paths are checked against it)."""
+        return self.root / "mi" / model / f"{set_}.h5"
 
     def aggregate(self, model: str, set_: str, subset: str | None = None) -> Path:
         """The aggregate of ``set_`` on ``model``, or of its Q5 ``subset`` (rule aggregate_subsets)."""
@@ -94,12 +99,16 @@ class RunResults:
     def input_paths(self, model: str, set_: str) -> InputPaths:
         key = (model, set_)
         if key not in self._paths:
-            self._paths[key] = read_input_paths(self.files.paths(model, set_))
+            mi = self.files.mi(model, set_)
+            record = read_mi_record(mi, model=model, set_=set_) if mi.is_file() else None
+            self._paths[key] = read_input_paths(self.files.paths(model, set_), record=record)
         return self._paths[key]
 
     def success(self, target: str, attack: str) -> tuple[np.ndarray, np.ndarray]:
         """Per input of the set: success on the target, and the true label."""
-        with open_h5(self.files.adversarial(target, attack)) as h5:
+        path = self.files.adversarial(target, attack)
+        with open_h5(path) as h5:
+            check_set(h5, path)
             return h5["success"][:].astype(bool), h5["labels"][:].astype(np.int64)
 
     def transfer_masks(self, target: str, attack: str, model: str) -> dict[str, np.ndarray]:
