@@ -146,6 +146,11 @@ rule defense_tables:
             f"results/{w.dataset}/defense/scores/{s}.csv" for s in defense_sweeps()
         ],
         dropout=lambda w: dropout_outputs(w.dataset),
+        validation_set="results/{dataset}/defense/inputs/validation.h5",
+        clean_set="results/{dataset}/defense/inputs/clean.h5",
+        sweep_sets=lambda w: [
+            f"results/{w.dataset}/defense/adv/{s}.h5" for s in defense_sweeps()
+        ],
     output:
         tables=directory("results/{dataset}/defense/tables"),
         figures=directory("results/{dataset}/defense/figures"),

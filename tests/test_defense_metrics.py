@@ -13,6 +13,7 @@ import pytest
 from sklearn import metrics as sk
 
 from advflow.defenses import metrics as m
+from advflow.io import DamagedFileError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -193,11 +194,21 @@ def test_score_tables_round_trip_exactly_and_bad_files_name_file_and_column(tmp_
         np.testing.assert_array_equal(back[name], values)
     text = path.read_text().splitlines()
     (tmp_path / "no_margin.csv").write_text("\n".join(line.rsplit(",", 3)[0] for line in text))  # margin, scores cut
-    with pytest.raises(ValueError, match=r"no_margin\.csv: missing column\(s\) margin"):
+    # A damaged table is moved aside (kept as .damaged) so the next run scores the set again.
+    with pytest.raises(DamagedFileError, match=r"no_margin\.csv: damaged \(missing column\(s\) margin.*rule defense_scores"):
         m.read_scores(tmp_path / "no_margin.csv")
+    assert (tmp_path / "no_margin.csv.damaged").exists() and not (tmp_path / "no_margin.csv").exists()
     (tmp_path / "nan.csv").write_text("\n".join(text[:3] + [text[3].rsplit(",", 1)[0] + ",nan"] + text[4:]))
-    with pytest.raises(ValueError, match=r"nan\.csv: column score_mid has 1 NaN"):
+    with pytest.raises(DamagedFileError, match=r"nan\.csv: damaged \(column score_mid has 1 NaN"):
         m.read_scores(tmp_path / "nan.csv")
+    # Cut at a row boundary: whole on its own, short against the set it scored.
+    (tmp_path / "cut.csv").write_text("\n".join(text[:26]) + "\n")
+    assert m.read_scores(tmp_path / "cut.csv")["index"].size == 25
+    with pytest.raises(DamagedFileError, match=r"cut\.csv: damaged \(25 rows where the scored set has 50 inputs"):
+        m.read_scores(tmp_path / "cut.csv", rows=50)
+    (tmp_path / "short.csv").write_text("\n".join(text[:10] + [text[10][:12]]))
+    with pytest.raises(DamagedFileError, match=r"short\.csv: damaged \(line 11 has \d fields, the header has"):
+        m.read_scores(tmp_path / "short.csv")
     with pytest.raises(ValueError, match=r"out\.csv: column score_l1 has 1 NaN"):
         m.write_scores(tmp_path / "out.csv", {**scores, "score_l1": np.r_[np.nan, scores["score_l1"][1:]]})
     assert not (tmp_path / "out.csv").exists()

@@ -7,9 +7,12 @@ start(sm)
 
 from pathlib import Path  # noqa: E402
 
+from advflow.defenses.stage import set_sizes  # noqa: E402
 from advflow.defenses.tables import write_defense_tables  # noqa: E402
 
+# Each score table must hold as many rows as its set has inputs (a table cut short is moved aside and rescored).
+sizes = set_sizes({Path(p).stem: p for p in [sm.input.validation_set, sm.input.clean_set, *sm.input.sweep_sets]})
 write_defense_tables(sm.input.validation, sm.input.clean, list(sm.input.sweeps), dict(sm.params.settings),
                      tables_dir=Path(sm.output.tables), figures_dir=Path(sm.output.figures),
                      resamples=int(sm.params.resamples), seed=int(sm.params.seed),
-                     dropout_dir=Path(sm.input.dropout[0]) if sm.input.dropout else None)
+                     dropout_dir=Path(sm.input.dropout[0]) if sm.input.dropout else None, sizes=sizes)

@@ -25,7 +25,7 @@ from scipy.stats import rankdata
 
 from advflow.defenses import flagged, threshold
 from advflow.defenses.settings import EPSILON_ATTACKS, KAPPA_ATTACKS
-from advflow.io import atomic_path
+from advflow.io import atomic_path, quarantine
 
 ScoreTable = dict[str, np.ndarray]
 REQUIRED = ("index", "label", "prediction", "success", "reformed_prediction", "margin")
@@ -149,21 +149,37 @@ def _parse(path: Path, name: str, texts: list[str]) -> np.ndarray:
         return np.array(texts, dtype=str)  # a column of ours that is not numeric: kept as text
 
 
-def read_scores(path: str | Path) -> ScoreTable:
+def read_scores(path: str | Path, *, rows: int | None = None) -> ScoreTable:
     """The score table in the CSV at ``path``: ``index``, ``label``, ``prediction``, ``reformed_prediction`` as
-    int64, ``success`` as bool, ``margin`` and ``score_*`` as float64, in the file's column order."""
+    int64, ``success`` as bool, ``margin`` and ``score_*`` as float64, in the file's column order.
+
+    A table that is not whole (no header, a short row, a required value that does not parse, a NaN score, an
+    ``index`` other than 0 … N−1, or not ``rows`` inputs: the scored set's size) was damaged after the scoring
+    job wrote it: it is moved aside (:func:`advflow.io.quarantine`) and the next run scores the set again."""
     path = Path(path)
+
+    def damaged(problem: str) -> Exception:
+        return quarantine(path, problem, rebuilt_by="rule defense_scores")
+
     with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))
-    if not rows:
-        raise ValueError(f"{path}: empty file, no header; a score table has columns {', '.join(REQUIRED)}, ...")
-    header, body = rows[0], rows[1:]
+        lines = list(csv.reader(handle))
+    if not lines:
+        raise damaged(f"empty file, no header; a score table has columns {', '.join(REQUIRED)}, ...")
+    header, body = lines[0], lines[1:]
     for line, row in enumerate(body, start=2):
         if len(row) != len(header):
-            raise ValueError(f"{path}, line {line}: {len(row)} fields, the header has {len(header)}; the file is "
-                             f"damaged (rerun the rule that writes it)")
-    columns = {name: _parse(path, name, [row[i] for row in body]) for i, name in enumerate(header)}
-    return check_table(columns, where=str(path))
+            raise damaged(f"line {line} has {len(row)} fields, the header has {len(header)} (cut short?)")
+    try:
+        columns = {name: _parse(path, name, [row[i] for row in body]) for i, name in enumerate(header)}
+        table = check_table(columns, where=str(path))
+    except ValueError as error:
+        raise damaged(str(error).removeprefix(f"{path}: ")) from error
+    n = table["index"].size
+    if not np.array_equal(table["index"], np.arange(n)):
+        raise damaged(f"its index column is not 0 … {n - 1}")
+    if rows is not None and n != rows:
+        raise damaged(f"{n} rows where the scored set has {rows} inputs (cut short?)")
+    return table
 
 
 def _text(name: str, values: np.ndarray) -> list[str]:

@@ -39,13 +39,25 @@ from advflow.controls import _generator as control_generator
 from advflow.controls import perturb_like
 from advflow.data import load_prepared
 from advflow.defenses import Detector
-from advflow.defenses.magnet import JSDDetector, ReconstructionDetector, Reformer, load_autoencoder, save_autoencoder
+from advflow.defenses.magnet import (
+    JSDDetector,
+    ReconstructionDetector,
+    Reformer,
+    load_autoencoder,
+    save_autoencoder,
+)
 from advflow.defenses.metrics import CONTROL_PREFIX
 from advflow.defenses.mine import MIDDetector, MineSettings
-from advflow.defenses.settings import DETECTORS, KAPPA_ATTACKS, attack_settings, parse_set
-from advflow.io import atomic_path, open_h5, quarantine
+from advflow.defenses.settings import (
+    DETECTORS,
+    KAPPA_ATTACKS,
+    attack_settings,
+    parse_set,
+)
+from advflow.io import atomic_path, check_h5, open_h5, quarantine
 from advflow.models import load_checkpoint, predict_logits
 from advflow.profiles import _write, correctly_classified, load_profile
+from advflow.sets import check_profile, check_set
 
 log = logging.getLogger("advflow.defenses")
 
@@ -85,7 +97,10 @@ def select_inputs(data_path: str | Path, classifier_path: str | Path, settings: 
 def train_defense_autoencoder(name: str, data_path: str | Path, settings: dict[str, Any], *, seed: int,
                               device: torch.device, out: str | Path, log_dir: str | None = None) -> None:
     """Train MagNet autoencoder ``name`` on clean training images (``autoencoder.train_size`` of them, seeded)."""
-    from advflow.defenses.training import AutoencoderSettings, train_autoencoder  # Lightning: this rule only
+    from advflow.defenses.training import (  # Lightning: this rule only
+        AutoencoderSettings,
+        train_autoencoder,
+    )
 
     train = load_prepared(data_path).train.images
     size = settings["autoencoder"].get("train_size")
@@ -196,10 +211,32 @@ def build_detectors(names: list[str], classifier: torch.nn.Module, autoencoders:
     return detectors
 
 
+def set_size(h5: Any, path: str | Path) -> int:
+    """The number of inputs of an open defense set file (clean images or a sweep set with its ``extra/`` records),
+    checked: a damaged file is moved aside (:mod:`advflow.sets`) so the next run writes it again."""
+    if "adversarial" not in h5:
+        return check_profile(h5, path)
+    n = check_set(h5, path)
+    extra = {f"extra/{k}": (n,) + h5[f"extra/{k}"].shape[1:] for k in h5.get("extra", {})}
+    check_h5(h5, path, datasets=extra, finite=tuple(k for k in extra if k == "extra/control"))
+    return n
+
+
+def set_sizes(paths: dict[str, str | Path]) -> dict[str, int]:
+    """:func:`set_size` of each set file, by name (what :func:`advflow.defenses.tables.write_defense_tables` checks
+    the score tables against)."""
+    sizes = {}
+    for name, path in paths.items():
+        with open_h5(path) as h5:
+            sizes[name] = set_size(h5, path)
+    return sizes
+
+
 def score_set(set_path: str | Path, detectors: dict[str, Detector], classifier: torch.nn.Module,
               reformer: Reformer, device: torch.device) -> dict[str, np.ndarray]:
     """The score table of a set file (a profile: clean; an adversarial set: its adversarial images)."""
     with open_h5(set_path) as h5:
+        set_size(h5, set_path)
         adversarial = "adversarial" in h5
         if adversarial:
             x = torch.as_tensor(h5["adversarial"][:])

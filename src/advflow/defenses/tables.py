@@ -14,7 +14,7 @@ report's alone, so changing it reruns the report and nothing else.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 from advflow.defenses import metrics
 from advflow.defenses.settings import EPSILON_ATTACKS, KAPPA_ATTACKS, judged, parse_set
 from advflow.figures import save
+from advflow.io import quarantine
 from advflow.tabular import write_table
 
 log = logging.getLogger("advflow.defenses")
@@ -46,10 +47,17 @@ def with_dropout_vote(table: metrics.ScoreTable, name: str, dropout_dir: Path | 
 
     if dropout_dir is None:
         raise ValueError("the dropout_vote detector needs the dropout vote's scores (rule dropout_vote)")
-    votes = read_vote_scores(Path(dropout_dir) / "scores" / f"{name}.csv")
-    if not (np.array_equal(votes["index"], table["index"]) and np.array_equal(votes["label"], table["label"])):
-        raise ValueError(f"{dropout_dir}/scores/{name}.csv: its inputs are not those of the set's score table; rerun "
-                         f"the workflow (rules dropout_vote and defense_scores)")
+    # The vote's tables live in the dropout_vote rule's folder: one missing, unreadable or of other inputs means
+    # the folder is not whole, so the folder is moved aside and the next run votes again.
+    votes_csv = Path(dropout_dir) / "scores" / f"{name}.csv"
+    try:
+        votes = read_vote_scores(votes_csv)
+        whole = np.array_equal(votes["index"], table["index"]) and np.array_equal(votes["label"], table["label"])
+        problem = f"{votes_csv.name} does not hold the inputs of the set's score table"
+    except (OSError, ValueError, KeyError, IndexError) as error:
+        whole, problem = False, f"{votes_csv.name} cannot be read ({type(error).__name__}: {error})"
+    if not whole:
+        raise quarantine(Path(dropout_dir), problem, rebuilt_by="rule dropout_vote")
     out = dict(table)
     out["score_dropout_vote"] = votes["spread"]
     if metrics.has_control(table) and "control_spread" in votes:
@@ -59,16 +67,17 @@ def with_dropout_vote(table: metrics.ScoreTable, name: str, dropout_dir: Path | 
 
 def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, sweep_csvs: Sequence[str | Path],
                          settings: dict[str, Any], *, tables_dir: Path, figures_dir: Path, dpi: int = 100,
-                         resamples: int = metrics.RESAMPLES, seed: int = 0, dropout_dir: Path | None = None
-                         ) -> dict[str, list[dict[str, Any]]]:
+                         resamples: int = metrics.RESAMPLES, seed: int = 0, dropout_dir: Path | None = None,
+                         sizes: Mapping[str, int] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Every table and figure of the defense stage; returns the tables as rows (file name -> rows). The defense is
     ``settings["detectors"]``; ``detectors.csv`` and the thresholds also judge the ``compared`` detectors. The dropout
-    vote's scores come from ``dropout_dir`` (rule ``dropout_vote``)."""
+    vote's scores come from ``dropout_dir`` (rule ``dropout_vote``). ``sizes``: the number of inputs of each scored
+    set by name (:func:`advflow.defenses.stage.set_size`); a score table of another size is damaged."""
     detectors, reformer = list(settings["detectors"]), bool(settings["reformer"])
     every = judged(settings)
 
     def read(path: str | Path) -> metrics.ScoreTable:
-        table = metrics.read_scores(path)
+        table = metrics.read_scores(path, rows=(sizes or {}).get(Path(path).stem))
         return with_dropout_vote(table, Path(path).stem, dropout_dir) if "dropout_vote" in every else table
 
     validation, clean = read(validation_csv), read(clean_csv)
