@@ -12,11 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-
-from advflow.io import atomic_path
-from advflow.control import release_stale_locks
 from conftest import REPO, TINY_ARGS, assert_same_h5, planned_jobs, snakemake
+
+from advflow.control import release_stale_locks
+from advflow.io import atomic_path
 
 D = Path("results/synthetic")
 
@@ -119,6 +120,110 @@ def test_a_run_killed_while_writing_hdf5_is_rebuilt_by_the_next_run_to_the_unint
     assert _rows(work / D / "paths" / f"{pair}.csv") == _rows(tiny_run / D / "paths" / f"{pair}.csv")
     # And the workflow is complete again.
     assert planned_jobs(snakemake("-n", "--configfile", "tiny.yaml", workdir=work)) == {}
+
+
+#: Put first on a job's PYTHONPATH, this makes the job SIGKILL its whole run (Snakemake and every job: a power
+#: cut) right after it renames the output whose path ends with ADVFLOW_KILL_AFTER into place. The mi rule writes
+#: the MI file, then the paths CSV: killing after the first leaves one of its two outputs written.
+KILL_AFTER_RENAME = """
+import os, signal
+_target = os.environ.get("ADVFLOW_KILL_AFTER")
+if _target:
+    _replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        _replace(src, dst, *args, **kwargs)
+        if os.fspath(dst).endswith(_target):
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    os.replace = replace
+"""
+
+
+def _start(work: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", "2",
+         "--configfile", "tiny.yaml", *TINY_ARGS],
+        cwd=work, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_random_points_then_rerun_plainly_ends_with_the_uninterrupted_results(tiny_run, tmp_path):
+    work = tmp_path / "run"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    # A small workflow to rebuild: two sets measured on good_init (features -> mi -> paths -> aggregate), a
+    # set's adversarial file and its control, and what depends on them (the report, the tables).
+    rebuilt = []
+    for pair in ("good_init/fgsm@good_init", "good_init/normal_test"):
+        rebuilt += [work / D / "features" / f"{pair}.h5", work / D / "mi" / f"{pair}.h5",
+                    work / D / "paths" / f"{pair}.csv", work / D / "aggregates" / f"{pair}.csv"]
+    rebuilt += [work / D / "adv/good_init/igsm.h5", work / D / "adv/good_init/random_igsm.h5"]
+    for path in rebuilt:
+        path.unlink()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+
+    # Killed (SIGKILL, the whole run) at seeded random moments, each next run starting where the last stopped.
+    rng = np.random.default_rng(16)
+    for delay in rng.uniform(4.0, 30.0, size=4):
+        run = _start(work, env)
+        try:
+            run.wait(timeout=float(delay))
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    # And once between the two outputs of an mi job: its MI file renamed into place, its paths CSV not written.
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(KILL_AFTER_RENAME)
+    mi_h5, paths_csv = work / D / "mi/good_init/normal_test.h5", work / D / "paths/good_init/normal_test.csv"
+    for path in (mi_h5, paths_csv):  # whatever the random kills left of this job: it runs again
+        path.unlink(missing_ok=True)
+    run = _start(work, {**env, "PYTHONPATH": f"{hooks}{os.pathsep}{REPO / 'src'}",
+                        "ADVFLOW_KILL_AFTER": "mi/good_init/normal_test.h5"})
+    assert run.wait(timeout=600) != 0, "the run should have been killed by the mi job"
+    assert mi_h5.exists() and not paths_csv.exists(), "killed between the mi job's two outputs"
+
+    # A plain rerun (the workflow profile's rerun-incomplete) rebuilds what the kills left, to the same results.
+    snakemake("--cores", "2", "--configfile", "tiny.yaml", *TINY_ARGS, workdir=work)
+    for path in rebuilt:
+        reference = tiny_run / path.relative_to(work)
+        if path.suffix == ".h5":
+            assert_same_h5(path, reference)
+        else:
+            assert path.read_bytes() == reference.read_bytes(), path
+    assert paths_csv.read_bytes() == (tiny_run / paths_csv.relative_to(work)).read_bytes()
+    for table in ("tables/attacks.csv", "tables/transferability.csv", "findings.json"):
+        assert (work / D / table).read_bytes() == (tiny_run / D / table).read_bytes(), table
+    assert not list((work / D).rglob("*.tmp")), "no temporary file is left once the outputs are written again"
+    assert planned_jobs(snakemake("-n", "--configfile", "tiny.yaml", workdir=work)) == {}
+
+
+@pytest.mark.slow
+def test_every_intermediate_file_missing_is_rebuilt_by_a_plain_run(tiny_run, tmp_path):
+    # Snakemake does not rebuild a file that only feeds outputs already there (a file deleted, moved aside as
+    # damaged, or removed when its job failed): every file the workflow writes is a target of rule all.
+    work = tmp_path / "run"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    missing = {
+        "prepare_data": "data/synthetic.h5",
+        "train_model": f"{D}/models/deep_conv.pt",
+        "train_distillation_teacher": f"{D}/models/distilled_teacher.pt",
+        "distill": f"{D}/models/distilled_soft_labels.h5",
+        "compress": f"{D}/models/compressed_trimming.csv",
+        "select_inputs": f"{D}/inputs/normal_train.h5",
+        "features": f"{D}/features/vgg_like/cw@vgg_like.h5",
+        "mi": f"{D}/mi/deep_conv/fgsm@deep_conv.h5",
+        "defense_inputs": f"{D}/defense/inputs/seeds.h5",
+        "train_autoencoder": f"{D}/defense/autoencoders/ae_ii.pt",
+        "fit_mid": f"{D}/defense/detectors/mid.pt",
+        "defense_attack": f"{D}/defense/adv/pgd_eps0.1.h5",
+        "defense_scores": f"{D}/defense/scores/clean.csv",
+    }
+    for rule, name in missing.items():
+        assert (work / name).is_file(), f"{name} ({rule}) is not in the tiny run; update this test"
+        (work / name).unlink()
+    planned = planned_jobs(snakemake("-n", "--configfile", "tiny.yaml", workdir=work))
+    assert set(missing) <= set(planned), f"not rebuilt: {sorted(set(missing) - set(planned))}"
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
