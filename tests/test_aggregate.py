@@ -242,6 +242,24 @@ def test_write_read_round_trip(tmp_path: Path, noisy_fits):
         assert fit_flags(back[name]) == []
 
 
+@pytest.mark.parametrize("keep, problem", [
+    (lambda lines: lines[: len(lines) // 4], r"only iip rows"),  # cut inside the iip part
+    (lambda lines: lines[:-3], r"the iip and oip rows cover different layers or grid points"),  # cut at a row boundary in oip's grid
+    (lambda lines: lines[:-3] + [lines[-3][:15]], r"line \d+ does not have one field per column"),  # mid-row
+])
+def test_an_aggregate_cut_short_is_moved_aside_not_read(tmp_path: Path, noisy_fits, keep, problem):
+    target = tmp_path / "set.csv"
+    write_aggregate(target, {"iip": noisy_fits[0][1], "oip": noisy_fits[1][1]})
+    lines = target.read_text().splitlines()
+    target.write_text("\n".join(keep(lines)) + "\n")
+    cut = target.read_bytes()
+    with pytest.raises(DamagedFileError, match=rf"set\.csv: damaged \({problem}.*rule aggregate"):
+        read_aggregate(target)
+    assert not target.exists() and (tmp_path / "set.csv.damaged").read_bytes() == cut
+    write_aggregate(target, {})  # a Q5 subset too small to aggregate: the header alone is whole
+    assert read_aggregate(target) == {}
+
+
 def test_fit_flags_name_fits_that_carry_no_information(tmp_path: Path):
     """An all-equal set (OIPs identically 0, as 1x1 target maps give) has no finite lengthscale or
     likelihood: flagged, also after a round trip through the file; a usable fit is not."""

@@ -62,7 +62,7 @@ from gpytorch.likelihoods.noise_models import Noise
 from linear_operator.operators import DiagLinearOperator
 from linear_operator.utils.errors import NanError, NotPSDError
 
-from advflow.io import atomic_path, open_h5
+from advflow.io import atomic_path, open_h5, quarantine
 from advflow.paths import (
     InputPaths,
     MIRecord,
@@ -483,7 +483,7 @@ def transfer_masks(paths: InputPaths, success: np.ndarray, labels: np.ndarray, *
 def read_success(adversarial_h5: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(success, labels) of an adversarial set, checked: both one entry per input (a damaged set is moved aside)."""
     with open_h5(adversarial_h5) as h5:
-        check_set(h5, adversarial_h5)
+        check_set(h5, adversarial_h5, required=("success", "labels"))
         return h5["success"][:], h5["labels"][:]
 
 
@@ -564,26 +564,47 @@ def write_aggregate(path: str | Path, aggregated: Mapping[str, AggregatedPath]) 
                     writer.writerow([name, *(repr(float(v)) for v in row), at_layer, *fit])
 
 
-def read_aggregate(path: str | Path) -> dict[str, AggregatedPath]:
-    """Read a file of :func:`write_aggregate`: the curves, bands and fitted hyperparameters (no counts)."""
+def read_aggregate(path: str | Path, *, damaged: str = "quarantine") -> dict[str, AggregatedPath]:
+    """Read a file of :func:`write_aggregate`: the curves, bands and fitted hyperparameters (no counts).
+
+    A file that is not whole (a short or unreadable row, one path without the other, the two paths over different
+    layers or grids: a file cut short) was damaged after its job wrote it; it is moved aside
+    (:func:`advflow.io.quarantine`, or left in place with ``damaged="keep"``) and the next run aggregates again.
+    A header alone is whole: a Q5 subset too small to aggregate."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file; run the workflow stage that aggregates the paths")
+
+    def broken(problem: str) -> Exception:
+        if damaged == "quarantine":
+            return quarantine(path, problem, rebuilt_by="rule aggregate (or aggregate_subsets)")
+        return ValueError(f"{path}: {problem}")
+
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames != _AGGREGATE_FIELDS:
-            raise ValueError(f"{path}: expected columns {', '.join(_AGGREGATE_FIELDS)}; got "
-                             f"{', '.join(reader.fieldnames or [])} (written by an older advflow? rerun the "
-                             f"aggregate rule)")
+            raise broken(f"expected columns {', '.join(_AGGREGATE_FIELDS)}; got {', '.join(reader.fieldnames or [])}")
         rows: dict[str, dict[bool, list[list[float]]]] = {}
         fits: dict[str, dict[str, float]] = {}
         for number, row in enumerate(reader, start=2):
+            if None in row.values() or None in row:
+                raise broken(f"line {number} does not have one field per column (cut short?)")
             if row["path"] not in PATH_NAMES or row["at_layer"] not in ("True", "False"):
-                raise ValueError(f"{path}, line {number}: path must be iip or oip and at_layer True or False; "
-                                 f"got {row['path']!r}, {row['at_layer']!r}")
-            values = [float(row[c]) for c in ("layer", "mean", "lower", "upper")]
+                raise broken(f"line {number}: path must be iip or oip and at_layer True or False; got "
+                             f"{row['path']!r}, {row['at_layer']!r}")
+            try:
+                values = [float(row[c]) for c in ("layer", "mean", "lower", "upper")]
+                fit = {f: float(row[f]) for f in FIT_FIELDS}
+            except ValueError as error:
+                raise broken(f"line {number}: {error}") from error
             rows.setdefault(row["path"], {True: [], False: []})[row["at_layer"] == "True"].append(values)
-            fits.setdefault(row["path"], {f: float(row[f]) for f in FIT_FIELDS})
+            fits.setdefault(row["path"], fit)
+    if rows and set(rows) != set(PATH_NAMES):
+        raise broken(f"only {', '.join(sorted(rows))} rows; an aggregate holds both {' and '.join(PATH_NAMES)} (cut short?)")
+    if rows:
+        layouts = {name: [[v[0] for v in parts[True]], [v[0] for v in parts[False]]] for name, parts in rows.items()}
+        if len({repr(layout) for layout in layouts.values()}) > 1 or not layouts[PATH_NAMES[0]][0]:
+            raise broken("the iip and oip rows cover different layers or grid points (cut short?)")
     aggregated = {}
     for name, parts in rows.items():
         at, on_grid = np.array(parts[True]).reshape(-1, 4), np.array(parts[False]).reshape(-1, 4)

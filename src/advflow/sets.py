@@ -36,14 +36,14 @@ SET_DATASETS: dict[str, tuple[None, ...]] = {
 REQUIRED = ("adversarial", "labels")
 
 
-def check_set(h5: Any, path: str | Path) -> int:
+def check_set(h5: Any, path: str | Path, required: tuple[str, ...] = REQUIRED) -> int:
     """Check an open adversarial set file before it is used and return its number of inputs: the datasets of
-    :data:`SET_DATASETS` with one entry per input (``adversarial`` and ``labels`` required), finite
+    :data:`SET_DATASETS` with one entry per input (``required``: what the reader needs), finite
     adversarial images inside the models' box [-1, 1]. A damaged file is moved aside
     (:func:`advflow.io.quarantine`), so the next run crafts the set again."""
-    shapes = {name: shape for name, shape in SET_DATASETS.items() if name in REQUIRED or name in h5}
+    shapes = {name: shape for name, shape in SET_DATASETS.items() if name in required or name in h5}
     n = check_h5(h5, path, datasets=shapes, finite=tuple(k for k in ("adversarial", "confidence") if k in shapes))
-    if n:
+    if n and "adversarial" in shapes:
         adversarial = h5["adversarial"][...]
         low, high = float(adversarial.min()), float(adversarial.max())
         if low < -1 - 1e-4 or high > 1 + 1e-4:

@@ -108,7 +108,7 @@ class RunResults:
         """Per input of the set: success on the target, and the true label."""
         path = self.files.adversarial(target, attack)
         with open_h5(path) as h5:
-            check_set(h5, path)
+            check_set(h5, path, required=("success", "labels"))
             return h5["success"][:].astype(bool), h5["labels"][:].astype(np.int64)
 
     def transfer_masks(self, target: str, attack: str, model: str) -> dict[str, np.ndarray]:
