@@ -1,6 +1,9 @@
 # advflow: information flow of adversarial inputs through CNN feature maps.
 # Run: snakemake --cores all            (default config.yaml)
 #      snakemake --cores all --configfile configs/tiny.yaml
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("8.0")
@@ -10,7 +13,13 @@ min_version("8.0")
 # preset replaces config.yaml rather than adding to it, and neither depends on the directory Snakemake
 # is started from. Keys a config leaves out take the schema's and the library's defaults; the run's
 # complete settings are written to results/{dataset}/config.resolved.yaml (README, "Presets").
+# config.yaml is read by advflow first, so that a YAML error names the file, the line and the column (a file
+# given with --configfile is read by Snakemake before this runs: `python -m advflow.config FILE` says where).
 if not workflow.overwrite_configfiles:
+    sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+    from advflow.config import load_config_file
+
+    load_config_file(workflow.source_path("config.yaml"))
 
     configfile: workflow.source_path("config.yaml")
 

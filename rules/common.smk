@@ -53,6 +53,7 @@ from advflow.config import (
     attack_settings,
     canonical,
     check_config,
+    check_sizes,
     model_settings,
     teacher_settings,
 )
@@ -63,6 +64,8 @@ ATTACK_NAMES = list(ATTACK_DEFAULTS) + ["jsma_control"]
 # validation, which also fills in the schema's defaults.
 check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 validate(config, schema="../schemas/config.schema.yaml")
+# Counts the dataset cannot supply (attack seeds, held-out images, the defense's and the grid's images).
+check_sizes(config, Path(f"data/{config['dataset']}.h5"))
 
 # HDF5 file locking for every job (README, "HDF5 on shared filesystems").
 export_hdf5_locking(config.get("hdf5_locking", "auto"))

@@ -1,6 +1,7 @@
 """Bad config and missing data stop the run with a message naming the problem and the fix."""
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -88,3 +89,154 @@ def test_model_settings_layer_defaults_training_and_the_models_own_section():
     distilled = copy.deepcopy(config)
     distilled["models"]["distilled"] = {"epochs": 5, "teacher_epochs": 2, "temperature": 40}
     assert teacher_settings(distilled)["epochs"] == 2 and model_settings(distilled, "distilled")["epochs"] == 5
+
+
+# --- issue 16: NaN, meaningless ranges, counts the data cannot supply, files that do not parse ----------------------
+
+def tiny_config():
+    return yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda c: c["attacks"]["fgsm"].update(epsilon=float("nan")),
+     "config key 'attacks.fgsm.epsilon' is nan; it must be a finite number"),
+    (lambda c: c["models"]["good_init"].update(lr=float("inf")),
+     "config key 'models.good_init.lr' is inf; it must be a finite number"),
+    (lambda c: c["defense"].setdefault("fpr", {}).update(mid=float("nan")),
+     "config key 'defense.fpr.mid' is nan; it must be a finite number"),
+    (lambda c: c.setdefault("perturbations", {}).setdefault("grid", {}).update(epsilon=float("-inf")),
+     "config key 'perturbations.grid.epsilon' is -inf; it must be a finite number"),
+    (lambda c: c["defense"].update(epsilons=[0.1, float("nan")]),
+     "config key 'defense.epsilons.1' is nan; it must be a finite number"),
+])
+def test_nan_and_infinity_are_refused_anywhere_naming_the_key(change, expected):
+    config = tiny_config()
+    change(config)
+    messages = config_errors(config, load_schema(SCHEMA))
+    assert expected in messages, messages
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda c: c["attacks"]["jsma"].update(theta=-5),
+     "config key 'attacks.jsma.theta' is -5; it must be at least -2"),
+    (lambda c: c["attacks"]["jsma"].update(theta=2.5),
+     "config key 'attacks.jsma.theta' is 2.5; it must be at most 2"),
+    (lambda c: c["attacks"]["jsma"].update(theta=0),
+     "config key 'attacks.jsma.theta' is 0, which is not allowed (change per update"),
+    (lambda c: c["attacks"]["fgsm"].update(epsilon=50),
+     "config key 'attacks.fgsm.epsilon' is 50; it must be at most 2 (L-infinity budget in the models' [-1, 1] space"),
+    (lambda c: c["attacks"]["igsm"].update(alpha=3),
+     "config key 'attacks.igsm.alpha' is 3; it must be at most 2"),
+    (lambda c: c["trajectories"].update(n=c["inputs"]["n"] + 1),
+     "trajectories.n is 7 but the trajectories' seeds are drawn from the 6 attack seeds (inputs.n)"),
+])
+def test_values_outside_their_meaningful_range_are_refused(change, expected):
+    config = tiny_config()
+    change(config)
+    messages = config_errors(config, load_schema(SCHEMA))
+    assert any(m.startswith(expected) for m in messages), messages
+
+
+def test_the_tiny_config_uses_the_values_these_tests_assume():
+    config = tiny_config()
+    assert config["inputs"]["n"] == 6 and "jsma" in config["attack_sets"]["good_init"]
+    assert "jsma" in config["attacks"] and "fgsm" in config["attacks"] and "igsm" in config["attacks"]
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda c: c["inputs"].update(n=100000),
+     "inputs.n is 100000 but the test split has {test} images ({where}); lower inputs.n to at most {test}"),
+    (lambda c: c["training"].update(val_size=100000), "training.val_size (for good_init) is 100000"),
+    (lambda c: c["models"]["good_init"].update(train_size=100000), "train_size (for good_init) is 100000"),
+    (lambda c: c["defense"].update(n=100000), "defense.n + defense.validation + defense.clean ="),
+    (lambda c: c.setdefault("perturbations", {}).setdefault("grid", {}).update(m=100000),
+     "perturbations.grid.m is 100000 but a class has only"),
+])
+def test_counts_the_dataset_cannot_supply_stop_the_run_naming_the_key_and_the_limit(tmp_path, change, expected):
+    from advflow.catalog import split_sizes
+    from advflow.config import check_sizes
+
+    config = tiny_config()
+    change(config)
+    sizes = split_sizes("synthetic", config["datasets"]["synthetic"])
+    with pytest.raises(ConfigError, match=re.escape(expected.format(**sizes))):
+        check_sizes(config)
+    check_sizes(tiny_config())  # the shipped config fits
+
+
+def test_sizes_come_from_the_prepared_file_when_there_is_one(tmp_path):
+    import h5py
+    import numpy as np
+
+    from advflow.config import check_sizes
+
+    prepared = tmp_path / "synthetic.h5"
+    with h5py.File(prepared, "w") as h5:
+        h5.create_dataset("train/labels", data=np.arange(100) % 4)
+        h5.create_dataset("test/labels", data=np.arange(5) % 4)
+    config = tiny_config()
+    with pytest.raises(ConfigError, match=rf"inputs\.n is 6 but the test split has 5 images \({prepared}\)"):
+        check_sizes(config, prepared)
+
+
+def test_fixed_datasets_have_their_known_sizes():
+    from advflow.config import size_errors
+    from advflow.catalog import split_sizes
+
+    config = default_config()
+    config["inputs"] = {"n": 10001}
+    assert size_errors(config, split_sizes("fashion_mnist", {})) == [
+        "inputs.n is 10001 but the test split has 10000 images (the fashion_mnist files); lower inputs.n to at most "
+        "10000"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("seed: 0\ndataset: synthetic\nmodels: {good_init: {}\n  bad: [\n", r"bad\.yaml, line \d+, column \d+: not valid YAML"),
+    ("", r"bad\.yaml: empty; a config is a mapping of keys"),
+    ("- seed\n- dataset\n", r"bad\.yaml: a list at the top level; a config is a mapping of keys"),
+    ("seed: 0\n\tdataset: synthetic\n", r"bad\.yaml, line 2, column 1: not valid YAML"),
+])
+def test_a_config_file_that_does_not_parse_gives_its_path_and_line(tmp_path, text, expected):
+    from advflow.config import load_config_file, main
+
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=expected):
+        load_config_file(tmp_path / "bad.yaml")
+    assert main([str(tmp_path / "bad.yaml")]) == 1  # python -m advflow.config: what to run on Snakemake's message
+
+
+def test_the_config_checker_command_passes_the_shipped_configs_and_names_a_bad_key(tmp_path, capsys):
+    from advflow.config import main
+
+    assert main([str(REPO / "configs" / "tiny.yaml")]) == 0
+    (tmp_path / "nan.yaml").write_text("attacks: {fgsm: {epsilon: .nan}}\n")
+    assert main([str(REPO / "configs" / "tiny.yaml"), str(tmp_path / "nan.yaml")]) == 1
+    assert "config key 'attacks.fgsm.epsilon' is nan; it must be a finite number" in capsys.readouterr().err
+
+
+def test_a_default_config_yaml_that_does_not_parse_stops_snakemake_with_its_line(tmp_path):
+    import shutil
+
+    repo = tmp_path / "repo"  # a copy of the workflow whose config.yaml is broken at line 3
+    shutil.copytree(REPO, repo, ignore=shutil.ignore_patterns(".git", "results", "data", ".snakemake", "tests"))
+    (repo / "config.yaml").write_text("seed: 0\ndataset: synthetic\nmodels: [good_init\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(work), "-n"],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(repo / "src")})
+    assert result.returncode != 0
+    assert f"{repo / 'config.yaml'}, line 4, column 1: not valid YAML" in result.stdout + result.stderr
+
+
+def test_nan_in_a_config_stops_snakemake_before_any_job(tmp_path):
+    config = tiny_config()
+    config["attacks"]["fgsm"]["epsilon"] = float("nan")
+    (tmp_path / "nan.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", "nan.yaml", workdir=tmp_path, check=False)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0 and "config key 'attacks.fgsm.epsilon' is nan; it must be a finite number" in log
+    assert planned_jobs(result) == {} and not (tmp_path / "results").exists()

@@ -197,3 +197,42 @@ def transfer_subsets(attack_sets: dict[str, list[str]], transfer_groups: list[li
     group = q5_group(attack_sets, transfer_groups)
     return [(model, f"{attack}@{target}", subset) for attack in q5_attacks(attack_sets, transfer_groups)
             for target in group for model in group if model != target for subset in TRANSFER_SUBSETS]
+
+
+#: Split sizes of the datasets whose files are fixed: (training images, test images, test images per class; None
+#: where classes differ in size). Used to check a config's counts before any job runs.
+KNOWN_SIZES: dict[str, tuple[int, int, list[int] | None]] = {
+    "fashion_mnist": (60000, 10000, [1000] * 10),
+    "mnist": (60000, 10000, [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]),
+    "cifar10": (50000, 10000, [1000] * 10),
+}
+SYNTHETIC_DEFAULTS = {"n_train": 600, "n_test": 200, "num_classes": 10}
+
+
+def split_sizes(name: str, settings: dict[str, Any] | None, prepared: str | Path | None = None
+                ) -> dict[str, Any] | None:
+    """``{"train", "test", "test_per_class", "where"}`` of dataset ``name``: read from its prepared file when
+    there is one (shapes and the test labels only), else known (the fixed datasets) or computed from the
+    settings (``synthetic``: its labels cycle through the classes). None when nothing can be known."""
+    if prepared is not None and Path(prepared).is_file():
+        try:
+            import h5py
+            import numpy as np
+
+            with h5py.File(prepared, "r") as h5:
+                labels = np.asarray(h5["test/labels"])
+                counts = np.bincount(labels[labels >= 0]).tolist() if labels.size else []
+                return {"train": int(h5["train/labels"].shape[0]), "test": int(labels.size),
+                        "test_per_class": counts, "where": str(prepared)}
+        except Exception:  # a damaged prepared file: its own check (rule prepare_data's readers) reports it
+            return None
+    if name == "synthetic":
+        s = {**SYNTHETIC_DEFAULTS, **(settings or {})}
+        k, n_test = int(s["num_classes"]), int(s["n_test"])
+        return {"train": int(s["n_train"]), "test": n_test,
+                "test_per_class": [n_test // k + (i < n_test % k) for i in range(k)],
+                "where": "the synthetic dataset's settings"}
+    if name in KNOWN_SIZES:
+        train, test, per_class = KNOWN_SIZES[name]
+        return {"train": train, "test": test, "test_per_class": per_class, "where": f"the {name} files"}
+    return None

@@ -8,6 +8,8 @@ found, and what is allowed. Imports nothing heavy (the Snakefile calls it while 
 from __future__ import annotations
 
 import copy
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,18 +73,47 @@ def _describe(error: jsonschema.ValidationError) -> str:
         expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
         wanted = " or ".join(_TYPE_NAMES.get(t, t) for t in expected)
         return f"config key '{key}' must be {wanted}; got {type(found).__name__} {found!r}"
+    if error.validator in ("maximum", "minimum", "exclusiveMaximum", "exclusiveMinimum"):
+        relation = {"maximum": "at most", "minimum": "at least", "exclusiveMaximum": "below",
+                    "exclusiveMinimum": "above"}[error.validator]
+        meaning = error.schema.get("description")
+        return (f"config key '{key}' is {found!r}; it must be {relation} {error.validator_value}"
+                + (f" ({meaning})" if meaning else ""))
+    if error.validator == "not":
+        meaning = error.schema.get("description")
+        return f"config key '{key}' is {found!r}, which is not allowed" + (f" ({meaning})" if meaning else "")
     if error.validator == "required":
         return f"config is missing the key {error.message.split(' ')[0]} {'under ' + repr(key) if error.absolute_path else 'at the top level'}"
     return f"config key '{key}': {error.message}"
 
 
+def _non_finite(value: Any, path: tuple[Any, ...] = ()) -> list[str]:
+    """A message for every NaN or infinity anywhere in ``value`` (JSON Schema's bounds let NaN through)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"config key '{_key(path)}' is {value}; it must be a finite number"]
+    if isinstance(value, dict):
+        return [m for k, v in value.items() for m in _non_finite(v, (*path, k))]
+    if isinstance(value, list):
+        return [m for i, v in enumerate(value) for m in _non_finite(v, (*path, i))]
+    return []
+
+
 def config_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
-    """One readable message per schema violation, then the cross-key rules the schema cannot state."""
+    """One readable message per NaN or infinity and per schema violation, then the cross-key rules the schema
+    cannot state."""
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
-    messages = [_describe(e) for e in errors]
+    messages = _non_finite(config) + [_describe(e) for e in errors]
     if messages:
         return messages
+    from advflow.catalog import trajectories_wanted
+
+    wanted = {**RUN_DEFAULTS["trajectories"], **(config.get("trajectories") or {})}["n"]
+    attack_sets = {t: list(a) for t, a in (config.get("attack_sets") or {}).items() if a}
+    if trajectories_wanted(attack_sets, wanted) and wanted > _inputs_n(config):
+        messages.append(f"trajectories.n is {wanted} but the trajectories' seeds are drawn from "
+                        f"the {_inputs_n(config)} attack seeds (inputs.n); lower trajectories.n to at most "
+                        f"{_inputs_n(config)}")
     models = config["models"]
     if "compressed" in models and "good_init" not in models:
         messages.append("models.compressed is Network Trimming of good_init: add 'good_init' under 'models'")
@@ -108,6 +139,87 @@ def check_config(config: dict[str, Any], schema_path: str | Path) -> None:
         lines = "\n".join(f"  - {m}" for m in messages)
         raise ConfigError(f"invalid config ({len(messages)} problem{'s' if len(messages) > 1 else ''}):\n{lines}\n"
                           "See README.md, 'Config keys', for every key and its meaning.")
+
+
+def _inputs_n(config: dict[str, Any]) -> int:
+    return int({**RUN_DEFAULTS["inputs"], **(config.get("inputs") or {})}["n"])
+
+
+def size_errors(config: dict[str, Any], sizes: dict[str, Any] | None) -> list[str]:
+    """The counts of ``config`` its dataset cannot supply (``sizes``: :func:`advflow.catalog.split_sizes`): the
+    attack seeds, the training images held out and used, the defense's test images, the grid's images per class.
+    Only what can be known before training is checked (the seeds must also be classified correctly)."""
+    if not sizes:
+        return []
+    where, train, test = sizes["where"], sizes["train"], sizes["test"]
+    messages = []
+    if config.get("attack_sets") and _inputs_n(config) > test:
+        messages.append(f"inputs.n is {_inputs_n(config)} but the test split has {test} images ({where}); lower "
+                        f"inputs.n to at most {test}")
+    for model in config.get("models") or {}:
+        if model == "ensemble":
+            continue
+        settings = model_settings(config, model)
+        val = settings["val_size"]
+        if val >= train:
+            messages.append(f"training.val_size (for {model}) is {val} but the training split has {train} images "
+                            f"({where}); lower it below {train}")
+            continue
+        for key in ("train_size", "finetune_size"):
+            used = settings.get(key)
+            if used is not None and used > train - val:
+                messages.append(f"{key} (for {model}) is {used} but {train} training images less val_size {val} leave "
+                                f"{train - val} ({where}); lower it to at most {train - val}")
+    defense = _defense(config)
+    if defense:
+        need = defense["n"] + defense["validation"] + defense["clean"]
+        if need > test:
+            messages.append(f"defense.n + defense.validation + defense.clean = {need} disjoint test images, but the test "
+                            f"split has {test} ({where}); lower them")
+    perturbations = _perturbations(config)
+    per_class = sizes.get("test_per_class")
+    if perturbations and per_class:
+        m = perturbations["grid"]["m"]
+        if m > min(per_class):
+            messages.append(f"perturbations.grid.m is {m} but a class has only {min(per_class)} test images ({where}); "
+                            f"lower it to at most {min(per_class)}")
+    return messages
+
+
+def check_sizes(config: dict[str, Any], prepared: str | Path | None = None) -> None:
+    """Raise :class:`ConfigError` listing :func:`size_errors` for the config's dataset (its prepared file, when
+    there is one, else what is known of it)."""
+    from advflow.catalog import split_sizes
+
+    dataset = config["dataset"]
+    sizes = split_sizes(dataset, (config.get("datasets") or {}).get(dataset), prepared)
+    messages = size_errors(config, sizes)
+    if messages:
+        lines = "\n".join(f"  - {m}" for m in messages)
+        raise ConfigError(f"invalid config ({len(messages)} problem{'s' if len(messages) > 1 else ''}):\n{lines}")
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A config file as a mapping, or a :class:`ConfigError` giving its path and, for a YAML error, the line and
+    column: an empty file and a file that is not a mapping of keys are errors too."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror or error})") from error
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(p) for p in (getattr(error, "context", None), getattr(error, "problem", None)) if p)
+        raise ConfigError(f"{path}{where}: not valid YAML ({problem or error}); fix the file there") from error
+    if loaded is None:
+        raise ConfigError(f"{path}: empty; a config is a mapping of keys (see README.md, 'Config keys')")
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a {type(loaded).__name__} at the top level; a config is a mapping of keys "
+                          f"(see README.md, 'Config keys')")
+    return loaded
 
 
 def model_settings(config: dict[str, Any], model: str) -> dict[str, Any]:
@@ -291,3 +403,40 @@ def write_resolved(path: str | Path, resolved: dict[str, Any]) -> Path | None:
     tmp.write_text(text)
     tmp.replace(path)
     return kept
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m advflow.config FILE...``: check config files as the workflow does (YAML with its line, the
+    schema, the cross-key rules, the counts against ``data/{dataset}.h5`` in this folder or the dataset's known
+    sizes) and print ``FILE: ok`` or every problem. Several files are merged in order, like Snakemake's
+    ``--configfile A B``. Snakemake reads ``--configfile`` files itself before the workflow starts, and for a
+    file that does not parse says only "Config file is not valid JSON or YAML": this says where."""
+    files = list(sys.argv[1:] if argv is None else argv)
+    if not files:
+        print("usage: python -m advflow.config CONFIG.yaml [MORE.yaml ...]", file=sys.stderr)
+        return 2
+    schema = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+    config: dict[str, Any] = {}
+    try:
+        for name in files:
+            _merge(config, load_config_file(name))
+        check_config(config, schema)
+        check_sizes(config, Path("data") / f"{config['dataset']}.h5")
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"{', '.join(files)}: ok")
+    return 0
+
+
+def _merge(config: dict[str, Any], update: dict[str, Any]) -> None:
+    """Snakemake's update_config: nested mappings merged, other values replaced."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            _merge(config[key], value)
+        else:
+            config[key] = value
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
