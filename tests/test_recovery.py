@@ -198,6 +198,46 @@ def test_a_run_killed_at_random_points_then_rerun_plainly_ends_with_the_uninterr
     assert planned_jobs(snakemake("-n", "--configfile", "tiny.yaml", workdir=work)) == {}
 
 
+def _cut_at_half_a_row_boundary(path: Path) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[: 1 + (len(lines) - 1) // 2]))  # the 91 -> 45 lines: well formed
+
+
+def _truncate(path: Path) -> None:
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, damage", [
+    ("paths/good_init/fgsm@good_init.csv", _cut_at_half_a_row_boundary),
+    ("adv/good_init/fgsm.h5", _truncate),
+])
+def test_a_damaged_file_fails_its_reader_is_moved_aside_and_the_plain_rerun_rebuilds_it(tiny_run, tmp_path, name,
+                                                                                          damage):
+    work = tmp_path / "run"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    path = work / D / name
+    damage(path)
+    damaged = path.read_bytes()
+    failed = snakemake("--cores", "2", "--configfile", "tiny.yaml", *TINY_ARGS, workdir=work, check=False)
+    assert failed.returncode != 0, "a damaged file must never be used"
+    # The first job that reads it says so in its log (several read an adversarial set; which runs first varies).
+    said = [log for log in (work / D / "logs").rglob("*.log")
+            if f"{path}: damaged (" in log.read_text() and "Run snakemake again" in log.read_text()]
+    assert said, failed.stderr[-3000:]
+    assert path.with_name(path.name + ".damaged").read_bytes() == damaged  # kept for inspection, not deleted
+    snakemake("--cores", "2", "--configfile", "tiny.yaml", *TINY_ARGS, workdir=work)
+    reference = tiny_run / D / name
+    if path.suffix == ".h5":
+        assert_same_h5(path, reference)
+    else:
+        assert path.read_bytes() == reference.read_bytes()
+    aggregate = D / "aggregates/good_init/fgsm@good_init.csv"
+    assert (work / aggregate).read_bytes() == (tiny_run / aggregate).read_bytes()
+    assert planned_jobs(snakemake("-n", "--configfile", "tiny.yaml", workdir=work)) == {}
+
+
 @pytest.mark.slow
 def test_every_intermediate_file_missing_is_rebuilt_by_a_plain_run(tiny_run, tmp_path):
     # Snakemake does not rebuild a file that only feeds outputs already there (a file deleted, moved aside as
