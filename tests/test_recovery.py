@@ -224,7 +224,7 @@ def test_a_damaged_file_fails_its_reader_is_moved_aside_and_the_plain_rerun_rebu
     assert failed.returncode != 0, "a damaged file must never be used"
     # The first job that reads it says so in its log (several read an adversarial set; which runs first varies).
     said = [log for log in (work / D / "logs").rglob("*.log")
-            if f"{path}: damaged (" in log.read_text() and "Run snakemake again" in log.read_text()]
+            if f"{D / name}: damaged (" in log.read_text() and "Run snakemake again" in log.read_text()]
     assert said, failed.stderr[-3000:]
     assert path.with_name(path.name + ".damaged").read_bytes() == damaged  # kept for inspection, not deleted
     snakemake("--cores", "2", "--configfile", "tiny.yaml", *TINY_ARGS, workdir=work)
