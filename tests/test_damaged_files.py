@@ -170,18 +170,23 @@ def test_a_profile_with_float_images_or_missing_indices_is_moved_aside(tmp_path)
     assert path.with_name("normal_test.h5.damaged.1").exists()  # the first one is kept, not overwritten
 
 
-def test_a_locking_failure_is_not_taken_for_damage(tmp_path, monkeypatch):
+@pytest.mark.parametrize("failure, error, message", [
+    ("Unable to synchronously open file (unable to lock file, errno = 11)", OSError, "hdf5_locking: false"),
+    ("Unable to synchronously open file (file read failed, errno = 13, error message = 'Permission denied')",
+     PermissionError, "not readable by this user"),
+])
+def test_a_locking_or_permission_failure_is_not_taken_for_damage(tmp_path, monkeypatch, failure, error, message):
     path = tmp_path / "x.h5"
     with h5py.File(path, "w") as h5:
         h5.create_dataset("a", data=np.zeros(3))
 
     def refuse(*args, **kwargs):
-        raise OSError("Unable to synchronously open file (unable to lock file, errno = 11)")
+        raise OSError(failure)
 
     monkeypatch.setattr(h5py, "File", refuse)
-    with pytest.raises(OSError, match="hdf5_locking: false") as info:
+    with pytest.raises(error, match=message) as info:
         open_h5(path)
-    assert not isinstance(info.value, DamagedFileError) and path.exists()
+    assert not isinstance(info.value, DamagedFileError) and path.exists()  # a whole file stays where it is
 
 
 def test_quarantine_keeps_every_damaged_copy_and_check_h5_names_each_problem(tmp_path):

@@ -72,12 +72,6 @@ def quarantine(path: str | Path, problem: str, *, rebuilt_by: str = "the workflo
                             f"file with {rebuilt_by}, then what depends on it.")
 
 
-def require(condition: bool, path: str | Path, problem: str) -> None:
-    """Quarantine ``path`` and raise when ``condition`` is false (a check of a file being read)."""
-    if not condition:
-        raise quarantine(path, problem)
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
@@ -126,9 +120,12 @@ def open_h5(path: str | Path, *, damaged: str = "quarantine") -> h5py.File:
     try:
         return h5py.File(path, "r", locking=hdf5_locking())
     except OSError as err:
-        if "unable to lock" in str(err).lower() or "file locking" in str(err).lower():
+        text = str(err).lower()
+        if "unable to lock" in text or "file locking" in text:
             raise OSError(f"{path}: HDF5 could not lock the file ({err}); on a filesystem without locks set "
                           "`hdf5_locking: false` in the config") from err
+        if "permission denied" in text or not os.access(path, os.R_OK):
+            raise PermissionError(f"{path}: not readable by this user ({err}); fix its permissions") from err
         if damaged == "quarantine":
             raise quarantine(path, f"cannot be read as HDF5: {err}") from err
         raise CorruptFileError(
