@@ -170,13 +170,19 @@ def test_sizes_come_from_the_prepared_file_when_there_is_one(tmp_path):
 
     from advflow.config import check_sizes
 
-    prepared = tmp_path / "synthetic.h5"
+    prepared = tmp_path / "mnist.h5"
     with h5py.File(prepared, "w") as h5:
         h5.create_dataset("train/labels", data=np.arange(100) % 4)
         h5.create_dataset("test/labels", data=np.arange(5) % 4)
     config = tiny_config()
+    config["dataset"] = "mnist"
     with pytest.raises(ConfigError, match=rf"inputs\.n is 6 but the test split has 5 images \({prepared}\)"):
         check_sizes(config, prepared)
+    # The synthetic dataset's sizes come from its settings: an older prepared file is rebuilt when they change.
+    synthetic = tiny_config()
+    synthetic["datasets"]["synthetic"]["n_test"] = 500
+    synthetic["inputs"]["n"] = 300
+    check_sizes(synthetic, prepared)
 
 
 def test_fixed_datasets_have_their_known_sizes():

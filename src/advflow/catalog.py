@@ -211,10 +211,11 @@ SYNTHETIC_DEFAULTS = {"n_train": 600, "n_test": 200, "num_classes": 10}
 
 def split_sizes(name: str, settings: dict[str, Any] | None, prepared: str | Path | None = None
                 ) -> dict[str, Any] | None:
-    """``{"train", "test", "test_per_class", "where"}`` of dataset ``name``: read from its prepared file when
-    there is one (shapes and the test labels only), else known (the fixed datasets) or computed from the
-    settings (``synthetic``: its labels cycle through the classes). None when nothing can be known."""
-    if prepared is not None and Path(prepared).is_file():
+    """``{"train", "test", "test_per_class", "where"}`` of dataset ``name``: ``synthetic`` computed from its
+    settings (its labels cycle through the classes; an older prepared file is rebuilt when they change, so it is
+    not read); the others read from their prepared file when there is one (shapes and the test labels only),
+    else their published sizes. None when nothing can be known."""
+    if name != "synthetic" and prepared is not None and Path(prepared).is_file():
         try:
             import h5py
             import numpy as np
