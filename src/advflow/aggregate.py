@@ -66,6 +66,7 @@ from advflow.io import atomic_path, open_h5, quarantine
 from advflow.paths import (
     InputPaths,
     MIRecord,
+    input_paths,
     path_distance,
     read_input_paths,
     read_paths_csv,
@@ -448,9 +449,9 @@ def aggregate_paths(paths_csv: str | Path, *, seed: int = 0, grid_step: float = 
     (with a ``step`` column) must hold a single step; group its rows by step and use
     :func:`aggregate_frame` otherwise. Given the MI file's ``record`` (:func:`advflow.paths.read_mi_record`),
     the CSV must hold its inputs and layers (a damaged CSV is moved aside, never aggregated)."""
-    if record is not None:
-        read_input_paths(paths_csv, record=record)
     columns = read_paths_csv(paths_csv)
+    if record is not None:
+        input_paths(columns, Path(paths_csv), record=record)
     if "step" in columns and np.unique(columns["step"]).size > 1:
         raise ValueError(f"{paths_csv}: rows of {np.unique(columns['step']).size} steps; aggregate each step "
                          f"on its own (read_paths_csv, then aggregate_frame on each step's rows)")

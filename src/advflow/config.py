@@ -134,7 +134,11 @@ def config_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
 
 def check_config(config: dict[str, Any], schema_path: str | Path) -> None:
     """Raise :class:`ConfigError` listing every problem of ``config``."""
-    messages = config_errors(config, load_schema(schema_path))
+    _raise(config_errors(config, load_schema(schema_path)))
+
+
+def _raise(messages: list[str]) -> None:
+    """One :class:`ConfigError` listing ``messages``, if there are any."""
     if messages:
         lines = "\n".join(f"  - {m}" for m in messages)
         raise ConfigError(f"invalid config ({len(messages)} problem{'s' if len(messages) > 1 else ''}):\n{lines}\n"
@@ -193,10 +197,7 @@ def check_sizes(config: dict[str, Any], prepared: str | Path | None = None) -> N
 
     dataset = config["dataset"]
     sizes = split_sizes(dataset, (config.get("datasets") or {}).get(dataset), prepared)
-    messages = size_errors(config, sizes)
-    if messages:
-        lines = "\n".join(f"  - {m}" for m in messages)
-        raise ConfigError(f"invalid config ({len(messages)} problem{'s' if len(messages) > 1 else ''}):\n{lines}")
+    _raise(size_errors(config, sizes))
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -360,8 +361,7 @@ def paper_departures(config: dict[str, Any]) -> list[str]:
     the models and attacks it uses."""
     models = set(config.get("models") or {})
     attacks = attacks_in_use(config)
-    values: dict[str, Any] = {"dataset": config.get("dataset"),
-                              "inputs.n": ({**RUN_DEFAULTS["inputs"], **(config.get("inputs") or {})})["n"]}
+    values: dict[str, Any] = {"dataset": config.get("dataset"), "inputs.n": _inputs_n(config)}
     for model in ("distilled", "compressed"):
         if model in models:
             for key, value in model_settings(config, model).items():

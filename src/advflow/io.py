@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import h5py
+import numpy as np
 
 
 #: How every job opens HDF5 files: the config's ``hdf5_locking``, passed to jobs through this variable
@@ -142,8 +143,6 @@ def check_h5(h5: h5py.File, path: str | Path, *, datasets: dict[str, tuple[int |
     ``attrs`` are attributes that must hold these values (which set, model and settings produced the
     file); ``finite`` lists datasets whose values must all be finite.
     """
-    import numpy as np
-
     n = None
     for name, shape in datasets.items():
         if name not in h5:

@@ -245,7 +245,14 @@ def read_input_paths(path: Path, *, record: MIRecord | None = None, damaged: str
     given its MI file's ``record`` (:func:`read_mi_record`), N, K, the labels and predictions must be the
     MI file's. A CSV that breaks any of this is damaged (see :func:`read_paths_csv`)."""
     path = Path(path)
-    columns = read_paths_csv(path, damaged=damaged)
+    return input_paths(read_paths_csv(path, damaged=damaged), path, record=record, damaged=damaged)
+
+
+def input_paths(columns: dict[str, np.ndarray], path: Path, *, record: MIRecord | None = None,
+                damaged: str = "quarantine") -> InputPaths:
+    """:func:`read_input_paths` of the columns :func:`read_paths_csv` read from ``path`` (read once by a caller
+    that also needs them as rows)."""
+    columns = dict(columns)
     for name in ("input", "label", "prediction"):
         if name not in columns:
             raise _damaged(path, f"missing column {name}; a paths CSV has input, layer, layer_name, mu_s, mu_t, "

@@ -42,9 +42,12 @@ def check_set(h5: Any, path: str | Path, required: tuple[str, ...] = REQUIRED) -
     adversarial images inside the models' box [-1, 1]. A damaged file is moved aside
     (:func:`advflow.io.quarantine`), so the next run crafts the set again."""
     shapes = {name: shape for name, shape in SET_DATASETS.items() if name in required or name in h5}
-    n = check_h5(h5, path, datasets=shapes, finite=tuple(k for k in ("adversarial", "confidence") if k in shapes))
+    n = check_h5(h5, path, datasets=shapes, finite=tuple(k for k in ("confidence",) if k in shapes))
     if n and "adversarial" in shapes:
-        adversarial = h5["adversarial"][...]
+        adversarial = h5["adversarial"][...]  # read once: finite, then inside the box
+        bad = int((~np.isfinite(adversarial)).sum())
+        if bad:
+            raise quarantine(path, f"'adversarial' holds {bad} NaN or infinite values", rebuilt_by="rule attack (or control)")
         low, high = float(adversarial.min()), float(adversarial.max())
         if low < -1 - 1e-4 or high > 1 + 1e-4:
             raise quarantine(path, f"adversarial images span [{low:.3g}, {high:.3g}], outside the box [-1, 1]",
