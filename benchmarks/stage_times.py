@@ -1,11 +1,18 @@
-"""Wall time of a finished workflow run, stage by stage, from Snakemake's own log.
+"""Wall time of a finished workflow run, stage by stage, from Snakemake's own log; how busy it kept the cores after
+training and how much of the jobs' time was start-up.
 
     python benchmarks/stage_times.py WORKDIR [--log .snakemake/log/<file>.snakemake.log]
 
-Reads the run's Snakemake log (unless given, the newest under WORKDIR/.snakemake/log that ran jobs): every job's rule and
-its start and finish times. A stage's wall time runs from its first job's start to its last job's finish
-(stages overlap where Snakemake interleaves them); "job seconds" is the sum of its jobs' own durations.
-Prints a Markdown table.
+Reads the run's Snakemake log (unless given, the newest under WORKDIR/.snakemake/log that ran jobs): every job's rule,
+log file and start and finish times, and the cores it was given. A stage's wall time runs from its first job's start to
+its last job's finish (stages overlap where Snakemake interleaves them); "job seconds" is the sum of its jobs' own
+durations. Prints a Markdown table, then two figures for the part of the run after training (from the last training
+job's end to the run's end):
+
+- busy: wall time x cores / the jobs' seconds inside that window (1.0: every core ran a job all the time);
+- start-up: the jobs' start-up (the ``start-up: X s`` line of each job's log, written by ``advflow.workflow.ready``:
+  the interpreter, Snakemake's script preamble, imports and set-up before the work) as a share of those jobs' seconds,
+  over every job that is not data or training.
 """
 
 from __future__ import annotations
@@ -31,9 +38,13 @@ STAGES = {
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]")
 
 
-def parse(log: Path) -> list[tuple[str, dt.datetime, dt.datetime]]:
-    """(rule, start, end) of every finished job."""
-    now, started, jobs, pending_rule = None, {}, [], None
+TRAINING = STAGES["data"] + STAGES["training"]
+STARTUP = re.compile(r"start-up: ([0-9.]+) s")
+
+
+def parse_jobs(log: Path) -> list[tuple[str, dt.datetime, dt.datetime, str | None]]:
+    """(rule, start, end, the job's log file or None) of every finished job."""
+    now, started, jobs, pending, rule_log = None, {}, [], None, None
     for line in log.read_text().splitlines():
         stamp = STAMP.match(line)
         if stamp:
@@ -41,18 +52,60 @@ def parse(log: Path) -> list[tuple[str, dt.datetime, dt.datetime]]:
             continue
         rule = re.match(r"^(?:local)?rule (\w+):", line)
         if rule:
-            pending_rule = (rule.group(1), now)
+            pending, rule_log = (rule.group(1), now), None
+            continue
+        logged = re.match(r"^\s+log: (\S+)", line)
+        if logged and pending:
+            rule_log = logged.group(1)
             continue
         jobid = re.match(r"^\s+jobid: (\d+)", line)
-        if jobid and pending_rule:
-            started[jobid.group(1)] = pending_rule
-            pending_rule = None
+        if jobid and pending:
+            started[jobid.group(1)] = (*pending, rule_log)
+            pending = None
             continue
         done = re.match(r"^Finished job(?:id)?:? (\d+)", line)
         if done and done.group(1) in started:
-            rule, start = started.pop(done.group(1))
-            jobs.append((rule, start, now))
+            rule, start, rule_log = started.pop(done.group(1))
+            jobs.append((rule, start, now, rule_log))
     return jobs
+
+
+def parse(log: Path) -> list[tuple[str, dt.datetime, dt.datetime]]:
+    """(rule, start, end) of every finished job."""
+    return [(rule, start, end) for rule, start, end, _ in parse_jobs(log)]
+
+
+def cores(log: Path) -> int | None:
+    found = re.search(r"^Provided cores: (\d+)", log.read_text(), re.M)
+    return int(found.group(1)) if found else None
+
+
+def startup(workdir: Path, rule_log: str | None) -> float | None:
+    """The last start-up a job's log records (the log is appended to, so the last is this run's)."""
+    if not rule_log or not (workdir / rule_log).is_file():
+        return None
+    found = STARTUP.findall((workdir / rule_log).read_text(errors="replace"))
+    return float(found[-1]) if found else None
+
+
+def after_training(workdir: Path, log: Path) -> dict[str, float] | None:
+    """Busy ratio and start-up share of the part of the run after training (see the module's docstring)."""
+    jobs, n = parse_jobs(log), cores(log)
+    trained = [end for rule, _, end, _ in jobs if rule in TRAINING]
+    later = [job for job in jobs if job[0] not in TRAINING]
+    if not later or not n:
+        return None
+    begin = max(trained) if trained else min(start for _, start, _, _ in later)
+    end = max(end for _, _, end, _ in jobs)
+    inside = sum(max(0.0, (min(e, end) - max(s, begin)).total_seconds()) for _, s, e, _ in jobs)
+    wall = (end - begin).total_seconds()
+    seconds = [(e - s).total_seconds() for _, s, e, _ in later]
+    startups = [startup(workdir, rule_log) for *_, rule_log in later]
+    known = [(sec, up) for sec, up in zip(seconds, startups) if up is not None]
+    return {"cores": n, "wall": wall, "job_seconds": inside, "busy": wall * n / inside if inside else float("nan"),
+            "jobs": len(later), "with_startup": len(known), "startup": sum(up for _, up in known),
+            "startup_job_seconds": sum(sec for sec, _ in known),
+            "startup_share": sum(up for _, up in known) / max(1e-9, sum(sec for sec, _ in known))}
 
 
 def main() -> None:
@@ -75,6 +128,14 @@ def main() -> None:
         first, last = min(s for _, s, _ in jobs), max(e for _, _, e in jobs)
         print(f"| **total** | {len(jobs)} | {sum((e - s).total_seconds() for _, s, e in jobs):.0f} | "
               f"{(last - first).total_seconds():.0f} |")
+    figures = after_training(args.workdir, log)
+    if figures:
+        print(f"\nAfter training ({figures['jobs']} jobs, {figures['cores']} cores): wall {figures['wall']:.0f} s, "
+              f"jobs' seconds in that time {figures['job_seconds']:.0f} s; wall x cores / jobs' seconds = "
+              f"**{figures['busy']:.2f}** (target <= 1.2)")
+        print(f"Start-up: {figures['startup']:.0f} s of {figures['startup_job_seconds']:.0f} s over the "
+              f"{figures['with_startup']} jobs whose log records it = **{100 * figures['startup_share']:.1f} %** "
+              "(target <= 15 %)")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,32 @@
+rule select_normal_train:
+    input:
+        data="data/{dataset}.h5",
+    output:
+        "results/{dataset}/inputs/normal_train.h5",
+    log:
+        "results/{dataset}/logs/normal_train.log",
+    benchmark:
+        "results/{dataset}/benchmarks/normal_train.tsv"
+    conda:
+        "../envs/advflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=0,
+    params:
+        code=code("select_normal_train.py"),
+        n=config["inputs"]["n"],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/select_normal_train.py"
+
+
 rule select_inputs:
     input:
         data="data/{dataset}.h5",
         models=profile_models,
     output:
-        normal_train="results/{dataset}/inputs/normal_train.h5",
         normal_test="results/{dataset}/inputs/normal_test.h5",
     log:
         "results/{dataset}/logs/inputs.log",
@@ -38,7 +61,7 @@ rule attack:
         attack="|".join(ATTACK_NAMES),
     conda:
         "../envs/advflow.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=240,
@@ -94,7 +117,7 @@ rule jsma_trajectories:
         target="|".join(MODEL_NAMES),
     conda:
         "../envs/advflow.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=120,

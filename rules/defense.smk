@@ -18,7 +18,7 @@ rule defense_inputs:
         "results/{dataset}/benchmarks/defense/inputs.tsv"
     conda:
         "../envs/advflow.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
@@ -44,7 +44,7 @@ rule train_autoencoder:
         ae="ae_i|ae_ii",
     conda:
         "../envs/advflow.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=6000,
         runtime=240,
@@ -70,7 +70,7 @@ rule fit_mid:
         "results/{dataset}/benchmarks/defense/mid.tsv"
     conda:
         "../envs/advflow.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=6000,
         runtime=120,

@@ -12,7 +12,7 @@ rule features:
         model="|".join(MODEL_NAMES),
     conda:
         "../envs/advflow.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
@@ -38,7 +38,7 @@ rule mi:
         model="|".join(MODEL_NAMES),
     conda:
         "../envs/advflow.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=120,

@@ -41,7 +41,7 @@ rule average_grid:
         "results/{dataset}/benchmarks/seed001/grid.tsv"
     conda:
         "../envs/advflow.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
@@ -67,7 +67,7 @@ rule dropout_vote:
         "results/{dataset}/benchmarks/defense/dropout.tsv"
     conda:
         "../envs/advflow.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=120,

@@ -122,7 +122,7 @@ def test_a_preset_replaces_config_yaml_wherever_snakemake_starts(tmp_path):
     the Snakefile in both."""
     preset = tmp_path / "one.yaml"
     preset.write_text(yaml.safe_dump(ONE_MODEL_ONE_ATTACK))
-    expected = {"prepare_data": 1, "train_model": 1, "select_inputs": 1, "attack": 1, "control": 1,
+    expected = {"prepare_data": 1, "train_model": 1, "select_normal_train": 1, "select_inputs": 1, "attack": 1, "control": 1,
                 "attack_tables": 1, "features": 4, "mi": 4, "aggregate": 4, "report": 1, "all": 1}
     elsewhere = tmp_path / "run"
     elsewhere.mkdir()

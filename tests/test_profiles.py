@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from advflow.data import Dataset, Split, write_prepared
-from advflow.models import save_checkpoint
-from advflow.profiles import correctly_classified, load_profile, select_profiles
+from advflow.models import load_checkpoint, save_checkpoint
+from advflow.profiles import (correctly_classified, load_profile, select_attack_seeds, select_normal_train,
+                              select_profiles)
 from conftest import BLOB_CLASSES, blobs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -64,3 +65,20 @@ def test_too_few_correct_seeds_names_the_key_to_lower(prepared):
         select(folder, ["good.pt"], n=len(data.test.labels) + 1, tag="e")
     with h5py.File(folder / "blobs.h5") as h5:  # the prepared data is untouched
         assert len(h5["test/labels"]) == 300
+
+
+def test_the_two_profile_jobs_draw_what_one_seeded_stream_draws(prepared):
+    """normal_train (no model) and the attack seeds are separate jobs; the seeds' order continues the stream after
+    normal_train's draw, so each file equals what one random stream gives: the draw, then the seeds' order."""
+    folder, data = prepared
+    cpu = torch.device("cpu")
+    select_attack_seeds(folder / "blobs.h5", [folder / "good.pt"], n=25, seed=3, device=cpu, out=folder / "s.h5")
+    select_normal_train(folder / "blobs.h5", n=25, seed=3, out=folder / "t.h5")
+    rng = np.random.default_rng(3)
+    train = np.sort(rng.choice(len(data.train.labels), size=25, replace=False))
+    order = rng.permutation(len(data.test.labels))
+    correct = correctly_classified([load_checkpoint(folder / "good.pt", cpu)], data.test.images[order],
+                                   data.test.labels[order], cpu)
+    assert np.array_equal(load_profile(folder / "t.h5")[2], train)
+    assert np.array_equal(load_profile(folder / "s.h5")[2], np.sort(order[correct][:25]))
+

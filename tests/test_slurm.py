@@ -26,13 +26,13 @@ D = Path("results/synthetic")
 #:   paths of a normal and an adversarial set and the GP aggregate of the normal one;
 #: - the distillation teacher, deleted and retrained (no job of the chain reads it).
 CHAIN = [D / "aggregates/good_init/normal_train.csv", D / "paths/good_init/fgsm@good_init.csv"]
-CHAIN_JOBS = {"select_inputs": 1, "attack": 1, "features": 2, "mi": 2, "aggregate": 1}
+CHAIN_JOBS = {"select_normal_train": 1, "select_inputs": 1, "attack": 1, "features": 2, "mi": 2, "aggregate": 1}
 DELETED = ["inputs/normal_train.h5", "inputs/normal_test.h5", "adv/good_init/fgsm.h5",
            *(f"{stage}/good_init/{s}.{ext}" for stage, ext in (("features", "h5"), ("mi", "h5"), ("paths", "csv"))
              for s in ("normal_train", "fgsm@good_init")),
            "aggregates/good_init/normal_train.csv", "models/distilled_teacher.pt", "models/distilled_teacher.json"]
 TEACHER = [D / "models/distilled_teacher.pt"]
-LOGS = ["inputs.log", "attack/good_init/fgsm.log", "train/distilled_teacher.log", "aggregate/good_init/normal_train.log",
+LOGS = ["inputs.log", "normal_train.log", "attack/good_init/fgsm.log", "train/distilled_teacher.log", "aggregate/good_init/normal_train.log",
         *(f"{stage}/good_init/{s}.log" for stage in ("features", "mi") for s in ("normal_train", "fgsm@good_init"))]
 
 

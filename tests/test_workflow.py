@@ -26,7 +26,7 @@ def test_dry_run_of_the_default_config_plans_every_stage(tmp_path):
     # attack sets and controls, 6 more measurements.
     assert planned_jobs(result) == {
         "prepare_data": 1, "train_model": 3, "train_distillation_teacher": 1, "distill": 1, "compress": 1,
-        "ensemble": 1, "select_inputs": 1, "attack": 22, "control": 19, "jsma_trajectories": 1,
+        "ensemble": 1, "select_normal_train": 1, "select_inputs": 1, "attack": 22, "control": 19, "jsma_trajectories": 1,
         "trajectory_control": 1, "attack_tables": 1, "features": MEASUREMENTS + 6, "mi": MEASUREMENTS + 6,
         "aggregate": AGGREGATES + 6, "aggregate_subsets": SUBSETS, "report": 1, "all": 1,
         # The defense stage: 47 sweep sets (PGD, BIM at 10 ε; C&W, EAD-L1, EAD-EN at 9 κ), each scored, and the
@@ -120,20 +120,34 @@ SEED001_SETS = {"perturbation_stats": 1, "dropout_vote": 1, "defense_tables": 1}
 ATTACK_STAGE = {"select_inputs": 1, "attack": 19, "control": 16, "jsma_trajectories": 1, "trajectory_control": 1,
                 "attack_tables": 1, "features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES,
                 "aggregate_subsets": SUBSETS, "report": 1, "all": 1, **SEED001_SETS}
+MEASURING_MODELS = 5  # good_init, compressed, deep_conv, vgg_like, distilled: each measures normal_train
+
+
+def retrained(models: int) -> dict[str, int]:
+    """The attack stage after retraining ``models`` of the measuring models: the seeds (which every attacked model
+    must classify correctly) and all that follows them, but normal_train (a job of its own that no model enters)
+    is re-measured on the retrained models only."""
+    kept = MEASURING_MODELS - models
+    return {**ATTACK_STAGE, "features": MEASUREMENTS - kept, "mi": MEASUREMENTS - kept,
+            "aggregate": AGGREGATES - kept}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("change, expected", [
-    (lambda c: c["models"]["deep_conv"].update(epochs=5), {"train_model": 1, "ensemble": 1, **ATTACK_STAGE}),
-    (lambda c: c["models"]["distilled"].update(epochs=5), {"distill": 1, **ATTACK_STAGE}),
+    (lambda c: c["models"]["deep_conv"].update(epochs=5), {"train_model": 1, "ensemble": 1, **retrained(1)}),
+    (lambda c: c["models"]["distilled"].update(epochs=5), {"distill": 1, **retrained(1)}),
     (lambda c: c["models"]["distilled"].update(teacher_epochs=5),
-     {"train_distillation_teacher": 1, "distill": 1, **ATTACK_STAGE}),
+     {"train_distillation_teacher": 1, "distill": 1, **retrained(1)}),
+    # The temperature retrains the teacher and the student; normal_train is not redrawn nor re-measured on the
+    # four other models (it used to come out of the seeds' job).
+    (lambda c: c["models"]["distilled"].update(temperature=20),
+     {"train_distillation_teacher": 1, "distill": 1, **retrained(1)}),
     # good_init is also the defense stage's classifier and seed 001's grid model: its seeds, attacks, MID, scores
     # and the grid follow (not the autoencoders, which learn from the data alone).
     (lambda c: c["models"]["good_init"].update(lr=0.01),
-     {"train_model": 1, "compress": 1, "ensemble": 1, **ATTACK_STAGE, "defense_inputs": 1, "defense_attack": 10,
+     {"train_model": 1, "compress": 1, "ensemble": 1, **retrained(2), "defense_inputs": 1, "defense_attack": 10,
       "fit_mid": 1, "defense_scores": 12, "defense_tables": 1, "average_grid": 1}),
-    (lambda c: c["models"]["compressed"].update(step=0.2), {"compress": 1, **ATTACK_STAGE}),
+    (lambda c: c["models"]["compressed"].update(step=0.2), {"compress": 1, **retrained(1)}),
     # An attack's setting reruns that attack's sets (one per target), their controls, the tables and the
     # sets' measurements (FGSM: 4 on good_init's set, 2 on compressed's, 3 each on deep_conv's and
     # vgg_like's, 4 controls on their targets; the ensemble's set is not measured), nothing upstream.
@@ -147,7 +161,7 @@ ATTACK_STAGE = {"select_inputs": 1, "attack": 19, "control": 16, "jsma_trajector
     (lambda c: c["attacks"]["jsma_adaptive"].update(gamma=0.3),
      {"attack": 2, "control": 2, "attack_tables": 1, "features": 4, "mi": 4, "aggregate": 4, "report": 1,
       "all": 1, "perturbation_stats": 1}),
-    (lambda c: c["inputs"].update(n=5), ATTACK_STAGE),
+    (lambda c: c["inputs"].update(n=5), {"select_normal_train": 1, **ATTACK_STAGE}),
     # B reruns the MI stage and what follows; the storage precision the features and what follows;
     # the GP settings the aggregates only.
     (lambda c: c.update(mi={"buckets": 4}), {"mi": MEASUREMENTS, **AGGREGATE_STAGE}),
@@ -158,8 +172,10 @@ ATTACK_STAGE = {"select_inputs": 1, "attack": 19, "control": 16, "jsma_trajector
     # AUC intervals.
     (lambda c: c.update(report={"dpi": 80}), {"report": 1, "all": 1}),
     (lambda c: c.update(report={"bootstrap_resamples": 200}), {"defense_tables": 1, "report": 1, "all": 1}),
-    # Batch sizes change no result and rerun nothing.
+    # Batch sizes change no result and rerun nothing; nor do the features' lossless compression filter and level.
     (lambda c: c.update(features={"batch_size": 7}, mi={"batch_size": 3}), {}),
+    (lambda c: c.update(features={"compression_level": 9}), {}),
+    (lambda c: c.update(features={"compression": "lzf"}), {}),
 ])
 def test_changing_one_setting_reruns_only_what_depends_on_it(tiny_run, tmp_path, change, expected):
     config = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
@@ -230,6 +246,11 @@ def test_code_digest_follows_the_library_modules_a_script_imports_but_not_commen
     ("mi.py", {"mi": MEASUREMENTS, **AGGREGATE_STAGE}),
     ("features.py", {"features": MEASUREMENTS, "mi": MEASUREMENTS, **AGGREGATE_STAGE}),
     ("comment-only", {}),
+    # A workflow script's comment or modification time reruns nothing (Snakemake's mtime-based "code" trigger is
+    # off in profiles/default); a change to what it runs reruns its rule's jobs.
+    ("script-comment", {}),
+    ("script-touch", {}),
+    ("script-code", {"mi": MEASUREMENTS, **AGGREGATE_STAGE}),
 ])
 def test_changing_library_code_reruns_only_the_rules_that_use_it(tiny_run, tmp_path, module, expected):
     copy = tmp_path / "repo"
@@ -241,9 +262,19 @@ def test_changing_library_code_reruns_only_the_rules_that_use_it(tiny_run, tmp_p
             shutil.copytree(source, copy / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy2(source, copy / part)
+    script = copy / "workflow_scripts/mi.py"
     if module == "comment-only":
         with open(copy / "src/advflow/mi.py", "a") as fh:
             fh.write("\n# A comment changes no result.\n")
+    elif module == "script-comment":
+        with open(script, "a") as fh:
+            fh.write("# A comment changes no result.\n")
+    elif module == "script-touch":
+        later = script.stat().st_mtime + 3600
+        os.utime(script, (later, later))
+    elif module == "script-code":
+        with open(script, "a") as fh:
+            fh.write("sm.params.buckets  # a statement: the rule's code digest changes\n")
     else:
         with open(copy / "src/advflow" / module, "a") as fh:
             fh.write("\n\ndef _changed():\n    return 1\n")

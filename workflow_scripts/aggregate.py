@@ -1,5 +1,5 @@
 """Rule aggregate: the GP-aggregated IIP and OIP of one set on one measuring model."""
-from advflow.workflow import start
+from advflow.workflow import ready, start
 
 sm = snakemake  # noqa: F821 (the object Snakemake passes to scripts)
 start(sm)
@@ -8,6 +8,8 @@ import logging  # noqa: E402
 
 from advflow.aggregate import aggregate_paths, write_aggregate  # noqa: E402
 from advflow.paths import read_mi_record  # noqa: E402
+
+ready()
 
 gp = dict(sm.params.gp)
 # The MI file, checked, says how many inputs and layers the paths CSV (the same job's) must hold.

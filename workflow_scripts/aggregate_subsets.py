@@ -1,5 +1,5 @@
 """Rule aggregate_subsets: Q5's transferable and non-transferable inputs of one set on another model, aggregated."""
-from advflow.workflow import start
+from advflow.workflow import ready, start
 
 sm = snakemake  # noqa: F821 (the object Snakemake passes to scripts)
 start(sm)
@@ -8,6 +8,8 @@ import logging  # noqa: E402
 
 from advflow.aggregate import MIN_SUBSET, aggregate_subsets, write_aggregate  # noqa: E402
 from advflow.paths import read_mi_record  # noqa: E402
+
+ready()
 
 log = logging.getLogger("advflow.aggregate")
 gp = dict(sm.params.gp)

@@ -1,5 +1,5 @@
 """Rule average_grid: seed 001's average-adversarial grid (Fig. 1), mean perturbations (Fig. 4), pixel histograms."""
-from advflow.workflow import start
+from advflow.workflow import ready, start
 
 sm = snakemake  # noqa: F821 (the object Snakemake passes to scripts)
 device = start(sm)
@@ -10,6 +10,8 @@ from advflow.data import load_prepared  # noqa: E402
 from advflow.grid import average_grid, write_grid  # noqa: E402
 from advflow.models import load_checkpoint  # noqa: E402
 from advflow.seed001 import grid_outputs  # noqa: E402
+
+ready()
 
 dataset = load_prepared(sm.input.data)
 model = load_checkpoint(sm.input.model, device)

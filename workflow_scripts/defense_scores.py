@@ -1,5 +1,5 @@
 """Rule defense_scores: every configured detector's score and the reformer's prediction for one set."""
-from advflow.workflow import start
+from advflow.workflow import ready, start
 
 sm = snakemake  # noqa: F821 (the object Snakemake passes to scripts)
 device = start(sm)
@@ -8,6 +8,8 @@ from advflow.defenses.magnet import Reformer, load_autoencoder  # noqa: E402
 from advflow.defenses.metrics import write_scores  # noqa: E402
 from advflow.defenses.stage import build_detectors, load_mid_state, score_set  # noqa: E402
 from advflow.models import load_checkpoint  # noqa: E402
+
+ready()
 
 settings = dict(sm.params.settings)
 classifier = load_checkpoint(sm.input.classifier, device)

@@ -1,6 +1,6 @@
 """Rule defense_tables: thresholds at the configured FPRs, seed 003's Tables 1 and 2, clean accuracy, detector
 metrics and figures, from the scores alone (changing an FPR rescores nothing)."""
-from advflow.workflow import start
+from advflow.workflow import ready, start
 
 sm = snakemake  # noqa: F821 (the object Snakemake passes to scripts)
 start(sm)
@@ -9,6 +9,8 @@ from pathlib import Path  # noqa: E402
 
 from advflow.defenses.stage import set_sizes  # noqa: E402
 from advflow.defenses.tables import write_defense_tables  # noqa: E402
+
+ready()
 
 # Each score table must hold as many rows as its set has inputs (a table cut short is moved aside and rescored).
 sizes = set_sizes({Path(p).stem: p for p in [sm.input.validation_set, sm.input.clean_set, *sm.input.sweep_sets]})

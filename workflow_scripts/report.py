@@ -1,5 +1,5 @@
 """Rule report: the tables, figures and report.html that answer Q1-Q5."""
-from advflow.workflow import start
+from advflow.workflow import ready, start
 
 sm = snakemake  # noqa: F821 (the object Snakemake passes to scripts)
 start(sm)
@@ -8,6 +8,8 @@ import logging  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from advflow.report import build_report  # noqa: E402
+
+ready()
 
 html = Path(sm.output.html)
 captions = build_report(html.parent, dict(sm.params.study), out_html=html, tables_dir=Path(sm.output.tables),

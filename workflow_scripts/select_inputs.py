@@ -1,10 +1,12 @@
-"""Rule select_inputs: the normal profiles (normal_train) and the attack seeds (normal_test)."""
-from advflow.workflow import start
+"""Rule select_inputs: the attack seeds (normal_test), N test images every attacked model classifies correctly."""
+from advflow.workflow import ready, start
 
 sm = snakemake  # noqa: F821 (the object Snakemake passes to scripts)
 device = start(sm)
 
-from advflow.profiles import select_profiles  # noqa: E402
+from advflow.profiles import select_attack_seeds  # noqa: E402
 
-select_profiles(sm.input.data, list(sm.input.models), n=sm.params.n, seed=sm.params.seed, device=device,
-                out_train=sm.output.normal_train, out_test=sm.output.normal_test)
+ready()
+
+select_attack_seeds(sm.input.data, list(sm.input.models), n=sm.params.n, seed=sm.params.seed, device=device,
+                    out=sm.output.normal_test)

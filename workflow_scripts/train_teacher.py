@@ -1,12 +1,14 @@
 """Rule train_distillation_teacher: good_init's architecture trained on softmax(Z / T)."""
 from pathlib import Path
 
-from advflow.workflow import start
+from advflow.workflow import ready, start
 
 sm = snakemake  # noqa: F821 (the object Snakemake passes to scripts)
 device = start(sm)
 
 from advflow.zoo import train_model  # noqa: E402
+
+ready()
 
 settings = dict(sm.params.settings)
 train_model("distilled_teacher", sm.input.data, settings, seed=sm.params.seed, device=device,

@@ -58,13 +58,28 @@ def _write(path: str | Path, dataset: Dataset, split: str, indices: np.ndarray, 
         h5.attrs["description"] = description
 
 
-def select_profiles(data_path: str | Path, model_paths: list[str | Path], *, n: int, seed: int,
-                    device: torch.device, out_train: str | Path, out_test: str | Path) -> None:
-    """Write ``normal_train`` and ``normal_test`` (the attack seeds) as HDF5 files."""
+def _train_draw(rng: np.random.Generator, dataset: Dataset, n: int) -> np.ndarray:
+    """``normal_train``'s indices: the first draw of the profiles' random stream (seeded by ``seed``)."""
+    return np.sort(rng.choice(len(dataset.train.labels), size=min(n, len(dataset.train.labels)), replace=False))
+
+
+def select_normal_train(data_path: str | Path, *, n: int, seed: int, out: str | Path) -> None:
+    """Write ``normal_train``: ``n`` random training images. No model enters the draw, so this is a job of its
+    own (rule ``select_normal_train``): retraining a model does not redraw it or re-measure it."""
+    dataset = load_prepared(data_path)
+    train = _train_draw(np.random.default_rng(seed), dataset, n)
+    _write(out, dataset, "train", train, f"{len(train)} random training images (seed {seed})")
+    log.info("normal_train: %d random training images (seed %d)", len(train), seed)
+
+
+def select_attack_seeds(data_path: str | Path, model_paths: list[str | Path], *, n: int, seed: int,
+                        device: torch.device, out: str | Path) -> None:
+    """Write ``normal_test`` (the attack seeds): the first ``n`` test images, in a seeded random order, that every
+    model classifies correctly. The order continues the random stream after ``normal_train``'s draw (replayed
+    here), so the two files are those one run of :func:`select_profiles` writes."""
     dataset = load_prepared(data_path)
     rng = np.random.default_rng(seed)
-    train = np.sort(rng.choice(len(dataset.train.labels), size=min(n, len(dataset.train.labels)), replace=False))
-    _write(out_train, dataset, "train", train, f"{len(train)} random training images (seed {seed})")
+    _train_draw(rng, dataset, n)  # replayed: the seeds' order is the stream's continuation
     models = [load_checkpoint(p, device) for p in model_paths]
     test, checked, found = _first_correct(models, dataset.test.images, dataset.test.labels, n=n, rng=rng,
                                           device=device)
@@ -72,9 +87,17 @@ def select_profiles(data_path: str | Path, model_paths: list[str | Path], *, n: 
         raise RuntimeError(f"only {len(test)} test images are classified correctly by every model "
                            f"({', '.join(m.arch['name'] for m in models)}); lower inputs.n to at most that")
     names = ", ".join(m.arch["name"] for m in models)
-    _write(out_test, dataset, "test", test, f"{n} test images classified correctly by {names} (seed {seed})")
-    log.info("profiles: %d training images; %d of %d test images checked (in seeded random order) were correct "
-             "on every model, the first %d kept", len(train), found, checked, n)
+    _write(out, dataset, "test", test, f"{n} test images classified correctly by {names} (seed {seed})")
+    log.info("attack seeds: %d of %d test images checked (in seeded random order) were correct on every model, "
+             "the first %d kept", found, checked, n)
+
+
+def select_profiles(data_path: str | Path, model_paths: list[str | Path], *, n: int, seed: int,
+                    device: torch.device, out_train: str | Path, out_test: str | Path) -> None:
+    """Write ``normal_train`` and ``normal_test`` (the attack seeds) as HDF5 files: :func:`select_normal_train`
+    then :func:`select_attack_seeds`, which the workflow runs as two jobs."""
+    select_normal_train(data_path, n=n, seed=seed, out=out_train)
+    select_attack_seeds(data_path, model_paths, n=n, seed=seed, device=device, out=out_test)
 
 
 def load_profile(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import warnings
 from typing import Any
+
+#: Set by :func:`start`: the log line :func:`ready` writes, read by ``benchmarks/stage_times.py``.
+STARTUP_LINE = "start-up: %.2f s (interpreter, Snakemake's script preamble, imports and set-up before the work)"
 
 
 def start(snakemake: Any) -> Any:
@@ -45,3 +49,24 @@ def start(snakemake: Any) -> Any:
     if "SLURM_JOB_ID" in os.environ:  # which cluster job ran this, to find it in sacct/squeue
         log.info("Slurm job %s on %s", os.environ["SLURM_JOB_ID"], os.environ.get("SLURMD_NODENAME", "?"))
     return device
+
+
+def process_age() -> float:
+    """Seconds since this process started (from ``/proc``; on systems without it, since this module was imported)."""
+    try:
+        import psutil  # a dependency of Snakemake
+
+        return time.time() - psutil.Process().create_time()
+    except Exception:  # pragma: no cover - no /proc (not Linux) or no psutil
+        return time.time() - _IMPORTED
+
+
+_IMPORTED = time.time()
+
+
+def ready() -> float:
+    """Log the job's start-up (:data:`STARTUP_LINE`): what it spent before its work began. Every workflow script
+    calls it after its imports, right before its first batch; ``benchmarks/stage_times.py`` sums it over a run."""
+    seconds = process_age()
+    logging.getLogger("advflow").info(STARTUP_LINE, seconds)
+    return seconds
