@@ -5,6 +5,7 @@ batching."""
 from __future__ import annotations
 
 import copy
+import importlib
 import math
 
 import pytest
@@ -273,3 +274,112 @@ def test_one_backward_pass_gives_both_rows_of_the_saliency_map(model, seeds):
     others = probs.masked_fill(torch.nn.functional.one_hot(target, NUM_CLASSES).bool(), 0.0).sum()
     (d_others,) = torch.autograd.grad(others, probe)
     torch.testing.assert_close(d_others.flatten(1), -d_target, rtol=1e-9, atol=1e-12)
+
+
+class TinyConv(nn.Module):
+    """conv 2->3 (3x3, 'same'), ReLU, 2x2 max-pool, fully connected to 3 classes, on 2x6x6 inputs:
+    two input channels, so that a wrong channel order in the flattened derivative would show."""
+
+    def __init__(self, flatten_with_view: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 3 * 3, 3)
+        self.flatten_with_view = flatten_with_view
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.max_pool2d(torch.relu(self.conv(x)), 2)
+        # .view fails on channels_last activations: the attack must then run the model as it is.
+        return self.fc(h.view(h.shape[0], -1) if self.flatten_with_view else h.flatten(1))
+
+
+def _tiny_conv(seed: int, flatten_with_view: bool = False) -> nn.Module:
+    torch.manual_seed(seed)
+    return TinyConv(flatten_with_view).eval()
+
+
+def _reference_jsma(net: nn.Module, x: torch.Tensor, target: int, theta: float, gamma: float) -> torch.Tensor:
+    """Papernot et al.'s Algorithm 3 on one input, written out: the full Jacobian of softmax(Z), the
+    pair search over all F x F pairs of the search domain with alpha (target row) and beta (sum of the
+    other rows), both features of a picked pair out of the domain, a budget of floor(gamma * F / 2)."""
+    x = x.clone()
+    flat = x.view(-1)
+    f = flat.numel()
+    increasing = theta > 0
+    domain = flat < 1.0 if increasing else flat > -1.0
+    for _ in range(math.floor(gamma * f / 2)):
+        if int(net(x[None]).argmax(1)) == target or int(domain.sum()) < 2:
+            break
+        jac = torch.autograd.functional.jacobian(lambda v: torch.softmax(net(v.view(1, *x.shape)), 1)[0], flat)
+        d_t, d_o = jac[target], jac.sum(0) - jac[target]
+        alpha, beta = d_t[:, None] + d_t[None, :], d_o[:, None] + d_o[None, :]
+        ok = domain[:, None] & domain[None, :] & ~torch.eye(f, dtype=torch.bool)
+        ok &= (alpha > 0) & (beta < 0) if increasing else (alpha < 0) & (beta > 0)
+        score = torch.where(ok, alpha.abs() * beta.abs(), -1.0)
+        if not ok.any():
+            break
+        p, q = divmod(int(score.argmax()), f)
+        for feature in (p, q):
+            flat[feature] = (flat[feature] + theta).clamp(-1.0, 1.0)
+            domain[feature] = False
+    return x
+
+
+def test_fast_path_equals_a_straightforward_reference():
+    """jsma (batched, channels_last convolution weights, top-2 pair search) picks the pairs that the
+    written-out algorithm picks, on a small convolutional model in float64, and changes every pixel
+    at most once."""
+    from advflow.attacks.jsma import _conv_weights_channels_last
+
+    net = _tiny_conv(0).double()
+    gen = torch.Generator().manual_seed(1)
+    x = (torch.rand(6, 2, 6, 6, generator=gen, dtype=torch.float64) * 1.6 - 0.8)
+    with torch.no_grad():
+        target = (net(x).argmax(1) + 1) % 3
+    assert _conv_weights_channels_last(net, x) is not None, "the test should exercise the fast path"
+    iterations = []
+    for theta, gamma in ((0.6, 1.0), (-0.6, 1.0), (1.5, 0.5)):
+        result = jsma(net, x, target, theta=theta, gamma=gamma, record_trajectory=True)
+        iterations += result.iterations.tolist()
+        for i in range(len(x)):
+            expected = _reference_jsma(net, x[i], int(target[i]), theta, gamma)
+            assert torch.equal(result.adversarial[i], expected), (theta, i)
+            changed = (result.trajectory[i][1:] != result.trajectory[i][:-1]).flatten(1)
+            assert (changed.sum(0) <= 1).all(), "a pixel changed in more than one step"
+    assert max(iterations) >= 3 and min(iterations) < max(iterations), "the test needs varied, long attacks"
+
+
+def test_channels_last_derivative_equals_the_plain_one(model, seeds, monkeypatch):
+    """The fast path (channels_last convolution weights, NHWC input) computes the model's logits and
+    target derivative, up to float32 summation order, and here the same attack."""
+    module = importlib.import_module("advflow.attacks.jsma")  # the package's ``jsma`` is the function
+
+    x, y = seeds
+    target = (y + 1) % NUM_CLASSES
+    params = module._conv_weights_channels_last(model, x)
+    assert params is not None
+    logits, d_target = module._target_derivative(model, x, target, 1.0, params)
+    plain_logits, plain_d_target = module._target_derivative(model, x, target, 1.0)
+    torch.testing.assert_close(logits, plain_logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(d_target, plain_d_target, rtol=1e-4, atol=1e-8)
+    assert dict(model.named_parameters())["blocks.1.conv.weight"].is_contiguous(), "the model is untouched"
+
+    fast = jsma(model, x, target, theta=2.0, gamma=0.2)
+    monkeypatch.setattr(module, "_conv_weights_channels_last", lambda *args: None)
+    plain = jsma(model, x, target, theta=2.0, gamma=0.2)
+    assert torch.equal(fast.adversarial, plain.adversarial) and torch.equal(fast.iterations, plain.iterations)
+
+
+def test_a_model_that_cannot_run_channels_last_runs_as_it_is(monkeypatch):
+    module = importlib.import_module("advflow.attacks.jsma")  # the package's ``jsma`` is the function
+
+    net = _tiny_conv(0, flatten_with_view=True).double()
+    x = torch.rand(4, 2, 6, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 1.6 - 0.8
+    with pytest.raises(RuntimeError):  # precondition: the fast path fails on this model
+        module._target_derivative(net, x, torch.zeros(4, dtype=torch.long), 1.0,
+                                  module._conv_weights_channels_last(net, x))
+    with torch.no_grad():
+        target = (net(x).argmax(1) + 1) % 3
+    result = jsma(net, x, target, theta=0.6, gamma=1.0)
+    assert int(result.iterations.max()) >= 2
+    for i in range(len(x)):
+        assert torch.equal(result.adversarial[i], _reference_jsma(net, x[i], int(target[i]), 0.6, 1.0))
