@@ -7,17 +7,19 @@ formula ceil(B (v - vmin) / (vmax - vmin)) clamped to 1..B in numpy float64, MI 
 
 from __future__ import annotations
 
+import math
+
 import h5py
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_same_h5
 from scipy.stats import entropy
 from sklearn.metrics import mutual_info_score
 
 from advflow.mi import bucketize, layer_mi, mi_matrix
 from advflow.paths import path_distance
-from conftest import assert_same_h5
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -170,7 +172,7 @@ def test_path_distance_with_mismatched_layer_counts_raises():
 
 
 def test_iip_oip_and_ioc_are_the_layer_means_of_s_and_t():
-    from advflow.paths import information_paths, iip, ioc, oip
+    from advflow.paths import iip, information_paths, ioc, oip
 
     gen = torch.Generator().manual_seed(0)
     S = [torch.rand(3, n, 1, generator=gen) for n in (4, 6)]
@@ -269,3 +271,96 @@ def test_measure_set_does_not_depend_on_batch_size(features_file):
     paths = (folder / "paths1.csv").read_text()
     assert paths == (folder / f"paths{STAGE_N}.csv").read_text()
     assert len(paths.splitlines()) == 1 + STAGE_N * 6
+
+
+# ------------------------------------- the packed product and the c log c table (advflow.mi internals)
+
+
+def direct_mi(a_ids: np.ndarray, b_ids: np.ndarray, buckets: int) -> np.ndarray:
+    """(N, n_a, n_b) MI from each pair's B x B joint histogram (numpy bincount), c log c computed directly
+    in float64 with 0 log 0 = 0: the formula that the table lookup replaces."""
+    n, n_a, positions = a_ids.shape
+    out = np.zeros((n, n_a, b_ids.shape[1]))
+    xlogx = lambda c: np.where(c > 0, c * np.log(np.maximum(c, 1)), 0.0)  # noqa: E731
+    for i in range(n):
+        for r, a in enumerate(a_ids[i]):
+            for c, b in enumerate(b_ids[i]):
+                joint = np.bincount(a * buckets + b, minlength=buckets * buckets).astype(np.float64)
+                ca, cb = np.bincount(a, minlength=buckets), np.bincount(b, minlength=buckets)
+                out[i, r, c] = max(0.0, math.log(positions) + (xlogx(joint).sum() - xlogx(ca).sum()
+                                                              - xlogx(cb).sum()) / positions)
+    return out
+
+
+@pytest.mark.parametrize("positions, buckets", [(1, 8), (4, 8), (64, 8), (64, 5), (100, 8), (256, 16), (1024, 8)])
+def test_packing_keeps_counts_exact_and_decodable(positions, buckets):
+    from advflow.mi import _packing
+
+    for cap in (2 ** 19, 2 ** 22):
+        m, base = _packing(positions, buckets, cap)
+        assert 1 <= m <= buckets and base > positions
+        assert m == 1 or base ** m <= min(cap, 2 ** 24)
+        odd = base >> ((base & -base).bit_length() - 1)
+        assert m == 1 or odd ** (m - 1) < 2 ** 8  # every weight base^t has <= 8 significant bits
+    assert _packing(64, 8, 2 ** 19)[0] == 3  # the benchmark's 8 x 8 maps pack three buckets per column
+
+
+@pytest.mark.parametrize("m_base", [(2, 65), (3, 72)])
+def test_the_table_lookup_of_packed_cells_equals_c_log_c_of_their_counts(m_base):
+    from advflow.mi import _xlogx_table
+
+    m, base = m_base
+    positions = 64
+    table = _xlogx_table(m, base, positions, torch.device("cpu")).double()
+    rng = np.random.default_rng(21)
+    digits = rng.integers(0, positions + 1, size=(500, m))
+    digits[:4] = [[0] * m, [positions] + [0] * (m - 1), [0] * (m - 1) + [positions], [1] * m]
+    values = (digits * base ** np.arange(m)).sum(axis=1)
+    expected = np.where(digits > 0, digits * np.log(np.maximum(digits, 1)), 0.0).sum(axis=1) / positions
+    np.testing.assert_allclose(table[torch.as_tensor(values)].numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("positions, buckets", [(64, 8), (64, 5), (49, 8), (196, 8), (7, 3)])
+@pytest.mark.parametrize("max_elements", [None, 500, 20000])
+def test_packed_and_unpacked_products_give_the_direct_formula(positions, buckets, max_elements):
+    from advflow.mi import _mi_chunks, _packing
+
+    gen = torch.Generator().manual_seed(positions * buckets)
+    a_ids = torch.randint(0, buckets, (3, 5, positions), generator=gen)
+    b_ids = torch.randint(0, buckets, (3, 4, positions), generator=gen)
+    b_ids[0, 1] = a_ids[0, 2]  # a dependent pair
+    b_ids[1, 0] = 0  # a single-bucket map: exactly 0
+    a_ids[2, 3] = buckets - 1
+    expected = direct_mi(a_ids.numpy(), b_ids.numpy(), buckets)
+    limit = max_elements or 2 ** 21
+    packed = _packing(positions, buckets, 2 ** 19)
+    for m, base in {packed, (1, positions + 1)}:
+        ours = _mi_chunks(a_ids, b_ids, buckets, m, base, limit)
+        np.testing.assert_allclose(ours.numpy(), expected, rtol=0, atol=TOL)
+        assert torch.all(ours[1, :, 0] == 0) and torch.all(ours[2, 3] == 0)
+    np.testing.assert_allclose(mi_matrix(a_ids, b_ids, buckets, max_elements=max_elements).numpy(), expected,
+                               rtol=0, atol=TOL)
+
+
+def test_mi_matrix_does_not_depend_on_the_thread_count():
+    a_ids, b_ids = bucketize(random_maps(4, 30, 64, seed=22)), bucketize(random_maps(4, 20, 64, seed=23))
+    one = mi_matrix(a_ids, b_ids)  # one thread (the module's fixture): 2^21-element chunks
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = mi_matrix(a_ids, b_ids)  # 2^26-element chunks
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
+@pytest.mark.parametrize("shape, size", [((2, 3, 32, 32), (8, 8)), ((2, 3, 16, 8), (4, 2)), ((1, 2, 28, 28), (7, 7)),
+                                         ((2, 2, 28, 28), (3, 3)), ((1, 1, 6, 9), (6, 3))])
+def test_pool_to_equals_max_pool2d(shape, size):
+    from advflow.mi import pool_to
+
+    maps = random_maps(*shape, seed=24)
+    maps[..., 0, :] = maps.amax()  # ties, and a window's max repeated
+    expected = F.adaptive_max_pool2d(maps, size)  # non-overlapping windows when the ratios are integers
+    assert torch.equal(pool_to(maps, size), expected)
+    assert torch.equal(pool_to(maps.half(), size), expected.half())

@@ -7,18 +7,22 @@ constant map is a single bucket (:func:`bucketize`, which returns the 0-based id
 the two id sequences, from their B x B joint histogram, in nats, is what
 ``sklearn.metrics.mutual_info_score`` returns on the same ids.
 
-All pairs of two sets of maps are computed at once (:func:`mi_matrix`): one-hot encoding the ids as
-(N, n_a B, P) and (N, n_b B, P) tensors, one batched matrix product gives every joint histogram, and
+All pairs of two sets of maps are computed at once (:func:`mi_matrix`), from
 
     I = log P + (sum_xy c_xy log c_xy - sum_x c_x log c_x - sum_y c_y log c_y) / P,
 
 which is sum_xy p_xy log(p_xy / (p_x p_y)) with 0 log 0 = 0 written in counts (P = number of
-positions). The product runs in float32, where counts are exact integers up to 2^24 (TF32 on a GPU
-keeps the 0/1 codes exact too). The c log c of the joint cells are looked up in a float32 table of
-the P + 1 possible counts and summed per pair (an embedding bag: one pass, no logarithm per cell); the
-marginal terms and the combination are float64. The work goes in chunks of inputs (and of maps, for
-very wide layers) whose working tensors stay under ``max_elements`` elements, so memory is bounded
-for any batch.
+positions). One batched matrix product gives every joint count: the ids of a one-hot encoded as
+(N, n_a B, P) times those of b as (N, P, n_b B / m), where b's codes are packed: m of a map's buckets
+share a column, bucket y weighted base^(y mod m) with base > P, so each cell of the product holds m
+joint counts as the digits of one number (:func:`_packing`: three for 8 x 8 maps and B = 8, which
+makes the product 3/8 of the unpacked one). The product runs in float32, whose integers are exact up
+to 2^24 >= base^m; the weights have at most 8 significant bits, so TF32 or bfloat16 matmuls (on a
+GPU, or where torch is set to allow them) keep the counts exact too. Each cell, cast to int32, indexes
+a float32 table of (the sum of c log c over its digits) / P (no logarithm, no 0 log 0 case); the
+looked-up terms are summed per pair and the marginal terms (float64) added in float64. The work goes
+in chunks of inputs (and of maps, for very wide layers) whose working tensors stay under
+``max_elements`` elements, so memory is bounded for any batch.
 
 For one input and a conv layer k with maps (n_k, H_k, W_k), the SPEC's matrices are
 S^(k)(i, j) = I(m_i^(k), input channel j) and T^(k)(i, j) = I(m_i^(k), m_j^target), the target maps
@@ -45,10 +49,19 @@ import torch.nn.functional as F
 
 DEFAULT_BUCKETS = 8
 
-# Elements of one chunk's working tensors (one-hot codes, joint counts in float32 and in int32). On the
-# CPU 2^21 (about 8 MiB in all) keeps a chunk in cache; on a GPU larger chunks amortise kernel launches.
+# Elements of one chunk's working tensors (one-hot codes, packed joint cells in float32 and in int32).
+# On one CPU thread 2^21 (about 8 MiB in all) keeps a chunk in cache. With several threads every
+# operation is a parallel region, whose start costs up to milliseconds on a busy machine (a thread
+# waits for a core): 2^26 (256 MiB) takes a few chunks per batch. On a GPU larger chunks amortise
+# kernel launches.
 _CPU_CHUNK_ELEMENTS = 2 ** 21
+_CPU_THREADED_CHUNK_ELEMENTS = 2 ** 26
 _GPU_CHUNK_ELEMENTS = 2 ** 26
+# Entries of the table of c log c sums of packed joint cells (see _packing): on the CPU 2^19 (2 MiB)
+# packs three of the 8 buckets of a b map per cell up to P = 79 (8 x 8 maps), two up to P = 723; on a
+# GPU 2^22 (three up to P = 159, two up to P = 2047).
+_CPU_TABLE_ENTRIES = 2 ** 19
+_GPU_TABLE_ENTRIES = 2 ** 22
 
 
 def _check_buckets(buckets: int) -> None:
@@ -71,14 +84,21 @@ def bucketize(maps: torch.Tensor, buckets: int = DEFAULT_BUCKETS) -> torch.Tenso
         raise ValueError(f"maps must have shape (..., P) with P >= 1 positions; got {tuple(maps.shape)}")
     if maps.is_complex():
         raise ValueError(f"maps must be real; got dtype {maps.dtype}")
-    values = maps.detach().to(torch.float64)
-    if not bool(torch.isfinite(values).all()):
+    values = maps.detach()
+    if not values.is_floating_point():
+        values = values.to(torch.float64)
+    # vmin and vmax are values of the map, so float64 holds them exactly; a NaN or an infinity in a map
+    # shows in its vmin or vmax (both propagate NaN), so checking those checks every value.
+    low, high = (bound.to(torch.float64) for bound in torch.aminmax(values, dim=-1, keepdim=True))
+    if not bool(torch.isfinite(low).all() & torch.isfinite(high).all()):
         raise ValueError("maps contain NaN or infinite values; bucket ranges would be undefined")
-    low = values.amin(dim=-1, keepdim=True)
-    span = values.amax(dim=-1, keepdim=True) - low
+    span = high - low
     # A constant map has span 0 and v - vmin = 0 everywhere: dividing by 1 instead puts it in bucket 1.
-    scaled = (buckets * (values - low)) / torch.where(span > 0, span, torch.ones_like(span))
-    return scaled.ceil_().clamp_(1, buckets).to(torch.int64) - 1
+    span = torch.where(span > 0, span, torch.ones_like(span))
+    # torch.sub promotes the maps to float64 as it reads them; then B (v - vmin) / span, in place.
+    scaled = torch.sub(values, low).mul_(buckets).div_(span)
+    # Through int32: float64 -> int64 has no vector instruction before AVX-512, float64 -> int32 has.
+    return scaled.ceil_().clamp_(1, buckets).sub_(1).to(torch.int32).to(torch.int64)
 
 
 def pool_to(maps: torch.Tensor, size: tuple[int, int] | Sequence[int]) -> torch.Tensor:
@@ -94,7 +114,11 @@ def pool_to(maps: torch.Tensor, size: tuple[int, int] | Sequence[int]) -> torch.
     if (h, w) == (height, width):
         return maps
     if height % h == 0 and width % w == 0:
-        return F.max_pool2d(maps, kernel_size=(height // h, width // w))
+        # The windows' maxima as two reductions of a view (over the window's rows, then its columns):
+        # the same values as F.max_pool2d(maps, (H/h, W/w)), in a fraction of its time on the CPU.
+        n, c = maps.shape[:2]
+        rows = maps.reshape(n, c, h, height // h, width).amax(dim=3)
+        return rows.view(n, c, h, w, width // w).amax(dim=4)
     return F.adaptive_max_pool2d(maps, (h, w))
 
 
@@ -103,9 +127,10 @@ def _check_ids(name: str, ids: torch.Tensor, buckets: int) -> None:
         raise ValueError(f"{name} must have shape (N, n, P); got {tuple(ids.shape)}")
     if ids.dtype != torch.int64:
         raise ValueError(f"{name} must be int64 bucket ids (see bucketize); got dtype {ids.dtype}")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= buckets):
-        raise ValueError(f"{name} must hold bucket ids in 0..{buckets - 1}; "
-                         f"got values in [{int(ids.min())}, {int(ids.max())}]")
+    if ids.numel():
+        low, high = (int(v) for v in torch.aminmax(ids))
+        if low < 0 or high >= buckets:
+            raise ValueError(f"{name} must hold bucket ids in 0..{buckets - 1}; got values in [{low}, {high}]")
 
 
 def _marginal_terms(ids: torch.Tensor, buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,8 +148,67 @@ def _one_hot(ids: torch.Tensor, buckets: int, out: torch.Tensor) -> torch.Tensor
     return codes.view(g, k * buckets, positions)
 
 
+def _packing(positions: int, buckets: int, max_entries: int) -> tuple[int, int]:
+    """``(m, base)``: how many buckets of a b map share one column of the product, and the radix.
+
+    Column (j, y // m) of the b codes holds base^(y % m) at the positions where map j is in bucket y, so
+    the product's cell (x, (j, g)) is sum_t c_{x, g m + t} base^t, a number in base ``base`` whose
+    digits are m joint counts. base > P makes the digits decodable; base^m <= 2^24 keeps every partial
+    sum an exact float32 integer; base^m <= ``max_entries`` bounds the table of the c log c sums of
+    every packed value. The odd part q of base has q^(m-1) < 2^8, so every weight base^t has at most 8
+    significant bits and is exact in bfloat16 and TF32 too: the counts stay exact whatever float32
+    matmul precision torch is set to. m = 1 (plain one-hot codes, base P + 1) when nothing packs.
+    """
+    best = (1, positions + 1)
+    for m in range(2, buckets + 1):
+        if (positions + 1) ** m > min(max_entries, 2 ** 24):
+            break
+        candidates = []
+        for q in range(1, 256, 2):  # the smallest q 2^s > P with q^(m-1) < 2^8
+            if q ** (m - 1) >= 2 ** 8:
+                break
+            base = q
+            while base <= positions:
+                base *= 2
+            candidates.append(base)
+        base = min(candidates)
+        if base ** m > min(max_entries, 2 ** 24):
+            break
+        best = (m, base)
+    return best
+
+
+def _packed_codes(ids: torch.Tensor, buckets: int, m: int, base: int, out: torch.Tensor) -> torch.Tensor:
+    """``ids (g, k, P)`` as float32 packed codes (g, ceil(B / m) k, P), written into the flat buffer
+    ``out``: row (y // m, j) holds base^(y % m) where map j is in bucket y (see :func:`_packing`). The
+    group of buckets is the outer index, so that sums over it run along whole rows of k maps."""
+    g, k, positions = ids.shape
+    groups = -(-buckets // m)
+    weights = torch.tensor([float(base ** (y % m)) for y in range(buckets)], device=ids.device)
+    codes = out[:g * groups * k * positions].view(g, groups, k, positions).zero_()
+    codes.scatter_(1, torch.div(ids, m, rounding_mode="floor").unsqueeze(1), weights[ids].unsqueeze(1))
+    return codes.view(g, groups * k, positions)
+
+
+def _xlogx_table(m: int, base: int, positions: int, device: torch.device) -> torch.Tensor:
+    """float32 ``(base^m,)``: entry v is (sum over the m base-``base`` digits d of v of d log d) / P, with
+    0 log 0 = 0, computed in float64 and rounded once."""
+    digits = torch.arange(base, dtype=torch.float64, device=device)
+    terms = torch.xlogy(digits, digits)
+    table = terms
+    for _ in range(m - 1):
+        table = (terms[:, None] + table[None, :]).flatten()
+    return table.div_(positions).to(torch.float32)
+
+
 def _default_chunk(device: torch.device) -> int:
-    return _GPU_CHUNK_ELEMENTS if device.type == "cuda" else _CPU_CHUNK_ELEMENTS
+    if device.type == "cuda":
+        return _GPU_CHUNK_ELEMENTS
+    return _CPU_CHUNK_ELEMENTS if torch.get_num_threads() == 1 else _CPU_THREADED_CHUNK_ELEMENTS
+
+
+def _default_table(device: torch.device) -> int:
+    return _GPU_TABLE_ENTRIES if device.type == "cuda" else _CPU_TABLE_ENTRIES
 
 
 def mi_matrix(a_ids: torch.Tensor, b_ids: torch.Tensor, buckets: int = DEFAULT_BUCKETS, *,
@@ -134,7 +218,8 @@ def mi_matrix(a_ids: torch.Tensor, b_ids: torch.Tensor, buckets: int = DEFAULT_B
     ``a_ids (N, n_a, P)`` and ``b_ids (N, n_b, P)`` are 0-based bucket ids (:func:`bucketize`) of maps
     of the same P positions. Equal to ``sklearn.metrics.mutual_info_score`` on each pair of id rows;
     exactly 0 when either map is a single bucket. ``max_elements`` bounds the elements of the working
-    tensors of one chunk (default: 2^21 on the CPU, 2^26 on a GPU); the result does not depend on it.
+    tensors of one chunk (default: 2^21 on one CPU thread, 2^26 with several CPU threads or on a GPU);
+    the result does not depend on it.
     """
     _check_buckets(buckets)
     _check_ids("a_ids", a_ids, buckets)
@@ -154,49 +239,69 @@ def mi_matrix(a_ids: torch.Tensor, b_ids: torch.Tensor, buckets: int = DEFAULT_B
     if not 1 <= positions <= 2 ** 24:
         raise ValueError(f"maps must have 1 to 2^24 positions (float32 counts are exact up to 2^24); "
                          f"got P = {positions}")
+    m, base = _packing(positions, buckets, _default_table(device))
+    return _mi_chunks(a_ids, b_ids, buckets, m, base, max_elements or _default_chunk(device))
 
+
+def _mi_chunks(a_ids: torch.Tensor, b_ids: torch.Tensor, buckets: int, m: int, base: int,
+               limit: int) -> torch.Tensor:
+    """:func:`mi_matrix` with b's codes packed m buckets per row (:func:`_packing`), in chunks of
+    inputs and of a's maps whose working tensors stay under ``limit`` elements.
+
+    I = log P - sum_x c_x log c_x / P - sum_y c_y log c_y / P + sum_xy c_xy log c_xy / P: the first
+    three terms are float64 vectors over a's maps (part_a) and b's maps (part_b); the last, per chunk,
+    is one product (a's one-hot codes times b's packed codes), the packed cells cast to int32, the
+    (sum of c log c) / P of each looked up in a table (exact counts as indices: no logarithm, no 0 log 0
+    case), and summed over x and the groups of y, to which part_a and part_b are added in float64. A
+    single-bucket map's part is -inf, which the final clamp at 0 turns into exactly 0.
+    """
+    n, n_a, positions = a_ids.shape
+    n_b = b_ids.shape[1]
+    device = a_ids.device
     B = buckets
-    limit = max_elements or _default_chunk(device)
-    # Per input: the b codes. Per map of a: its codes, its joint counts (float32 and int32), row sums.
-    fixed = n_b * B * positions
-    per_row = B * positions + 2 * B * n_b * B + B * n_b
-    if fixed + n_a * per_row <= limit:
-        inputs_per_chunk, rows_per_chunk = max(1, limit // (fixed + n_a * per_row)), n_a
+    groups = -(-B // m)  # rows of packed b codes per b map
+    columns = groups * n_b  # of the product, per input
+    # b's packed codes for all inputs at once (at most 4 floats per element of b_ids when nothing packs);
+    # then, per map of a: its codes, its packed joint cells (float32 and int32), its MI against each b
+    # map in float64.
+    b_codes_all = _packed_codes(b_ids, B, m, base, torch.empty(n * columns * positions, device=device))
+    b_codes_all = b_codes_all.transpose(1, 2)  # (N, P, columns)
+    per_row = B * positions + 2 * B * columns + 2 * n_b
+    if n_a * per_row <= limit:
+        inputs_per_chunk, rows_per_chunk = max(1, limit // (n_a * per_row)), n_a
     else:
-        inputs_per_chunk, rows_per_chunk = 1, max(1, (limit - fixed) // per_row)
+        inputs_per_chunk, rows_per_chunk = 1, max(1, limit // per_row)
     inputs_per_chunk = min(inputs_per_chunk, n)
     rows_per_chunk = min(rows_per_chunk, n_a)
-    joint_size = inputs_per_chunk * rows_per_chunk * B * n_b * B
+    cells = inputs_per_chunk * rows_per_chunk * B * columns
     a_codes_buffer = torch.empty(inputs_per_chunk * rows_per_chunk * B * positions, device=device)
-    b_codes_buffer = torch.empty(inputs_per_chunk * fixed, device=device)
-    joint_buffer = torch.empty(joint_size, device=device)
-    index_buffer = torch.empty(joint_size, dtype=torch.int32, device=device)
-    # c log c of every possible count 0..P (0 log 0 = 0), looked up rather than computed per joint cell:
-    # an embedding bag over the B cells of a row (x, b) sums their c log c in one pass.
-    counts = torch.arange(positions + 1, dtype=torch.float64, device=device)
-    xlogx = torch.xlogy(counts, counts).to(torch.float32).unsqueeze(1)
+    joint_buffer = torch.empty(cells, device=device)
+    index_buffer = torch.empty(cells, dtype=torch.int32, device=device)
+    mi_buffer = torch.empty(inputs_per_chunk * rows_per_chunk * n_b, dtype=torch.float64, device=device)
+    table = _xlogx_table(m, base, positions, device)
 
-    joint_terms = torch.empty(n, n_a, n_b, device=device)  # sum_xy c_xy log c_xy, float32
+    terms_a, single_a = _marginal_terms(a_ids, B)
+    terms_b, single_b = _marginal_terms(b_ids, B)
+    part_a = terms_a.div_(-positions).add_(math.log(positions)).masked_fill_(single_a, -math.inf)[:, :, None]
+    part_b = terms_b.div_(-positions).masked_fill_(single_b, -math.inf)[:, None, :]
+
+    mi = torch.empty(n, n_a, n_b, device=device)
     for i0 in range(0, n, inputs_per_chunk):
         i1 = min(n, i0 + inputs_per_chunk)
-        b_codes = _one_hot(b_ids[i0:i1], B, b_codes_buffer).transpose(1, 2)  # (g, P, n_b B)
+        b_codes = b_codes_all[i0:i1]
         for r0 in range(0, n_a, rows_per_chunk):
             r1 = min(n_a, r0 + rows_per_chunk)
             g, k = i1 - i0, r1 - r0
             a_codes = _one_hot(a_ids[i0:i1, r0:r1], B, a_codes_buffer)  # (g, k B, P)
-            joint = joint_buffer[:g * k * B * n_b * B].view(g, k * B, n_b * B)
-            torch.bmm(a_codes, b_codes, out=joint)
-            index = index_buffer[:joint.numel()].copy_(joint.view(-1))  # exact: counts <= P <= 2^24
-            row_terms = F.embedding_bag(index.view(-1, B), xlogx, mode="sum")  # (g k B n_b, 1)
-            joint_terms[i0:i1, r0:r1] = row_terms.view(g, k, B, n_b).sum(dim=2)
-
-    terms_a, single_a = _marginal_terms(a_ids, B)
-    terms_b, single_b = _marginal_terms(b_ids, B)
-    # In place: broadcast out-of-place arithmetic on (N, n_a, n_b) costs several times more on the CPU.
-    mi = joint_terms.to(torch.float64).sub_(terms_a[:, :, None]).sub_(terms_b[:, None, :])
-    mi.div_(positions).add_(math.log(positions)).clamp_(min=0)
-    mi.masked_fill_(single_a[:, :, None] | single_b[:, None, :], 0.0)
-    return mi.to(torch.float32)
+            joint = joint_buffer[:g * k * B * columns]
+            torch.bmm(a_codes, b_codes, out=joint.view(g, k * B, columns))  # cells (i, x, y // m, j)
+            index = index_buffer[:joint.numel()].copy_(joint)  # exact: packed values < base^m <= 2^24
+            terms = torch.index_select(table, 0, index, out=joint)
+            # Over x and the groups of y at once (adjacent dimensions), along rows of n_b maps.
+            joint_terms = torch.sum(terms.view(g, k, B * groups, n_b), dim=2, out=mi[i0:i1, r0:r1])
+            chunk = torch.add(part_a[i0:i1, r0:r1], joint_terms, out=mi_buffer[:g * k * n_b].view(g, k, n_b))
+            torch.add(chunk, part_b[i0:i1], out=joint_terms)
+    return mi.clamp_(min=0)
 
 
 def _check_maps(name: str, maps: torch.Tensor) -> None:
@@ -210,9 +315,13 @@ def _common_size(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
     return min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1])
 
 
-def _ids(maps: torch.Tensor, size: tuple[int, int], buckets: int) -> torch.Tensor:
-    """Pool ``maps (N, n, H, W)`` to ``size``, then bucketize each pooled map on its own range."""
-    return bucketize(pool_to(maps, size).flatten(2), buckets)
+def _ids(layers: Sequence[torch.Tensor], size: tuple[int, int], buckets: int) -> torch.Tensor:
+    """Pool each of ``layers`` (maps ``(N, n_k, H_k, W_k)``) to ``size``, then bucketize each pooled map
+    on its own range: ``(N, sum_k n_k, h w)``, the layers' maps in order."""
+    # Each layer pooled on its own (concatenating the raw maps of layers of one size first would save
+    # operations but copies every raw map, which costs more on a busy machine), then one bucketize.
+    pooled = [pool_to(maps, size).flatten(2) for maps in layers]
+    return bucketize(pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=1), buckets)
 
 
 #: ``permutation(k, P)``: ``(N, P)`` int64, row i a permutation of 0..P-1 for input i of layer k.
@@ -272,11 +381,14 @@ def mi_against(layers: Sequence[torch.Tensor], reference: torch.Tensor, buckets:
         groups.setdefault(_common_size(maps, reference), []).append(k)
     result: list[torch.Tensor | None] = [None] * len(layers)
     for size, members in groups.items():
-        if permutation is None:
-            layer_ids = torch.cat([_ids(layers[k], size, buckets) for k in members], dim=1)
-        else:
-            layer_ids = torch.cat([_permuted(_ids(layers[k], size, buckets), permutation, k) for k in members], dim=1)
-        matrix = mi_matrix(layer_ids, _ids(reference, size, buckets), buckets, max_elements=max_elements)
+        # Bucketizing is per map: the maps of all the layers compared at this size, and the reference's,
+        # are bucketized at once.
+        ids = _ids([layers[k] for k in members] + [reference], size, buckets)
+        layer_ids, reference_ids = ids.split([ids.shape[1] - reference.shape[1], reference.shape[1]], dim=1)
+        if permutation is not None:
+            parts = layer_ids.split([layers[k].shape[1] for k in members], dim=1)
+            layer_ids = torch.cat([_permuted(part, permutation, k) for k, part in zip(members, parts)], dim=1)
+        matrix = mi_matrix(layer_ids, reference_ids, buckets, max_elements=max_elements)
         for k, part in zip(members, matrix.split([layers[k].shape[1] for k in members], dim=1)):
             result[k] = part
     return result  # type: ignore[return-value]
