@@ -88,9 +88,10 @@ def startup(workdir: Path, rule_log: str | None) -> float | None:
     return float(found[-1]) if found else None
 
 
-def after_training(workdir: Path, log: Path) -> dict[str, float] | None:
-    """Busy ratio and start-up share of the part of the run after training (see the module's docstring)."""
-    jobs, n = parse_jobs(log), cores(log)
+def after_training(workdir: Path, log: Path, jobs: list | None = None) -> dict[str, float] | None:
+    """Busy ratio and start-up share of the part of the run after training (see the module's docstring);
+    ``jobs``: the log's :func:`parse_jobs`, when already read."""
+    jobs, n = jobs if jobs is not None else parse_jobs(log), cores(log)
     trained = [end for rule, _, end, _ in jobs if rule in TRAINING]
     later = [job for job in jobs if job[0] not in TRAINING]
     if not later or not n:
@@ -115,7 +116,8 @@ def main() -> None:
     args = parser.parse_args()
     runs = [p for p in (args.workdir / ".snakemake" / "log").glob("*.snakemake.log") if "Finished job" in p.read_text()]
     log = args.log or max(runs, key=lambda p: p.stat().st_mtime)  # the newest run that ran jobs (not a dry run)
-    jobs = parse(log)
+    detailed = parse_jobs(log)
+    jobs = [(rule, start, end) for rule, start, end, _ in detailed]
     print(f"log: {log}\n\n| stage | jobs | job seconds | wall time (s) |\n| --- | ---: | ---: | ---: |")
     for stage, rules in STAGES.items():
         mine = [(s, e) for r, s, e in jobs if r in rules]
@@ -128,7 +130,7 @@ def main() -> None:
         first, last = min(s for _, s, _ in jobs), max(e for _, _, e in jobs)
         print(f"| **total** | {len(jobs)} | {sum((e - s).total_seconds() for _, s, e in jobs):.0f} | "
               f"{(last - first).total_seconds():.0f} |")
-    figures = after_training(args.workdir, log)
+    figures = after_training(args.workdir, log, detailed)
     if figures:
         print(f"\nAfter training ({figures['jobs']} jobs, {figures['cores']} cores): wall {figures['wall']:.0f} s, "
               f"jobs' seconds in that time {figures['job_seconds']:.0f} s; wall x cores / jobs' seconds = "

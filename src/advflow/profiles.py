@@ -63,21 +63,24 @@ def _train_draw(rng: np.random.Generator, dataset: Dataset, n: int) -> np.ndarra
     return np.sort(rng.choice(len(dataset.train.labels), size=min(n, len(dataset.train.labels)), replace=False))
 
 
-def select_normal_train(data_path: str | Path, *, n: int, seed: int, out: str | Path) -> None:
+def select_normal_train(data_path: str | Path, *, n: int, seed: int, out: str | Path,
+                        dataset: Dataset | None = None) -> None:
     """Write ``normal_train``: ``n`` random training images. No model enters the draw, so this is a job of its
-    own (rule ``select_normal_train``): retraining a model does not redraw it or re-measure it."""
-    dataset = load_prepared(data_path)
+    own (rule ``select_normal_train``): retraining a model does not redraw it or re-measure it. ``dataset``:
+    the prepared data when already loaded."""
+    dataset = load_prepared(data_path) if dataset is None else dataset
     train = _train_draw(np.random.default_rng(seed), dataset, n)
     _write(out, dataset, "train", train, f"{len(train)} random training images (seed {seed})")
     log.info("normal_train: %d random training images (seed %d)", len(train), seed)
 
 
 def select_attack_seeds(data_path: str | Path, model_paths: list[str | Path], *, n: int, seed: int,
-                        device: torch.device, out: str | Path) -> None:
+                        device: torch.device, out: str | Path, dataset: Dataset | None = None) -> None:
     """Write ``normal_test`` (the attack seeds): the first ``n`` test images, in a seeded random order, that every
     model classifies correctly. The order continues the random stream after ``normal_train``'s draw (replayed
-    here), so the two files are those one run of :func:`select_profiles` writes."""
-    dataset = load_prepared(data_path)
+    here), so the two files are those one run of :func:`select_profiles` writes. ``dataset``: the prepared data
+    when already loaded."""
+    dataset = load_prepared(data_path) if dataset is None else dataset
     rng = np.random.default_rng(seed)
     _train_draw(rng, dataset, n)  # replayed: the seeds' order is the stream's continuation
     models = [load_checkpoint(p, device) for p in model_paths]
@@ -96,8 +99,9 @@ def select_profiles(data_path: str | Path, model_paths: list[str | Path], *, n: 
                     device: torch.device, out_train: str | Path, out_test: str | Path) -> None:
     """Write ``normal_train`` and ``normal_test`` (the attack seeds) as HDF5 files: :func:`select_normal_train`
     then :func:`select_attack_seeds`, which the workflow runs as two jobs."""
-    select_normal_train(data_path, n=n, seed=seed, out=out_train)
-    select_attack_seeds(data_path, model_paths, n=n, seed=seed, device=device, out=out_test)
+    dataset = load_prepared(data_path)
+    select_normal_train(data_path, n=n, seed=seed, out=out_train, dataset=dataset)
+    select_attack_seeds(data_path, model_paths, n=n, seed=seed, device=device, out=out_test, dataset=dataset)
 
 
 def load_profile(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,7 +9,8 @@ import time
 import warnings
 from typing import Any
 
-#: Set by :func:`start`: the log line :func:`ready` writes, read by ``benchmarks/stage_times.py``.
+_IMPORTED = time.time()  # process_age's fallback where the process's start time cannot be read
+#: The log line :func:`ready` writes, read by ``benchmarks/stage_times.py``.
 STARTUP_LINE = "start-up: %.2f s (interpreter, Snakemake's script preamble, imports and set-up before the work)"
 
 
@@ -60,8 +61,6 @@ def process_age() -> float:
     except Exception:  # pragma: no cover - no /proc (not Linux) or no psutil
         return time.time() - _IMPORTED
 
-
-_IMPORTED = time.time()
 
 
 def ready() -> float:
