@@ -41,6 +41,7 @@ rule all:
 
 
 # The run's complete settings beside its results (an older, different file is kept, not overwritten).
+# A local run starts the warm worker that its jobs fork from (advflow.worker; README, "Warm worker").
 onstart:
     kept = write_resolved(f"{RESULTS}/config.resolved.yaml", resolve(config))
     if kept:
@@ -48,10 +49,17 @@ onstart:
             f"advflow: settings changed; the previous resolved config is kept as {kept}",
             file=sys.stderr,
         )
+    if config.get("warm_worker", True) and workflow.local_exec and not workflow.touch:
+        worker.launch(".snakemake/log/advflow-worker.log")
 
 
 onsuccess:
+    worker.stop()
     if Path(f"{RESULTS}/report.html").exists():
         print(
             f"advflow: done; the report is {RESULTS}/report.html", file=sys.stderr
         )
+
+
+onerror:
+    worker.stop()

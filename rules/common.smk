@@ -27,6 +27,7 @@ if workflow.is_main_process:
             file=sys.stderr,
         )
 
+from advflow import worker
 from advflow.catalog import DATASETS, TRAINED_FROM_SCRATCH, locate_dataset
 from advflow.catalog import MODELS as MODEL_NAMES
 from advflow.catalog import measurements as catalog_measurements

@@ -16,7 +16,18 @@ STARTUP_LINE = "start-up: %.2f s (interpreter, Snakemake's script preamble, impo
 
 def start(snakemake: Any) -> Any:
     """Route stdout/stderr (including C-level output) to ``snakemake.log[0]``, configure logging,
-    use ``snakemake.threads`` threads, and return the torch device of the config's ``device``."""
+    use ``snakemake.threads`` threads, and return the torch device of the config's ``device``.
+
+    Where the run has a warm worker (:mod:`advflow.worker`), this process hands its script to a child of the
+    worker, which has torch imported already, and exits with the child's status: the script's lines after this
+    call run in the child."""
+    script = getattr(sys.modules.get("__main__"), "__real_file__", None)  # the file Snakemake's preamble runs
+    if script is not None:
+        from advflow import worker
+
+        status = worker.delegate(script, process_age())
+        if status is not None:
+            os._exit(status)
     if snakemake.log:
         log_file = open(snakemake.log[0], "a", buffering=1)
         os.dup2(log_file.fileno(), 1)
@@ -53,13 +64,16 @@ def start(snakemake: Any) -> Any:
 
 
 def process_age() -> float:
-    """Seconds since this process started (from ``/proc``; on systems without it, since this module was imported)."""
+    """Seconds since this job's process started (from ``/proc``; on systems without it, since this module was
+    imported); in a warm worker's child, since the job's own process started."""
     try:
         import psutil  # a dependency of Snakemake
 
-        return time.time() - psutil.Process().create_time()
+        age = time.time() - psutil.Process().create_time()
     except Exception:  # pragma: no cover - no /proc (not Linux) or no psutil
-        return time.time() - _IMPORTED
+        age = time.time() - _IMPORTED
+    # In a warm worker's child: plus the job's own process's time before it handed over.
+    return age + float(os.environ.get("ADVFLOW_WORKER_CHILD", "0"))
 
 
 
