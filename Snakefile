@@ -49,7 +49,10 @@ onstart:
             f"advflow: settings changed; the previous resolved config is kept as {kept}",
             file=sys.stderr,
         )
-    if config.get("warm_worker", True) and workflow.local_exec and not workflow.touch:
+    # Not for a Slurm run (jobs on other nodes) nor conda/apptainer (the jobs' own Python).
+    deployed = getattr(workflow.deployment_settings, "deployment_method", None)
+    local = workflow.local_exec and not workflow.touch and not deployed
+    if local and config.get("warm_worker", True):
         worker.launch(".snakemake/log/advflow-worker.log")
 
 

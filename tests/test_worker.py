@@ -61,14 +61,14 @@ def running_worker(tmp_path_factory: pytest.TempPathFactory):
     assert "stopped after" in log.read_text()
 
 
-def run_job(tmp_path: Path, path: str | None, **env: str) -> subprocess.Popen:
+def run_job(tmp_path: Path, path: str | None, python: str = sys.executable, **env: str) -> subprocess.Popen:
     script = tmp_path / "job.py"
     script.write_text(JOB)
     environ = {**os.environ, **env}  # advflow is installed (pip install -e): the worker has the same PYTHONPATH
     environ.pop(worker.SOCKET_ENV, None)
     if path:
         environ[worker.SOCKET_ENV] = path
-    return subprocess.Popen([sys.executable, str(script), "an-argument"], cwd=tmp_path, env=environ,
+    return subprocess.Popen([python, str(script), "an-argument"], cwd=tmp_path, env=environ,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -144,6 +144,15 @@ def test_a_killed_job_does_not_leave_its_child_running(running_worker, tmp_path)
 
 def test_a_job_whose_device_or_hashing_differs_from_the_workers_runs_in_its_own_process(running_worker, tmp_path):
     job = run_job(tmp_path, running_worker[1], PYTHONHASHSEED="7")  # fixed when the interpreter starts
+    job.communicate(timeout=120)
+    assert job.returncode == 0
+    assert seen(tmp_path)["pid"] == job.pid
+
+
+def test_a_job_run_by_another_python_runs_in_its_own_process(running_worker, tmp_path):
+    other = tmp_path / "python"  # as a rule's conda environment has its own interpreter
+    other.symlink_to(sys.executable)
+    job = run_job(tmp_path, running_worker[1], python=str(other))
     job.communicate(timeout=120)
     assert job.returncode == 0
     assert seen(tmp_path)["pid"] == job.pid

@@ -84,7 +84,7 @@ def delegate(script: str, startup: float) -> int | None:
         conn.close()
         return None
     request = json.dumps({"script": script, "cwd": os.getcwd(), "env": dict(os.environ), "startup": startup,
-                          "argv": sys.argv}).encode()
+                          "argv": sys.argv, "python": sys.executable}).encode()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     try:
@@ -227,7 +227,8 @@ def serve(path: str, parent: int, idle: float = IDLE_SECONDS) -> None:
                 except (OSError, ValueError, ConnectionError, struct.error):
                     conn.close()
                     continue
-                if len(fds) != 3 or any(request["env"].get(k) != v for k, v in environment.items()):
+                if (len(fds) != 3 or request.get("python") != sys.executable  # e.g. a job in a conda env
+                        or any(request["env"].get(k) != v for k, v in environment.items())):
                     for fd in fds:
                         os.close(fd)
                     conn.sendall(b"refused\n")
