@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -71,6 +72,23 @@ def test_training_logs_show_validation_accuracy_and_no_noise(tiny_run):
     for log in ("aggregate/good_init/fgsm@good_init.log", "report.log"):
         text = (tiny_run / "results" / "synthetic" / "logs" / log).read_text()
         assert "Warning" not in text, (log, text[:2000])
+
+
+@pytest.mark.slow
+def test_the_runs_jobs_forked_from_its_warm_worker_and_it_stopped(tiny_run):
+    """The tiny run's jobs after training ran as children of the run's warm worker (README, "Warm worker"), and the
+    worker stopped with the run and removed its socket."""
+    logs = tiny_run / "results" / "synthetic" / "logs"
+    for rule in ("mi", "features", "aggregate"):
+        texts = [path.read_text() for path in (logs / rule).rglob("*.log")]
+        assert texts, rule
+        forked = sum("warm worker child:" in text for text in texts)
+        assert forked >= len(texts) // 2, (rule, forked, len(texts))  # not those that started while it imported
+    worker_log = (tiny_run / ".snakemake" / "log" / "advflow-worker.log").read_text()
+    served = [int(line.split("stopped after ")[1].split()[0]) for line in worker_log.splitlines() if "stopped after" in line]
+    assert served and served[-1] > 0, worker_log
+    socket = worker_log.rsplit("socket ", 1)[1].split()[0]
+    assert not Path(socket).exists()
 
 
 @pytest.mark.slow
