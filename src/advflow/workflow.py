@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -23,8 +24,9 @@ def start(snakemake: Any) -> Any:
     call run in the child."""
     script = getattr(sys.modules.get("__main__"), "__real_file__", None)  # the file Snakemake's preamble runs
     if script is not None:
-        from advflow import worker
-
+        # By importlib, so that the rules' code digests (advflow.control) leave the worker out: how a job is
+        # started changes no result, and a change to it reruns nothing.
+        worker = importlib.import_module("advflow.worker")
         status = worker.delegate(script, process_age())
         if status is not None:
             os._exit(status)
