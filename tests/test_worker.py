@@ -149,9 +149,28 @@ def test_a_job_whose_device_or_hashing_differs_from_the_workers_runs_in_its_own_
     assert seen(tmp_path)["pid"] == job.pid
 
 
+def another_python(root: Path) -> Path:
+    """An interpreter at another path that imports what this one does. In the system Python a link to it will do;
+    in a virtual environment the link must sit in a copy of the environment (its pyvenv.cfg beside bin/, its lib/),
+    or it starts as the base Python without the environment's packages."""
+    (root / "bin").mkdir(parents=True)
+    python = root / "bin" / "python"
+    python.symlink_to(sys.executable)
+    if sys.prefix != sys.base_prefix:
+        (root / "pyvenv.cfg").write_text((Path(sys.prefix) / "pyvenv.cfg").read_text())
+        (root / "lib").symlink_to(Path(sys.prefix) / "lib", target_is_directory=True)
+    return python
+
+
+def test_another_python_imports_advflow_from_another_path(tmp_path):
+    python = another_python(tmp_path / "other")
+    out = subprocess.run([str(python), "-c", "import sys, advflow, threadpoolctl; print(sys.executable)"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(python) != sys.executable
+
+
 def test_a_job_run_by_another_python_runs_in_its_own_process(running_worker, tmp_path):
-    other = tmp_path / "python"  # as a rule's conda environment has its own interpreter
-    other.symlink_to(sys.executable)
+    other = another_python(tmp_path / "other")  # as a rule's conda environment has its own interpreter
     job = run_job(tmp_path, running_worker[1], python=str(other))
     job.communicate(timeout=120)
     assert job.returncode == 0
