@@ -252,3 +252,83 @@ def test_both_figures_render_to_png_with_a_pdf():
         assert figure.name.endswith(".png") and "all attacked inputs" in figure.caption
         assert figure.image.startswith(b"\x89PNG\r\n\x1a\n") and figure.image.pdf.startswith(b"%PDF")
     assert "order" in figures[0].caption
+
+
+@pytest.mark.parametrize(("low", "high", "control_low", "control_high", "expected"), [
+    (0.71, 0.90, 0.50, 0.70, "above control"),   # lower bound just above the control's upper bound
+    (0.70, 0.90, 0.50, 0.70, "inconclusive"),    # touching at the boundary: the intervals overlap in one point
+    (0.60, 0.90, 0.50, 0.70, "inconclusive"),    # lower bound between the control's bounds: overlap
+    (0.50, 0.90, 0.50, 0.70, "inconclusive"),    # lower bound at the control's lower bound
+    (0.55, 0.65, 0.50, 0.70, "inconclusive"),    # inside the control's interval
+    (0.40, 0.80, 0.50, 0.70, "inconclusive"),    # containing it
+    (0.30, 0.49, 0.50, 0.70, "below control"),   # upper bound just below the control's lower bound
+    (0.30, 0.50, 0.50, 0.70, "inconclusive"),    # touching from below
+    (0.30, 0.60, 0.50, 0.70, "inconclusive"),    # upper bound between the control's bounds
+    (0.30, 0.70, 0.50, 0.70, "inconclusive"),    # upper bound at the control's upper bound
+    (math.nan, 0.9, 0.5, 0.7, "n/a"), (0.7, 0.9, 0.5, math.inf, "n/a"),
+])
+def test_vs_control_is_above_only_when_the_whole_interval_clears_the_controls(low, high, control_low, control_high,
+                                                                               expected):
+    """Above control: the AUC's lower bound exceeds the control's UPPER bound (the 95 % intervals do not overlap);
+    below: the upper bound lies under the control's lower bound; any overlap, a shared end included, is
+    inconclusive."""
+    assert m.vs_control(low, high, control_low, control_high) == expected
+
+
+def _wilson_by_scipy(successes: int, n: int) -> tuple[float, float]:
+    from scipy.stats import binomtest
+
+    interval = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return interval.low, interval.high
+
+
+def test_defense_rate_intervals_are_wilson_intervals_over_their_own_denominator():
+    """20 attacked inputs, 8 of them successful: the rate over the successful inputs has a Wilson interval over 8
+    trials, the rate over all attacked inputs over 20 (both checked against scipy's Wilson interval)."""
+    n, successful = 20, np.arange(20) < 8
+    label = np.zeros(n, dtype=int)
+    prediction = np.where(successful, 1, 0)
+    # defended: flagged by l1 (score > 0.5) or right after the reformer
+    flagged = np.isin(np.arange(n), [0, 1, 2, 10, 11])   # 3 successful and 2 failed inputs flagged
+    reformed_right = np.isin(np.arange(n), [3, 12, 13, 14, 15, 16])  # 1 successful, 5 failed
+    reformed = np.where(reformed_right, 0, 5)
+    scores = table(label, prediction, reformed, {"l1": np.where(flagged, 0.9, 0.1), "mid": np.zeros(n)})
+    row = m.table1_rows({("pgd", 0.1): scores}, LIMITS, ["l1"])[0]
+    assert row["inputs"] == 20 and row["successful"] == 8
+    assert row["defense_rate_successful"] == pytest.approx(4 / 8)
+    assert row["defense_rate_attacked"] == pytest.approx(11 / 20)
+    expected_successful, expected_attacked = _wilson_by_scipy(4, 8), _wilson_by_scipy(11, 20)
+    assert (row["defense_rate_successful_low"], row["defense_rate_successful_high"]) == pytest.approx(
+        expected_successful, abs=1e-6)
+    assert (row["defense_rate_attacked_low"], row["defense_rate_attacked_high"]) == pytest.approx(
+        expected_attacked, abs=1e-6)
+    assert (row["flagged_low"], row["flagged_high"]) == pytest.approx(_wilson_by_scipy(5, 20), abs=1e-6)
+    # the successful-input interval is the wider one: 8 trials, not 20
+    assert (row["defense_rate_successful_high"] - row["defense_rate_successful_low"]
+            > row["defense_rate_attacked_high"] - row["defense_rate_attacked_low"] + 0.1)
+
+
+def test_tpr_intervals_over_the_successful_inputs_are_wilson_intervals_over_those_inputs():
+    """TPR over the successful inputs (7 of 30): its Wilson interval is over 7 trials, checked against scipy."""
+    clean = table([0] * 100, [0] * 100, [0] * 100, {"d": np.linspace(0.0, 1.0, 100)})
+    successful = np.arange(30) < 7
+    scores = np.where(np.isin(np.arange(30), [0, 1, 2, 20, 21]), 5.0, -1.0)  # 3 of the 7 successful flagged
+    attacked = table([0] * 30, np.where(successful, 1, 0), [0] * 30, {"d": scores})
+    over_successful = m.detector_metrics(clean, attacked, "d", over="successful", resamples=50)
+    assert over_successful["n_adversarial"] == 7 and over_successful["tpr_at_5"] == pytest.approx(3 / 7)
+    assert (over_successful["tpr_at_5_low"], over_successful["tpr_at_5_high"]) == pytest.approx(
+        _wilson_by_scipy(3, 7), abs=1e-6)
+    over_attacked = m.detector_metrics(clean, attacked, "d", over="attacked", resamples=50)
+    assert over_attacked["n_adversarial"] == 30 and over_attacked["tpr_at_1"] == pytest.approx(5 / 30)
+    assert (over_attacked["tpr_at_1_low"], over_attacked["tpr_at_1_high"]) == pytest.approx(
+        _wilson_by_scipy(5, 30), abs=1e-6)
+
+
+def test_wilson_interval_covers_a_known_proportion_in_about_95_percent_of_draws():
+    """Coverage against a known truth: p = 0.3 over n = 40 trials, 400 draws."""
+    rng = np.random.default_rng(31)
+    covered = 0
+    for successes in rng.binomial(40, 0.3, 400):
+        low, high = m.wilson(successes / 40, 40)
+        covered += low <= 0.3 <= high
+    assert 0.91 <= covered / 400 <= 0.99, covered
