@@ -87,3 +87,139 @@ def test_control_names():
     assert controls.attacked_by("random_jsma_control") == "jsma_control"
     with pytest.raises(ValueError, match="not a control"):
         controls.attacked_by("fgsm")
+
+
+# --- seeds and exact sizes, on planted inputs -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("theta", [0.4, -0.4, 2.0, -2.0])
+def test_l0_control_moves_each_pixel_by_exactly_theta_or_to_the_bound(theta):
+    """Planted case: asked to move every pixel that can move in theta's direction, the control's output is fixed
+    whatever the draw: each such pixel moved by exactly theta, clipped to [-1, 1]; a pixel at the bound stays."""
+    x = np.array([[[[-1.0, -0.5, 0.0, 0.5], [0.7, 0.9, 1.0, 0.25]]],
+                  [[[1.0, 1.0, -1.0, -1.0], [0.61, -0.61, 0.3, 1.0]]]], dtype=np.float32)
+    at_bound = x >= 1.0 if theta > 0 else x <= -1.0
+    movable = (~at_bound).reshape(2, -1).sum(1)
+    expected = np.where(at_bound, x.astype(np.float64), np.clip(x.astype(np.float64) + theta, -1.0, 1.0))
+    for attack in ("jsma", "jsma_adaptive", "jsma_control"):
+        out = controls.perturb_like(attack, x, {"l0": movable.astype(float)}, {"theta": theta},
+                                    np.random.default_rng(5))
+        np.testing.assert_array_equal(out, expected.astype(np.float32))
+        # the same by hand for one pixel that is not clipped: 0.0 moves to exactly theta (or is clipped at ±1)
+        assert out[0, 0, 0, 2] == np.float32(np.clip(theta, -1.0, 1.0))
+    # Fewer pixels: each changed pixel moved by exactly theta unless it reached the bound
+    out = controls.perturb_like("jsma", x, {"l0": np.array([3.0, 2.0])}, {"theta": theta}, np.random.default_rng(6))
+    changed = out != x
+    assert changed.reshape(2, -1).sum(1).tolist() == [3, 2]
+    np.testing.assert_array_equal(out[changed], expected.astype(np.float32)[changed])
+    # The limit: as many pixels as can move is allowed (above), one more is refused
+    with pytest.raises(ValueError, match=rf"input 0: {movable[0] + 1} pixels to move but only {movable[0]} can move"):
+        controls.perturb_like("jsma", x, {"l0": np.array([movable[0] + 1.0, 0.0])}, {"theta": theta},
+                              np.random.default_rng(5))
+
+
+def test_linf_control_moves_every_pixel_by_exactly_its_inputs_size_or_to_the_bound():
+    x = _seeds()
+    size = np.array([0.2, 0.05, 0.0, 0.3, 0.1, 0.2])
+    out = controls.perturb_like("fgsm", x, {"linf": size}, {}, np.random.default_rng(1)).astype(np.float64)
+    x64 = x.astype(np.float64)
+    up, down = np.clip(x64 + size[:, None, None, None], -1, 1), np.clip(x64 - size[:, None, None, None], -1, 1)
+    assert np.all(np.isclose(out, up, atol=1e-6) | np.isclose(out, down, atol=1e-6))
+    # both directions occur (a fair coin per pixel), away from the bounds
+    free = (x64 > -0.5) & (x64 < 0.5)
+    assert (np.isclose(out, up, atol=1e-7) & ~np.isclose(up, down) & free).sum() > 20
+    assert (np.isclose(out, down, atol=1e-7) & ~np.isclose(up, down) & free).sum() > 20
+
+
+def _planted_set(folder, attack: str, x: np.ndarray, adversarial: np.ndarray, settings: dict) -> tuple:
+    """A profile of the seeds, an attack set of ``adversarial`` (written as the attack stage writes one) and an
+    untrained model, in ``folder``."""
+    import json
+
+    import h5py
+
+    from advflow.adversarial import write_set
+    from advflow.models import ConvNet, architecture, save_checkpoint
+
+    images = np.rint((x + 1) * 127.5).astype(np.uint8)
+    x = images.astype(np.float32) / 127.5 - 1  # the seeds as the control reads them back
+    labels, indices = np.arange(len(x)) % 4, np.arange(10, 10 + len(x))
+    seeds = folder / "seeds.h5"
+    with h5py.File(seeds, "w") as h5:
+        h5["images"], h5["labels"], h5["indices"] = images, labels, indices
+    logits = torch.nn.functional.one_hot(torch.as_tensor(labels), 4).float()
+    set_path = folder / f"{attack}.h5"
+    write_set(set_path, x=torch.as_tensor(x), adversarial=torch.as_tensor(adversarial), labels=labels,
+              indices=indices, before=labels, logits=logits,
+              attrs={"attack": attack, "target": "good_init", "settings": json.dumps(settings)})
+    torch.manual_seed(0)
+    model = folder / "model.pt"
+    if not model.exists():
+        save_checkpoint(ConvNet(architecture("deep_conv", 1, (12, 12), 4)).eval(), model)
+    return set_path, seeds, model, x
+
+
+@pytest.mark.parametrize("attack, settings", [("fgsm", {"epsilon": 0.1}), ("jsma", {"theta": 0.5, "gamma": 0.1}),
+                                              ("cw", {})])
+def test_a_control_set_file_is_seeded_by_the_runs_seed(tmp_path, attack, settings):
+    """make_control_set: the same run seed writes the same control, another seed another one (of the same size)."""
+    import h5py
+
+    x = _seeds()
+    rng = np.random.default_rng(4)
+    r = np.zeros_like(x)
+    r[:, :, 3:9, 6:12] = rng.choice([-0.1, 0.1], size=(len(x), 1, 6, 6))  # pixels that can move either way
+    set_path, seeds, model, x = _planted_set(tmp_path, attack, x, np.clip(x + r, -1, 1), settings)
+
+    def control(seed: int, name: str) -> np.ndarray:
+        out = tmp_path / name
+        controls.make_control_set(set_path, seeds, model, seed=seed, device=torch.device("cpu"), out_path=out)
+        with h5py.File(out) as h5:
+            assert int(h5.attrs["seed"]) == seed
+            return h5["adversarial"][:]
+
+    a, b, c = control(0, "a.h5"), control(0, "b.h5"), control(1, "c.h5")
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    norm = controls.MATCHED_NORM[controls.ATTACK_NORMS[attack]]
+    np.testing.assert_allclose(_norms(c - x)[norm], _norms(a - x)[norm], atol=1e-5)  # same size, other draw
+
+
+def test_control_trajectories_are_seeded_by_the_runs_seed(tmp_path):
+    import json
+
+    import h5py
+
+    x = _seeds(3)
+    path = tmp_path / "jsma_trajectories.h5"
+    with h5py.File(path, "w") as h5:
+        for i in range(3):
+            h5[f"steps/{i}"] = np.stack([x[i]] * (4 + i))
+        h5["labels"], h5["indices"] = np.arange(3), np.arange(3)
+        h5["target"], h5["success"], h5["iterations"] = np.arange(3), np.ones(3, bool), np.arange(3, 6)
+        h5.attrs["settings"], h5.attrs["target_model"] = json.dumps({"theta": 0.5, "gamma": 0.1}), "good_init"
+
+    def control(seed: int, name: str) -> list[np.ndarray]:
+        controls.make_control_trajectories(path, seed=seed, out_path=tmp_path / name)
+        with h5py.File(tmp_path / name) as h5:
+            assert int(h5.attrs["seed"]) == seed
+            return [h5[f"steps/{i}"][:] for i in range(3)]
+
+    a, b, c = control(0, "a.h5"), control(0, "b.h5"), control(1, "c.h5")
+    assert all(np.array_equal(p, q) for p, q in zip(a, b))
+    assert not all(np.array_equal(p, q) for p, q in zip(a, c))
+    for i, trajectory in enumerate(c):  # every step moves two pixels by exactly theta = 0.5, or up to the bound 1
+        flat = trajectory.reshape(len(trajectory), -1)
+        assert np.array_equal(flat[0], x[i].reshape(-1))
+        for before, after in zip(flat[:-1], flat[1:]):
+            moved = after != before
+            assert moved.sum() == 2
+            np.testing.assert_array_equal(after[moved], np.minimum(x[i].reshape(-1)[moved].astype(np.float64) + 0.5,
+                                                                   1.0).astype(np.float32))
+
+
+def test_the_control_generator_depends_on_the_seed_and_the_set():
+    draw = lambda seed, name: controls._generator(seed, name).random(8)  # noqa: E731
+    np.testing.assert_array_equal(draw(3, "random_fgsm@good_init"), draw(3, "random_fgsm@good_init"))
+    assert not np.array_equal(draw(3, "random_fgsm@good_init"), draw(4, "random_fgsm@good_init"))
+    assert not np.array_equal(draw(3, "random_fgsm@good_init"), draw(3, "random_fgsm@deep_conv"))
