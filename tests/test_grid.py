@@ -68,3 +68,49 @@ def test_a_class_with_fewer_than_m_correct_images_names_the_key():
         grid_module.pick_images(labels, correct, 2, 2, seed=0)
     picked = grid_module.pick_images(labels, correct, 2, 1, seed=0)
     assert picked[0].tolist() == [0] and labels[picked[1]].tolist() == [1]
+
+
+def test_the_grids_seed_picks_its_images_the_same_seed_the_same_picks_another_seed_others():
+    """Planted labels (every image correct): the picks of a seed are M distinct images of each class, sorted; the
+    same seed picks the same, another seed other images."""
+    labels = np.repeat(np.arange(3), 20)
+    correct = np.ones(len(labels), dtype=bool)
+    correct[[0, 5, 21]] = False  # never picked
+    picks = {seed: grid_module.pick_images(labels, correct, 3, 4, seed=seed) for seed in range(4)}
+    for seed, picked in picks.items():
+        assert picked.shape == (3, 4)
+        for i in range(3):
+            assert (labels[picked[i]] == i).all() and correct[picked[i]].all()
+            assert len(set(picked[i].tolist())) == 4 and (np.diff(picked[i]) > 0).all()
+        np.testing.assert_array_equal(grid_module.pick_images(labels, correct, 3, 4, seed=seed), picked)
+    assert len({picked.tobytes() for picked in picks.values()}) == 4  # every seed its own picks
+    # M at its limit: class 0 has 18 correct images; 18 can be picked, 19 cannot
+    assert grid_module.pick_images(labels, correct, 3, 18, seed=0)[0].tolist() == [
+        i for i in range(20) if i not in (0, 5)]
+    with pytest.raises(ValueError, match=r"class 0 has only 18 .* at most 18"):
+        grid_module.pick_images(labels, correct, 3, 19, seed=0)
+
+
+def test_the_same_seed_gives_the_same_grid_and_another_seed_another(model, monkeypatch):
+    """average_grid passes its seed on: with a deterministic stand-in for the attack, seeds 3 and 3 give identical
+    grids, seeds 3 and 4 different images (cells' means over other images); the diagonal is the mean of the
+    picked originals, computed here from the images."""
+    images, labels = blobs(80, seed=5)
+
+    def brighten(model_, x, targets, settings, *, device, seed):  # moves every pixel by 0.5 (model space)
+        return (x + 0.5).clamp(-1, 1)
+
+    monkeypatch.setattr(grid_module, "targeted_l2_bim", brighten)
+    run = lambda seed: grid_module.average_grid(model, images, labels, SETTINGS, seed=seed,  # noqa: E731
+                                                device=torch.device("cpu"))
+    a, b, c = run(3), run(3), run(4)
+    for key in grid_module.GRID_KEYS:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert not np.array_equal(a["indices"], c["indices"])
+    assert not np.array_equal(a["adversarial"], c["adversarial"])
+    for grid in (a, c):
+        for i in range(BLOB_CLASSES):
+            picked = images[grid["indices"][i]].astype(np.float64) / 255
+            np.testing.assert_allclose(grid["mean_adversarial"][i, i], picked.mean(0), atol=1e-6)
+            np.testing.assert_allclose(grid["adversarial"][i, (i + 1) % BLOB_CLASSES],
+                                       np.clip(picked + 0.25, 0, 1), atol=1e-6)
