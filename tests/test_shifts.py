@@ -186,3 +186,13 @@ def test_two_sample_interval_covers_a_planted_difference_of_group_means():
                                                resamples=400, seed=draw)
         covered += interval.lower <= 0.5 <= interval.upper
     assert covered >= 34, f"covered the planted difference in {covered} of 40 draws"
+
+
+def test_a_layer_of_identical_nonzero_values_has_no_spread():
+    """A column of 0.1s has a computed std of about 1e-17 (rounding), not 0: it still carries no information and
+    must drop out (NaN), or every delta on it would be divided by 1e-17."""
+    normal = np.column_stack([np.full(80, 0.1), np.full(80, 0.7), np.linspace(0.0, 1.0, 80), np.zeros(80)])
+    scale = shifts.layer_scale(normal)
+    assert math.isnan(scale[0]) and math.isnan(scale[1]) and math.isnan(scale[3])
+    assert scale[2] == pytest.approx(np.linspace(0.0, 1.0, 80).std(ddof=1))
+    assert math.isnan(shifts.layer_scale(np.array([[0.1, 0.2]]))[0])  # one input: no spread to compute

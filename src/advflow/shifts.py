@@ -85,7 +85,9 @@ def layer_scale(normal_mu: np.ndarray) -> np.ndarray:
     if normal_mu.shape[0] < 2:
         return np.full(normal_mu.shape[1], math.nan)
     scale = normal_mu.std(axis=0, ddof=1)
-    return np.where(scale > 0, scale, math.nan)
+    # identical values: their computed std is 0 only up to rounding (1e-17 for a column of 0.1s), not exactly 0
+    constant = np.ptp(normal_mu, axis=0) == 0
+    return np.where((scale > 0) & ~constant, scale, math.nan)
 
 
 def standardized(adv_mu: np.ndarray, seed_mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
