@@ -185,3 +185,153 @@ def test_the_comparison_with_the_seeds_numbers_counts_them_inside_below_and_abov
     assert "90–90 of them successful" in text and "not adversarial" not in text
     failed = [{**r, "successful": 0.0} for r in rows]
     assert "No input fooled the undefended classifier" in comparison(failed, "ε")[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# build_detectors on planted autoencoders and a planted classifier: every expected score computed by hand
+
+
+def constant_autoencoder(name: str, pixel: float):
+    """A MagNet autoencoder whose reconstruction of any image is ``pixel`` everywhere (pixels in [0, 1]): every
+    weight zero, the last conv's bias logit(pixel), so the last sigmoid gives ``pixel``."""
+    from advflow.defenses.magnet import autoencoder
+
+    ae = autoencoder(name, 1)
+    convs = [m for m in ae.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        for conv in convs:
+            conv.weight.zero_()
+            conv.bias.zero_()
+        convs[-1].bias.fill_(math.log(pixel / (1.0 - pixel)))
+    return ae.eval()
+
+
+class MeanLogits(torch.nn.Module):
+    """Logits (8 m, -8 m, 0) of images of mean m (model space): a classifier whose softmax is known by hand."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.flatten(1).mean(1)
+        return torch.stack([8 * m, -8 * m, torch.zeros_like(m)], dim=1)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def mean_logits(pixels: np.ndarray) -> np.ndarray:
+    m = (2.0 * pixels - 1.0).reshape(len(pixels), -1).mean(1)
+    return np.stack([8 * m, -8 * m, np.zeros_like(m)], axis=1)
+
+
+AE_I_PIXEL, AE_II_PIXEL = 0.25, 0.5  # what the planted AE-I and AE-II reconstruct every pixel as
+
+
+def planted_pixels() -> np.ndarray:
+    """(4, 1, 6, 6) pixels in [0, 1]: all ones (|x - AE(x)| is 0.75 for AE-I, 0.5 for AE-II), then random."""
+    pixels = np.random.default_rng(0).random((4, 1, 6, 6))
+    pixels[0] = 1.0
+    return pixels
+
+
+def test_build_detectors_scores_l1_error_of_ae_ii_and_l2_error_of_ae_i_as_computed_by_hand():
+    """MagNet's reference pairs the L1 error with AE-II and the L2 error with AE-I (settings.DETECTORS); each score
+    is the mean over pixels of |x - AE(x)|^p, here against planted constant reconstructions."""
+    from advflow.defenses.stage import build_detectors
+
+    autoencoders = {"ae_i": constant_autoencoder("ae_i", AE_I_PIXEL),
+                    "ae_ii": constant_autoencoder("ae_ii", AE_II_PIXEL)}
+    detectors = build_detectors(["magnet_l1", "magnet_l2"], MeanLogits(), autoencoders, None, {}, seed=0)
+    pixels = planted_pixels()
+    x = torch.as_tensor(2.0 * pixels - 1.0, dtype=torch.float32)
+    l1, l2 = detectors["magnet_l1"].score(x), detectors["magnet_l2"].score(x)
+    # The all-ones image: L1 of AE-II = mean |1 - 0.5| = 0.5; L2 of AE-I = mean (1 - 0.25)^2 = 0.5625.
+    assert l1[0] == pytest.approx(0.5, abs=1e-6) and l2[0] == pytest.approx(0.5625, abs=1e-6)
+    flat = pixels.reshape(len(pixels), -1)
+    np.testing.assert_allclose(l1, np.abs(flat - AE_II_PIXEL).mean(1), atol=1e-6)
+    np.testing.assert_allclose(l2, ((flat - AE_I_PIXEL) ** 2).mean(1), atol=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [10, 40])
+def test_build_detectors_scores_the_jsd_at_the_temperature_its_name_gives_with_ae_i(temperature):
+    from scipy.spatial.distance import jensenshannon
+
+    from advflow.defenses.stage import build_detectors
+
+    autoencoders = {"ae_i": constant_autoencoder("ae_i", AE_I_PIXEL),
+                    "ae_ii": constant_autoencoder("ae_ii", AE_II_PIXEL)}
+    name = f"magnet_jsd_T{temperature}"
+    detector = build_detectors([name], MeanLogits(), autoencoders, None, {}, seed=0)[name]
+    pixels = planted_pixels()
+    scores = detector.score(torch.as_tensor(2.0 * pixels - 1.0, dtype=torch.float32))
+    p = softmax(mean_logits(pixels) / temperature)
+    q = softmax(mean_logits(np.full_like(pixels, AE_I_PIXEL)) / temperature)  # the reformer is AE-I
+    np.testing.assert_allclose(scores, jensenshannon(p, q, axis=1) ** 2, atol=1e-9)
+    assert scores[0] > 1e-3  # the all-ones image: f(x) and f(AE(x)) differ a lot
+
+
+def test_build_detectors_refuses_an_unknown_detector_naming_it_and_the_known_ones():
+    from advflow.defenses.stage import build_detectors
+
+    autoencoders = {"ae_i": constant_autoencoder("ae_i", AE_I_PIXEL),
+                    "ae_ii": constant_autoencoder("ae_ii", AE_II_PIXEL)}
+    for unknown in ("lid", "dropout_vote", "magnet_l3"):
+        with pytest.raises(ValueError, match=rf"unknown detector '{unknown}'.*magnet_l1, magnet_l2.*mid"):
+            build_detectors(["magnet_l1", unknown], MeanLogits(), autoencoders, None, {}, seed=0)
+
+
+MID_SETTINGS = {"mine": {"hidden": 8, "layers": 1, "steps": 5, "batch_size": 16, "lr": 0.002, "ema_rate": 0.01,
+                         "shuffles": 2, "references": 5, "train_size": 20}}
+
+
+def test_mid_keeps_softmax_of_the_reconstructions_of_ae_i_as_its_references():
+    """MID's references are softmax f(AE(x_j)) of clean training images (mine.MIDDetector's i(x)), with AE = AE-I
+    (the reformer's). AE-I reconstructs every image as the same constant image here, so every reference is the one
+    softmax row of that image, while the clean images' own softmax rows (the wrong side) all differ."""
+    from advflow.defenses.stage import mid_detector
+
+    pixels = 0.4 + 0.6 * np.random.default_rng(1).random((20, 1, 6, 6)) ** np.linspace(0.3, 3, 20)[:, None, None, None]
+    x = torch.as_tensor(2.0 * pixels - 1.0, dtype=torch.float32)
+    detector = mid_detector(MeanLogits(), constant_autoencoder("ae_i", AE_I_PIXEL), MID_SETTINGS, seed=0).fit(x)
+    reconstructed = softmax(mean_logits(np.full((1, 1, 6, 6), AE_I_PIXEL)))[0]
+    assert np.abs(reconstructed - softmax(mean_logits(np.full((1, 1, 6, 6), AE_II_PIXEL)))[0]).max() > 0.1
+    refs = detector.reference_features.numpy()
+    assert refs.shape == (5, 3)
+    np.testing.assert_allclose(refs, np.tile(reconstructed, (5, 1)), atol=1e-6)
+    clean = softmax(mean_logits(pixels))
+    assert np.abs(clean - reconstructed).max(1).min() > 0.1  # no clean row passes for a reference
+    assert np.ptp(clean, axis=0).max() > 0.01  # and the clean rows differ from one another
+
+
+def planted_mid_state(references: np.ndarray, w_a: np.ndarray, w_b: np.ndarray) -> dict:
+    """A MID state whose statistics network is T(a, b) = w_a . a + w_b . b on softmax rows (an identity first
+    layer: ELU is the identity on probabilities)."""
+    k = references.shape[1]
+    network = {"mlp.0.weight": torch.eye(2 * k), "mlp.0.bias": torch.zeros(2 * k),
+               "mlp.2.weight": torch.as_tensor(np.r_[w_a, w_b], dtype=torch.float32)[None, :],
+               "mlp.2.bias": torch.zeros(1)}
+    return {"network": network, "references": torch.as_tensor(references, dtype=torch.float32),
+            "input_shape": [1, 6, 6], "hidden": 2 * k, "layers": 1, "fitted_mi": 0.0}
+
+
+def test_build_detectors_mid_scores_minus_the_pointwise_mi_computed_by_hand():
+    """score(x) = -(T(f(x), f(AE(x))) - log mean_j exp T(f(x), r_j)), AE = AE-I, r_j the saved references."""
+    from advflow.defenses.stage import build_detectors
+
+    autoencoders = {"ae_i": constant_autoencoder("ae_i", AE_I_PIXEL),
+                    "ae_ii": constant_autoencoder("ae_ii", AE_II_PIXEL)}
+    references = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
+    w_a, w_b = np.array([0.7, -1.1, 0.4]), np.array([1.5, -2.0, 0.5])
+    detector = build_detectors(["mid"], MeanLogits(), autoencoders, planted_mid_state(references, w_a, w_b),
+                               MID_SETTINGS, seed=0)["mid"]
+    pixels = planted_pixels()
+    scores = detector.score(torch.as_tensor(2.0 * pixels - 1.0, dtype=torch.float32))
+    p = softmax(mean_logits(pixels))
+    q = softmax(mean_logits(np.full_like(pixels, AE_I_PIXEL)))
+    t_joint = p @ w_a + q @ w_b
+    t_refs = (p @ w_a)[:, None] + (references @ w_b)[None, :]
+    expected = -(t_joint - np.log(np.exp(t_refs).mean(1)))
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    # The planted case tells the pairing apart: references paired with f(AE(x)) instead of f(x) would move every score.
+    paired_with_q = -(t_joint - np.log(np.exp((q @ w_a)[:, None] + (references @ w_b)[None, :]).mean(1)))
+    assert np.abs(paired_with_q - expected).min() > 0.1

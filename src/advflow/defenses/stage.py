@@ -51,6 +51,7 @@ from advflow.defenses.mine import MIDDetector, MineSettings
 from advflow.defenses.settings import (
     DETECTORS,
     KAPPA_ATTACKS,
+    SCORED_BY_SCORES_RULE,
     attack_settings,
     parse_set,
 )
@@ -204,10 +205,13 @@ def build_detectors(names: list[str], classifier: torch.nn.Module, autoencoders:
             detectors[name] = ReconstructionDetector(autoencoders[DETECTORS[name]], 1 if name == "magnet_l1" else 2)
         elif name.startswith("magnet_jsd_T"):
             detectors[name] = JSDDetector(autoencoders["ae_i"], classifier, float(name.removeprefix("magnet_jsd_T")))
-        else:
+        elif name == "mid":
             detector = mid_detector(classifier, autoencoders["ae_i"], settings, seed=seed)
             detector.load_state_dict(mid_state or {})
             detectors[name] = detector
+        else:
+            raise ValueError(f"unknown detector {name!r}; the scoring jobs know: {', '.join(SCORED_BY_SCORES_RULE)} "
+                             f"(dropout_vote is scored by its own rule)")
     return detectors
 
 
