@@ -246,3 +246,147 @@ def test_nan_in_a_config_stops_snakemake_before_any_job(tmp_path):
     log = result.stdout + result.stderr
     assert result.returncode != 0 and "config key 'attacks.fgsm.epsilon' is nan; it must be a finite number" in log
     assert planned_jobs(result) == {} and not (tmp_path / "results").exists()
+
+
+# --- every limit at its boundary: the largest value accepted, the next one refused ----------------------------------
+
+
+def _size_problems(change):
+    from advflow.catalog import split_sizes
+    from advflow.config import size_errors
+
+    config = tiny_config()
+    change(config)
+    return size_errors(config, split_sizes("synthetic", config["datasets"]["synthetic"]))
+
+
+WHERE = "the synthetic dataset's settings"
+
+
+def _set_model(model, **values):
+    return lambda c: c["models"][model].update(values)
+
+
+@pytest.mark.parametrize("accepted, refused, expected", [
+    # tiny: 500 training images, val_size 100 held out -> 400 left to train on (not 500)
+    (_set_model("good_init", train_size=400), _set_model("good_init", train_size=401),
+     f"train_size (for good_init) is 401 but 500 training images less val_size 100 leave 400 ({WHERE}); lower it to "
+     f"at most 400"),
+    (lambda c: (c["training"].update(val_size=150), c["models"]["deep_conv"].update(train_size=350)),
+     lambda c: (c["training"].update(val_size=150), c["models"]["deep_conv"].update(train_size=351)),
+     f"train_size (for deep_conv) is 351 but 500 training images less val_size 150 leave 350 ({WHERE}); lower it to "
+     f"at most 350"),
+    (_set_model("compressed", finetune_size=400), _set_model("compressed", finetune_size=401),
+     f"finetune_size (for compressed) is 401 but 500 training images less val_size 100 leave 400 ({WHERE}); lower it "
+     f"to at most 400"),
+    (lambda c: c["training"].update(val_size=499), lambda c: c["training"].update(val_size=500),
+     f"training.val_size (for good_init) is 500 but the training split has 500 images ({WHERE}); lower it below 500"),
+    (lambda c: c["inputs"].update(n=200), lambda c: c["inputs"].update(n=201),
+     f"inputs.n is 201 but the test split has 200 images ({WHERE}); lower inputs.n to at most 200"),
+    (lambda c: c["defense"].update(n=80), lambda c: c["defense"].update(n=81),  # + validation 60 + clean 60
+     f"defense.n + defense.validation + defense.clean = 201 disjoint test images, but the test split has 200 "
+     f"({WHERE}); lower them"),
+    # 202 test images of 4 classes: 51, 51, 50, 50 per class -> M at most the smallest class, 50
+    (lambda c: (c["datasets"]["synthetic"].update(n_test=202), c["perturbations"]["grid"].update(m=50)),
+     lambda c: (c["datasets"]["synthetic"].update(n_test=202), c["perturbations"]["grid"].update(m=51)),
+     f"perturbations.grid.m is 51 but a class has only 50 test images ({WHERE}); lower it to at most 50"),
+], ids=["train_size", "train_size_other_val", "finetune_size", "val_size", "inputs.n", "defense", "grid.m"])
+def test_each_count_is_accepted_at_its_limit_and_refused_one_above(accepted, refused, expected):
+    from advflow.config import check_sizes
+
+    assert _size_problems(accepted) == []
+    problems = _size_problems(refused)
+    assert expected in problems, problems
+    config = tiny_config()
+    refused(config)
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        check_sizes(config)
+    config = tiny_config()
+    accepted(config)
+    check_sizes(config)
+
+
+def test_trajectories_n_may_equal_inputs_n():
+    config = tiny_config()
+    config["trajectories"]["n"] = config["inputs"]["n"]
+    assert config_errors(config, load_schema(SCHEMA)) == []
+
+
+def _schema_problems(section, key, value):
+    config = tiny_config()
+    config["attacks"].setdefault(section, {})[key] = value
+    return config_errors(config, load_schema(SCHEMA))
+
+
+@pytest.mark.parametrize("section, key, low, high", [
+    ("fgsm", "epsilon", 0, 2), ("igsm", "epsilon", 0, 2), ("pgd", "epsilon", 0, 2), ("igsm", "alpha", 0, 2),
+    ("pgd", "alpha", 0, 2),
+    ("jsma", "gamma", 0, 1), ("jsma_adaptive", "gamma", 0, 1),  # gamma in (0, 1]: a share of the features
+])
+def test_budgets_and_shares_refuse_zero_and_accept_their_maximum_but_nothing_above(section, key, low, high):
+    """ε, α in (0, 2] (the box's width in model space), γ in (0, 1]: 0 refused, the smallest positive and the
+    maximum accepted, just above the maximum refused."""
+    assert _schema_problems(section, key, 1e-9) == []
+    assert _schema_problems(section, key, high) == []
+    zero = _schema_problems(section, key, low)
+    assert any(m.startswith(f"config key 'attacks.{section}.{key}' is 0; it must be above 0") for m in zero), zero
+    above = _schema_problems(section, key, high + 1e-6)
+    assert any(m.startswith(f"config key 'attacks.{section}.{key}' is {high + 1e-6!r}; it must be at most {high}")
+               for m in above), above
+
+
+@pytest.mark.parametrize("theta", [2, -2, 1e-9, -1e-9])
+def test_jsma_theta_is_accepted_up_to_the_boxs_width(theta):
+    assert _schema_problems("jsma", "theta", theta) == []
+    beyond = theta * (1 + 1e-6) if abs(theta) == 2 else None
+    if beyond is not None:
+        relation = "at most 2" if theta > 0 else "at least -2"
+        assert any(m.startswith(f"config key 'attacks.jsma.theta' is {beyond!r}; it must be {relation}")
+                   for m in _schema_problems("jsma", "theta", beyond))
+
+
+@pytest.mark.parametrize("epsilons, problem", [
+    ([1e-9, 1.0], None), ([0.5, 1.0 + 1e-6], "at most 1"), ([0, 0.5], "above 0"), ([0.0], "above 0"),
+])
+def test_the_defense_sweeps_epsilons_in_0_1_both_where_the_schema_and_where_the_stage_check_them(epsilons, problem):
+    from advflow.defenses.settings import defense_settings
+
+    config = tiny_config()
+    config["defense"]["epsilons"] = epsilons
+    messages = config_errors(config, load_schema(SCHEMA))
+    if problem is None:
+        assert messages == []
+        assert defense_settings(config)["epsilons"] == epsilons
+        return
+    bad = next(v for v in epsilons if not 0 < v <= 1)
+    index = epsilons.index(bad)
+    assert any(m.startswith(f"config key 'defense.epsilons.{index}' is {bad!r}; it must be {problem}")
+               for m in messages), messages
+    with pytest.raises(ConfigError, match=re.escape(f"defense.epsilons: {bad!r} is out of range: ε in (0, 1]")):
+        defense_settings(config)
+
+
+@pytest.mark.parametrize("key", ["epsilon", "rel_stepsize"])
+def test_the_grids_epsilon_and_step_must_be_positive(key):
+    from advflow.defenses.settings import perturbation_settings
+
+    config = tiny_config()
+    config["perturbations"]["grid"][key] = 1e-9
+    assert perturbation_settings(config)["grid"][key] == 1e-9
+    for bad in (0, 0.0, -1e-9):
+        config["perturbations"]["grid"][key] = bad
+        with pytest.raises(ConfigError, match=re.escape(f"perturbations.grid.{key}: must be a positive finite number; "
+                                                        f"got {bad!r}")):
+            perturbation_settings(config)
+
+
+@pytest.mark.parametrize("key", ["m", "steps"])
+def test_the_grids_counts_accept_1_and_refuse_0(key):
+    from advflow.defenses.settings import perturbation_settings
+
+    config = tiny_config()
+    config["perturbations"]["grid"][key] = 1
+    assert perturbation_settings(config)["grid"][key] == 1
+    config["perturbations"]["grid"][key] = 0
+    with pytest.raises(ConfigError, match=re.escape(f"perturbations.grid.{key}: must be a positive integer; got 0")):
+        perturbation_settings(config)
