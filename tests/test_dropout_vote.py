@@ -5,6 +5,8 @@ the model's modes are restored afterwards."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -73,3 +75,71 @@ def test_a_model_without_dropout_needs_a_rate_and_gets_dropout_between_its_layer
 def test_bad_votes_or_rates_are_refused_naming_the_key(k, rate, message):
     with pytest.raises(ValueError, match=message):
         check_vote_settings(k, rate)
+
+
+def _rates_and_modes(model: nn.Module) -> dict[str, tuple[bool, float | None]]:
+    return {name: (m.training, getattr(m, "p", None)) for name, m in model.named_modules()}
+
+
+@pytest.mark.parametrize("rate", [0.7, None])
+@pytest.mark.parametrize("mode", ["eval", "train", "mixed"])
+def test_a_vote_leaves_every_dropout_rate_mode_and_the_eval_outputs_exactly_as_they_were(rate, mode):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 8),
+                          nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, 3))
+    model.train(mode == "train")
+    if mode == "mixed":
+        model[3].train()
+        model[5].train()
+    before = _rates_and_modes(model)
+    assert before["3"] == (mode != "eval", 0.3) and before["7"] == (mode == "train", 0.1)
+    x = torch.randn(10, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        outputs = copy.deepcopy(model).eval()(x)
+    DropoutVote(model, k=5, rate=rate, seed=0).votes(x)
+    assert _rates_and_modes(model) == before
+    assert model[3].p == 0.3 and model[7].p == 0.1
+    assert not any(m._forward_hooks for m in model.modules())
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), outputs)
+
+
+def _logits_fixed_at(model: nn.Module, last: nn.Linear) -> nn.Module:
+    """``model`` whose last layer ignores its input and always gives logits (10, 1, 1, ...): dropout anywhere before
+    it cannot change the class (0), dropout on the logits themselves would (a dropped 10 leaves 1/(1-p) or 0)."""
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(1.0)
+        last.bias[0] = 10.0
+    return model.eval()
+
+
+def test_a_vote_drops_out_hidden_layers_only_never_the_logits_without_dropout_layers():
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    plain = _logits_fixed_at(plain, plain[3])
+    x = torch.randn(20, 1, 2, 2)
+    votes = DropoutVote(plain, k=25, rate=0.5, seed=0).votes(x)
+    assert (votes == 0).all(), f"the vote dropped out the logits: {np.bincount(votes.ravel())}"
+
+
+def test_a_vote_drops_out_the_models_own_dropout_layers_only_never_the_logits():
+    torch.manual_seed(0)
+    own = nn.Sequential(nn.Flatten(), nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
+    own = _logits_fixed_at(own, own[4])
+    x = torch.randn(20, 1, 2, 2)
+    for rate in (None, 0.5):
+        votes = DropoutVote(own, k=25, rate=rate, seed=0).votes(x)
+        assert (votes == 0).all(), f"the vote dropped out the logits: {np.bincount(votes.ravel())}"
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_a_convnets_vote_drops_out_its_dropout_layers_only_never_the_logits(model, seeds, split):
+    net = copy.deepcopy(model)
+    net = _logits_fixed_at(net, net.fc[-1])
+    x, _ = seeds
+    vote = DropoutVote(net, k=25, rate=0.5, seed=0, split=split)
+    assert (vote.first_random is not None) == split
+    votes = vote.votes(x)
+    assert (votes == 0).all(), f"the vote dropped out the logits: {np.bincount(votes.ravel())}"
