@@ -390,3 +390,15 @@ def test_the_grids_counts_accept_1_and_refuse_0(key):
     config["perturbations"]["grid"][key] = 0
     with pytest.raises(ConfigError, match=re.escape(f"perturbations.grid.{key}: must be a positive integer; got 0")):
         perturbation_settings(config)
+
+
+def test_a_train_size_above_train_less_val_stops_snakemake_before_any_job(tmp_path):
+    """The workflow checks the counts (rules/common.smk calls check_sizes) before it plans a job."""
+    config = tiny_config()
+    config["models"]["good_init"]["train_size"] = 401  # 500 training images less val_size 100 leave 400
+    (tmp_path / "big.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", "big.yaml", workdir=tmp_path, check=False)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "train_size (for good_init) is 401 but 500 training images less val_size 100 leave 400" in log
+    assert planned_jobs(result) == {} and not (tmp_path / "results").exists()
