@@ -196,3 +196,14 @@ def test_a_layer_of_identical_nonzero_values_has_no_spread():
     assert math.isnan(scale[0]) and math.isnan(scale[1]) and math.isnan(scale[3])
     assert scale[2] == pytest.approx(np.linspace(0.0, 1.0, 80).std(ddof=1))
     assert math.isnan(shifts.layer_scale(np.array([[0.1, 0.2]]))[0])  # one input: no spread to compute
+
+
+def test_bootstrap_draws_every_input_uniformly_with_replacement():
+    """Each of the n inputs, the first and the last included, is drawn with probability 1/n in every position."""
+    index = shifts.bootstrap_indices(5, resamples=4000, seed=3)
+    assert index.shape == (4000, 5) and index.min() == 0 and index.max() == 4
+    shares = np.bincount(index.ravel(), minlength=5) / index.size
+    np.testing.assert_allclose(shares, 0.2, atol=4 * math.sqrt(0.2 * 0.8 / index.size))
+    assert (shifts.bootstrap_indices(1, resamples=10, seed=0) == 0).all()
+    # with replacement: some resample repeats an input (all 4000 permutations would be absurd)
+    assert np.mean([np.unique(row).size < 5 for row in index]) == pytest.approx(1 - 120 / 5 ** 5, abs=0.03)
