@@ -332,3 +332,20 @@ def test_wilson_interval_covers_a_known_proportion_in_about_95_percent_of_draws(
         low, high = m.wilson(successes / 40, 40)
         covered += low <= 0.3 <= high
     assert 0.91 <= covered / 400 <= 0.99, covered
+
+
+def test_tprs_are_the_shares_flagged_above_the_1_and_5_percent_clean_thresholds_counted_by_hand():
+    """Clean scores 0, 1, ..., 99: at most one clean score lies above the 1 % threshold (98 or 99) and at most five
+    above the 5 % one (94 or 95), so the adversarial and control scores below, none in between, are counted by hand."""
+    clean = table([0] * 100, [0] * 100, [0] * 100, {"d": np.arange(100.0)})
+    adversarial = [120.0, 110.0, 97.0, 96.5, 90.0, 80.0, 50.0, 10.0]  # 2 above 1 %, 4 above 5 %
+    control = [130.0, 96.5, 97.0, 10.0, 10.0, 10.0, 10.0, 10.0]  # 1 above 1 %, 3 above 5 %
+    prediction = [1, 0, 1, 1, 0, 1, 1, 1]  # label 0: the attack succeeded on 6 of 8
+    scored = with_control(table([0] * 8, prediction, [0] * 8, {"d": adversarial}), {"d": control}, np.zeros(8, int))
+    attacked = m.detector_metrics(clean, scored, "d", resamples=50)
+    assert (attacked["tpr_at_1"], attacked["tpr_at_5"], attacked["control_tpr_at_5"]) == (2 / 8, 4 / 8, 3 / 8)
+    assert (attacked["n_adversarial"], attacked["n_clean"]) == (8, 100)
+    # Over the successful inputs only: 120, 97, 96.5, 80, 50, 10 and their controls 130, 97, 10, 10, 10, 10.
+    successful = m.detector_metrics(clean, scored, "d", over="successful", resamples=50)
+    assert (successful["tpr_at_1"], successful["tpr_at_5"], successful["control_tpr_at_5"]) == (1 / 6, 3 / 6, 2 / 6)
+    assert successful["n_adversarial"] == 6
