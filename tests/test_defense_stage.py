@@ -335,3 +335,53 @@ def test_build_detectors_mid_scores_minus_the_pointwise_mi_computed_by_hand():
     # The planted case tells the pairing apart: references paired with f(AE(x)) instead of f(x) would move every score.
     paired_with_q = -(t_joint - np.log(np.exp((q @ w_a)[:, None] + (references @ w_b)[None, :]).mean(1)))
     assert np.abs(paired_with_q - expected).min() > 0.1
+
+
+class MeanScore:
+    """A planted detector: the mean pixel (model space) of each input."""
+
+    name = "mean"
+
+    def score(self, x: torch.Tensor) -> np.ndarray:
+        return x.flatten(1).mean(1).double().numpy()
+
+
+class NegatingReformer:
+    """A planted reformer: the classifier's class of -x (MeanLogits: the opposite of its class of x)."""
+
+    def predict(self, classifier: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return classifier(-x).argmax(1).numpy()
+
+
+def test_score_set_scores_the_adversarial_images_and_their_random_control_each_on_its_own(tmp_path):
+    """Each column from its own images: the classifier's and the reformer's classes and the detectors' scores of the
+    adversarial images, and the same of the control images (control_*), with the set's labels, success and margins.
+    Adversarial images lean bright (class 0), their controls dark (class 1), so a column from the other images
+    differs."""
+    from advflow.adversarial import write_set
+    from advflow.defenses.stage import score_set
+
+    rng = np.random.default_rng(2)
+    x = torch.as_tensor(rng.uniform(-0.2, 0.2, (6, 1, 6, 6)), dtype=torch.float32)
+    adversarial = (x + 0.5).clamp(-1, 1)
+    control = (x - 0.5).clamp(-1, 1)
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    margin = np.arange(6.0)
+    write_set(tmp_path / "pgd_eps0.1.h5", x=x, adversarial=adversarial, labels=labels, indices=np.arange(6),
+              before=labels, logits=MeanLogits()(adversarial), attrs={"attack": "pgd"},
+              extra={"margin": margin, "control": control.numpy()})
+    columns = score_set(tmp_path / "pgd_eps0.1.h5", {"mean": MeanScore()}, MeanLogits(), NegatingReformer(),
+                        torch.device("cpu"))
+    adversarial_mean = adversarial.flatten(1).mean(1).double().numpy()
+    control_mean = control.flatten(1).mean(1).double().numpy()
+    assert (adversarial_mean > 0.2).all() and (control_mean < -0.2).all()
+    np.testing.assert_array_equal(columns["label"], labels)
+    np.testing.assert_array_equal(columns["success"], labels != 0)  # every adversarial image is class 0
+    np.testing.assert_array_equal(columns["margin"], margin)
+    np.testing.assert_array_equal(columns["prediction"], np.zeros(6))
+    np.testing.assert_array_equal(columns["reformed_prediction"], np.ones(6))
+    np.testing.assert_allclose(columns["score_mean"], adversarial_mean, atol=1e-6)
+    np.testing.assert_array_equal(columns["control_prediction"], np.ones(6))
+    np.testing.assert_array_equal(columns["control_reformed_prediction"], np.zeros(6))
+    np.testing.assert_allclose(columns["control_score_mean"], control_mean, atol=1e-6)
