@@ -204,3 +204,100 @@ def test_the_worker_stops_when_snakemakes_process_is_gone(tmp_path):
     # its parent exited right away: the worker notices once it is up, and removes its socket
     assert gone(int(pid), timeout=120), (tmp_path / "w.log").read_text()
     assert not os.path.exists(path)
+
+
+# --- signals and deaths mid-job ---------------------------------------------------------------------------------
+
+# A job whose body (in the worker's child) records the signal it receives and exits with 40 + its number; it says
+# where it runs once its handlers are set.
+SIGNAL_JOB = textwrap.dedent("""
+    import os, signal, sys, time
+    __real_file__ = __file__
+    from advflow import worker
+    status = worker.delegate(__real_file__, 0.0)
+    if status is not None:
+        os._exit(status)
+
+    def caught(signum, _frame):
+        with open("caught", "w") as fh:
+            fh.write(str(signum))
+        os._exit(40 + signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, caught)
+    with open("ready.tmp", "w") as fh:
+        fh.write(str(os.getpid()))
+    os.replace("ready.tmp", "ready")
+    time.sleep(120)
+""")
+
+
+def start_signal_job(tmp_path: Path, path: str) -> subprocess.Popen:
+    """SIGNAL_JOB delegated to the worker at ``path``. In a session of its own, as a job Snakemake cancels is not
+    in the terminal's foreground group: a SIGINT sent to the job alone has not reached its child, so it is
+    forwarded (a Ctrl-C to Snakemake's group reaches the child directly)."""
+    (tmp_path / "job.py").write_text(SIGNAL_JOB)
+    environ = {**os.environ, worker.SOCKET_ENV: path}
+    return subprocess.Popen([sys.executable, str(tmp_path / "job.py")], cwd=tmp_path, env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def signal_job_child(tmp_path: Path, job: subprocess.Popen, timeout: float = 120) -> int:
+    deadline = time.time() + timeout
+    while not (tmp_path / "ready").exists():
+        assert job.poll() is None, job.communicate()
+        assert time.time() < deadline, "the job's body did not start"
+        time.sleep(0.05)
+    child = int((tmp_path / "ready").read_text())
+    assert child != job.pid  # the body runs in the worker's child, not in the job's process
+    return child
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+def test_each_signal_to_the_job_is_forwarded_to_its_child(running_worker, tmp_path, signum):
+    job = start_signal_job(tmp_path, running_worker[1])
+    child = signal_job_child(tmp_path, job)
+    job.send_signal(signum)
+    _, err = job.communicate(timeout=60)
+    assert (tmp_path / "caught").exists(), f"the child never received {signum.name}: {job.returncode} {err}"
+    assert int((tmp_path / "caught").read_text()) == signum
+    assert job.returncode == 40 + signum  # the child's own exit status, passed on by the job's process
+    assert gone(child)
+
+
+def test_a_child_killed_mid_job_makes_the_job_fail(running_worker, tmp_path):
+    job = start_signal_job(tmp_path, running_worker[1])
+    child = signal_job_child(tmp_path, job)
+    os.kill(child, signal.SIGKILL)  # e.g. the kernel's out-of-memory killer
+    job.communicate(timeout=60)
+    assert job.returncode == 128 + signal.SIGKILL  # as a shell reports a job killed by a signal; never 0
+    assert not (tmp_path / "caught").exists()
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_worker_that_dies_mid_job_makes_the_job_fail_and_stops_its_child(tmp_path, how):
+    """A worker of its own (nothing preloaded: it starts at once), killed while a job's child runs: the job's
+    process exits non-zero, says why, and leaves no child running."""
+    path = str(tmp_path / "socket")
+    code = ("import sys; from advflow import worker; worker.PRELOAD = (); "
+            "worker.serve(sys.argv[1], int(sys.argv[2]))")
+    server = subprocess.Popen([sys.executable, "-c", code, path, str(os.getpid())], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not os.path.exists(path):
+            assert server.poll() is None, server.communicate()
+            assert time.time() < deadline, "the worker was not ready within 60 s"
+            time.sleep(0.05)
+        job = start_signal_job(tmp_path, path)
+        child = signal_job_child(tmp_path, job)
+        server.send_signal(how)
+        server.wait(timeout=30)
+        _, err = job.communicate(timeout=60)
+        assert job.returncode == 1, err
+        assert "the warm worker stopped while job process" in err
+        assert gone(child)
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.communicate()
