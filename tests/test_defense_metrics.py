@@ -349,3 +349,43 @@ def test_tprs_are_the_shares_flagged_above_the_1_and_5_percent_clean_thresholds_
     successful = m.detector_metrics(clean, scored, "d", over="successful", resamples=50)
     assert (successful["tpr_at_1"], successful["tpr_at_5"], successful["control_tpr_at_5"]) == (1 / 6, 3 / 6, 2 / 6)
     assert successful["n_adversarial"] == 6
+
+
+def test_defense_tables_set_thresholds_on_validation_and_judge_the_defense_by_its_own_detectors(tmp_path):
+    """write_defense_tables end to end on hand-made score tables: l1 (the defense, FPR 5 %) and mid (compared only,
+    FPR 1 %). Validation scores 0..99 put l1's threshold in [94, 95] and mid's in [98, 99]; the clean set's l1 scores
+    (0, 2, ..., 198) would put it near 190, so each expected number below tells the two apart, and tells whether mid
+    (which flags clean inputs 0..9 and sweep input 3) wrongly joined the defense."""
+    from advflow.defenses.tables import write_defense_tables
+
+    ones = np.zeros(100, int)
+    validation = table(ones, ones, ones, {"l1": np.arange(100.0), "mid": np.arange(100.0)})
+    clean = table(ones, ones, ones, {"l1": 2.0 * np.arange(100), "mid": np.r_[np.full(10, 200.0), np.zeros(90)]})
+    # label 0; inputs 0-2 fool the classifier, input 2 is right after the reformer; l1 flags 0 and 1.
+    pgd = table([0] * 4, [1, 1, 1, 0], [1, 1, 0, 1], {"l1": [200.0, 96.0, 50.0, 10.0], "mid": [0.0, 0.0, 0.0, 500.0]})
+    cw = table([0] * 2, [1, 0], [0, 0], {"l1": [10.0, 10.0], "mid": [0.0, 0.0]}, margin=[6.0, -1.0])
+    paths = {}
+    for name, scores in (("validation", validation), ("clean", clean), ("pgd_eps0.1", pgd), ("cw_kappa5", cw)):
+        paths[name] = tmp_path / f"{name}.csv"
+        m.write_scores(paths[name], scores)
+    settings = {"detectors": ["l1"], "compared": ["mid"], "reformer": True, "fpr": {"l1": 0.05, "mid": 0.01}}
+    tables = write_defense_tables(paths["validation"], paths["clean"], [paths["pgd_eps0.1"], paths["cw_kappa5"]],
+                                  settings, tables_dir=tmp_path / "tables", figures_dir=tmp_path / "figures", dpi=30,
+                                  resamples=20)
+    limits = {row["detector"]: row for row in tables["thresholds.csv"]}
+    assert 94 <= limits["l1"]["threshold"] <= 95 and 98 <= limits["mid"]["threshold"] <= 99
+    assert (limits["l1"]["role"], limits["mid"]["role"], limits["l1"]["validation_images"]) == ("defense",
+                                                                                               "compared", 100)
+    (row1,) = tables["table1_defense_rate.csv"]
+    assert (row1["attack"], row1["epsilon"], row1["inputs"], row1["successful"]) == ("pgd", 0.1, 4, 3)
+    assert row1["defense_rate_attacked"] == 3 / 4 and row1["defense_rate_successful"] == 1.0
+    assert row1["flagged"] == 2 / 4
+    (row2,) = tables["table2_defense_rate.csv"]
+    assert (row2["attack"], row2["kappa"], row2["reached_kappa"], row2["defense_rate_attacked"]) == ("cw", 5, 1, 1.0)
+    accuracy = tables["clean_accuracy.csv"][0]
+    # l1 flags the clean inputs with 2 i > ~95, i >= 48: 52 of 100; everything else is right.
+    assert (accuracy["without"], accuracy["with_defense"], accuracy["lost_to_detectors"]) == (1.0, 0.48, 0.52)
+    assert {row["detector"] for row in tables["detectors.csv"]} == {"l1", "mid"}
+    for name in ("thresholds.csv", "table1_defense_rate.csv", "table2_defense_rate.csv", "clean_accuracy.csv",
+                 "detectors.csv"):
+        assert (tmp_path / "tables" / name).is_file()
