@@ -79,3 +79,56 @@ def test_a_set_and_a_profile_of_other_seeds_are_refused(tmp_path):
         h5["indices"][0] = 0
     with pytest.raises(ValueError, match="not the seeds of"):
         PerturbationStats.from_files(set_path, seeds_path)
+
+
+def test_every_class_pair_column_equals_numpys_on_that_pairs_inputs(tmp_path):
+    set_path, seeds_path, images, labels, adversarial, prediction = generated(tmp_path, seed=2)
+    stats = PerturbationStats.from_files(set_path, seeds_path)
+    original, adv = images.astype(np.float64) / 255.0, (adversarial.astype(np.float64) + 1) / 2
+    checked = 0
+    for row in stats.by_class_pair(classes=[0, 1, 2]):
+        chosen = (labels == row["original"]) & (prediction == row["adversarial"])
+        if not chosen.any():
+            continue
+        r = (adv - original)[chosen].reshape(chosen.sum(), -1)
+        for kind, values in (("image", adv[chosen]), ("perturbation", r)):
+            for name, value in (("mean", values.mean()), ("std", values.std()), ("max", values.max()),
+                                ("min", values.min())):
+                assert row[f"{kind}_{name}"] == pytest.approx(value, abs=1e-6), (row, kind, name)
+        assert row["mean_l1"] == pytest.approx(np.abs(r).sum(1).mean(), abs=1e-5)
+        assert row["mean_l2"] == pytest.approx(np.sqrt((r ** 2).sum(1)).mean(), abs=1e-5)
+        checked += 1
+    assert checked >= 4
+
+
+def test_norms_and_pair_rows_on_a_planted_pair():
+    """Two inputs of class 0 made into class 1 with r = (0.3, -0.4) and (0.6, 0.8): ‖r‖₁ 0.7 and 1.4, ‖r‖₂ 0.5 and
+    1.0; a third input the attack failed on does not count."""
+    original = np.array([[[[0.5, 0.5]]], [[[0.1, 0.1]]], [[[0.2, 0.2]]]])
+    adversarial = original + np.array([[[[0.3, -0.4]]], [[[0.6, 0.8]]], [[[0.1, 0.1]]]])
+    stats = PerturbationStats(original, adversarial, labels=np.array([0, 0, 0]), predictions=np.array([1, 1, 0]),
+                              success=np.array([True, True, False]))
+    norms = stats.select().norms()
+    np.testing.assert_allclose(norms["l1"], [0.7, 1.4])
+    np.testing.assert_allclose(norms["l2"], [0.5, 1.0])
+    (row,) = stats.by_class_pair()
+    assert (row["original"], row["adversarial"], row["inputs"]) == (0, 1, 2)
+    assert row["mean_l1"] == pytest.approx(1.05) and row["mean_l2"] == pytest.approx(0.75)
+    assert row["perturbation_max"] == pytest.approx(0.8) and row["perturbation_min"] == pytest.approx(-0.4)
+    assert row["perturbation_mean"] == pytest.approx(0.325) and row["image_max"] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("low, high, ok", [(0.0, 1.0, True), (-1e-7, 1.0 + 1e-7, True), (-0.001, 1.0, False),
+                                           (0.0, 1.001, False), (0.0, math.nan, False)])
+def test_images_must_be_pixels_in_0_1(low, high, ok):
+    original = np.full((2, 1, 2, 2), 0.5)
+    for name in ("original", "adversarial"):
+        images = {"original": original.copy(), "adversarial": original.copy()}
+        images[name][0, 0, 0, 0], images[name][1, 0, 1, 1] = low, high
+        make = lambda: PerturbationStats(images["original"], images["adversarial"], np.zeros(2, int),  # noqa: E731
+                                         np.ones(2, int), np.ones(2, bool))
+        if ok:
+            assert len(make()) == 2
+        else:
+            with pytest.raises(ValueError, match=f"{name} images must be finite pixels in \\[0, 1\\]"):
+                make()
