@@ -88,3 +88,15 @@ def test_a_nan_score_is_an_error_not_a_clean_input():
     with pytest.raises(ValueError, match="NaN"):
         flagged(np.array([0.1, np.nan]), 0.5)
     assert flagged(np.array([0.1, np.inf]), 0.5).tolist() == [False, True]
+
+
+def test_on_a_small_validation_set_a_threshold_never_flags_more_than_a_share_p():
+    """Ten distinct scores 1..10 at FPR 15 %: at most 1.5 of them may lie above the threshold, so it is 9 (only 10
+    above it); 8 would flag two, 20 %. Every small sample and FPR: the share flagged is at most p."""
+    assert threshold(np.arange(1.0, 11.0), 0.15) == 9.0
+    assert flagged(np.arange(1.0, 11.0), threshold(np.arange(1.0, 11.0), 0.15)).sum() == 1
+    rng = np.random.default_rng(5)
+    for n in range(2, 40):
+        scores = rng.permutation(np.arange(float(n)))
+        for fpr in (0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.33, 0.5, 0.9):
+            assert flagged(scores, threshold(scores, fpr)).mean() <= fpr, (n, fpr)

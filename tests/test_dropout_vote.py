@@ -143,3 +143,15 @@ def test_a_convnets_vote_drops_out_its_dropout_layers_only_never_the_logits(mode
     assert (vote.first_random is not None) == split
     votes = vote.votes(x)
     assert (votes == 0).all(), f"the vote dropped out the logits: {np.bincount(votes.ravel())}"
+
+
+def test_the_plurality_is_the_most_voted_class_ties_going_to_the_lowest_and_the_spread_its_complement():
+    votes = np.array([[2, 1, 1, 2], [3, 0, 3, 0], [1, 1, 1, 3], [2, 2, 2, 2]])
+    plurality, share = DropoutVote.tally(votes, 4)
+    assert plurality.tolist() == [1, 0, 1, 2] and share.tolist() == [0.5, 0.5, 0.75, 1.0]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    vote = DropoutVote(model, k=4, rate=0.5)
+    vote.votes = lambda x: votes  # a planted vote
+    _, plurality, spread = vote.predict_and_score(torch.zeros(4, 1, 2, 2), 4)
+    assert plurality.tolist() == [1, 0, 1, 2] and spread.tolist() == [0.5, 0.5, 0.25, 0.0]
+    assert vote.score(torch.zeros(4, 1, 2, 2)).tolist() == [0.5, 0.5, 0.25, 0.0]
