@@ -26,11 +26,11 @@ if not workflow.overwrite_configfiles:
 
 include: "rules/common.smk"
 include: "rules/data.smk"
-include: "rules/train.smk"
-include: "rules/attack.smk"
+include: "rules/models.smk"
+include: "rules/attacks.smk"
 include: "rules/information.smk"
-include: "rules/defense.smk"
-include: "rules/seed001.smk"
+include: "rules/defenses.smk"
+include: "rules/perturbations.smk"
 include: "rules/report.smk"
 
 
@@ -41,7 +41,7 @@ rule all:
 
 
 # The run's complete settings beside its results (an older, different file is kept, not overwritten).
-# A local run starts the warm worker that its jobs fork from (advflow.worker; README, "Warm worker").
+# A local run starts the warm worker that its jobs fork from (advflow.workflow.worker; docs/warm-worker.md).
 onstart:
     kept = write_resolved(f"{RESULTS}/config.resolved.yaml", resolve(config))
     if kept:

@@ -2,7 +2,7 @@
 
 Model and inputs are those of ``jsma_vs_torchattacks.py`` (its helpers are imported): a ``deep_conv``
 ConvNet on 1x28x28 inputs with 10 classes, seeded with 0 and trained for 2 epochs on 2,000 generated
-grid-blob images (advflow.training.fit); the ``--inputs`` seeds (default 32) are generated with another
+grid-blob images (advflow.models.training.fit); the ``--inputs`` seeds (default 32) are generated with another
 seed and are all classified correctly. Success is untargeted: the prediction on the adversarial input
 differs from the true label.
 
@@ -60,8 +60,8 @@ from jsma_vs_torchattacks import NUM_CLASSES, FromUnitBox, grid_blobs
 
 from advflow.attacks.library import run_attack
 from advflow.data import to_model_space
-from advflow.models import ConvNet, architecture
-from advflow.training import TrainSettings, fit
+from advflow.models.architectures import ConvNet, architecture
+from advflow.models.training import TrainSettings, fit
 
 DEEPFOOL = {"steps": 50, "overshoot": 0.02, "candidates": NUM_CLASSES}
 CW = {"binary_search_steps": 5, "steps": 100, "stepsize": 0.01, "kappa": 0.0, "c": 1.0}

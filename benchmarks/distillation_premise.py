@@ -3,7 +3,7 @@
 The paper's Q4 (after Carlini & Wagner 2016) compares the adaptive JSMA (the derivative of softmax(Z / T))
 with the regular one (T = 1) on a defensively distilled model, whose premise is that the regular attack
 fails because softmax(Z) saturates. For each (T, teacher epochs, student epochs) of the grid this trains
-a teacher and a student with the library's own functions (``advflow.zoo``) on the same seeded training
+a teacher and a student with the library's own functions (``advflow.models.recipes``) on the same seeded training
 subset, then reports the student's test accuracy, its logit margin (top-1 minus top-2 logit) on the
 attacked test images, how many of them have a softmax that is exactly one-hot in float32, and the
 success of the regular JSMA (``jsma_control``, the least-perturbation target as the workflow runs it)
@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from advflow.attacks.library import run_attack  # noqa: E402
 from advflow.config import attack_settings, model_settings  # noqa: E402
 from advflow.data import load_prepared, to_model_space  # noqa: E402
-from advflow.models import load_checkpoint, predict_logits  # noqa: E402
-from advflow.zoo import distill, train_model  # noqa: E402
+from advflow.models.architectures import load_checkpoint, predict_logits  # noqa: E402
+from advflow.models.recipes import distill, train_model  # noqa: E402
 
 
 def parse_grid(text: str) -> list[tuple[float, int, int, float | None]]:

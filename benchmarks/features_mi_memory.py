@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 FEATURES = """
 import sys, torch
 torch.set_num_threads({threads})
-from advflow.features import record_features
+from advflow.information.features import record_features
 record_features("{model}", "{set}", "{out}", set_name="bench@good_init", batch_size={batch})
 import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
@@ -35,7 +35,7 @@ import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 MI = """
 import torch
 torch.set_num_threads({threads})
-from advflow.information import measure_set
+from advflow.information.stage import measure_set
 measure_set("{features}", "{mi}", "{paths}", buckets=8, batch_size={batch})
 import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
@@ -62,7 +62,7 @@ def main() -> None:
     import h5py
     import torch
 
-    from advflow.models import ConvNet, architecture, save_checkpoint
+    from advflow.models.architectures import ConvNet, architecture, save_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -1,4 +1,4 @@
-"""GP-aggregated paths: the time of ``advflow.aggregate.fit_path`` for one set of 200 inputs x 15 layers,
+"""GP-aggregated paths: the time of ``advflow.information.aggregate.fit_path`` for one set of 200 inputs x 15 layers,
 vs. a plain GPyTorch ExactGP on all 3000 points.
 
 The set is generated, no model is needed. For each of the IIP and the OIP, an input's path is a smooth
@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import gpytorch  # noqa: E402
 
-from advflow import aggregate  # noqa: E402
+from advflow.information import aggregate  # noqa: E402
 
 LAYERS = 15
 
@@ -60,7 +60,7 @@ def generated_set(inputs: int, seed: int) -> dict[str, np.ndarray]:
 
 @contextlib.contextmanager
 def counting_evaluations() -> Iterator[list[int]]:
-    """Counts the calls of advflow.aggregate._log_likelihood within the block, in the yielded [count]."""
+    """Counts the calls of advflow.information.aggregate._log_likelihood within the block, in the yielded [count]."""
     original = aggregate._log_likelihood
     count = [0]
 

@@ -1,7 +1,7 @@
 """Targeted JSMA: advflow's batched attack vs. torchattacks' JSMA, same model, inputs, targets, theta, gamma.
 
 The model is a ``deep_conv`` ConvNet on 1x28x28 inputs (Fashion-MNIST's shape) with 10 classes, seeded
-with 0 and trained for 2 epochs on 2,000 generated images (advflow.training.fit): a dark noisy
+with 0 and trained for 2 epochs on 2,000 generated images (advflow.models.training.fit): a dark noisy
 background with one bright 4x4 blob whose cell in a 2x5 grid is the class. No dataset is needed. The 32
 seeds are generated the same way with another seed and are all classified correctly; each gets a
 seeded random target class other than its label.
@@ -15,7 +15,7 @@ removes a feature from the search domain once it is picked (so do we: both pixel
 it, as in cleverhans) and allows ceil(gamma * F / 2)
 iterations (we: floor). L0 is the number of changed pixels, counted in each attack's own space.
 
-Two settings (theta in [-1, 1] space : gamma) run by default: ``0.1:0.1``, the study's JSMA (SPEC), and
+Two settings (theta in [-1, 1] space : gamma) run by default: ``0.1:0.1``, the study's JSMA (docs/method.md), and
 ``2.0:0.1``, Papernot et al.'s theta = +1 in [0, 1], where a picked feature jumps to the bound, so the
 two algorithms differ only in the Jacobian (logits vs softmax) and the budget rounding. This model,
 whose classes are 16-pixel blobs, resists the first setting: both attacks fail on every input there,
@@ -48,10 +48,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from advflow.attacks import jsma  # noqa: E402
+from advflow.attacks.jsma import jsma  # noqa: E402
 from advflow.data import to_model_space  # noqa: E402
-from advflow.models import ConvNet, architecture  # noqa: E402
-from advflow.training import TrainSettings, fit  # noqa: E402
+from advflow.models.architectures import ConvNet, architecture  # noqa: E402
+from advflow.models.training import TrainSettings, fit  # noqa: E402
 
 NUM_CLASSES = 10
 

@@ -1,11 +1,11 @@
 """Training throughput: advflow's ``fit`` (Lightning) vs. the fastest plain-PyTorch recipes for the same model.
 
 Every recipe trains the same model (``good_init`` on 28x28 grayscale inputs, Fashion-MNIST's shape, LSUV
-initialised like :func:`advflow.zoo.new_model`) from the same initial weights, on the same random uint8
+initialised like :func:`advflow.models.recipes.new_model`) from the same initial weights, on the same random uint8
 images, with the same Adam + one-cycle schedule, uint8 -> [-1, 1] conversion, DataLoader and
 flush-denormal setting. Recipes:
 
-* ``fit``: :func:`advflow.training.fit` as the workflow calls it (its default ``TrainSettings`` layout);
+* ``fit``: :func:`advflow.models.training.fit` as the workflow calls it (its default ``TrainSettings`` layout);
 * ``fit contiguous``: ``fit`` with ``channels_last=False``;
 * ``plain``: the loop Lightning replaces, written out by hand; contiguous (NCHW) tensors;
 * ``plain channels_last``: model and batches in channels-last (NHWC) memory format;
@@ -46,8 +46,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from advflow.data import to_model_space
-from advflow.models import ConvNet, architecture, lsuv_init
-from advflow.training import TrainSettings, fit, make_loader
+from advflow.models.architectures import ConvNet, architecture, lsuv_init
+from advflow.models.training import TrainSettings, fit, make_loader
 
 
 @dataclass(frozen=True)

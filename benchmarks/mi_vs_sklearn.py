@@ -1,4 +1,4 @@
-"""Feature-map mutual information: advflow.mi's batched T matrices vs. sklearn's mutual_info_score, and vs.
+"""Feature-map mutual information: advflow.information.mi's batched T matrices vs. sklearn's mutual_info_score, and vs.
 the floor of the method, the one batched matrix product that yields every joint histogram.
 
 The model is a ``good_init`` ConvNet on 3x32x32 inputs (CIFAR-10's shape) with 10 classes, seeded with 0
@@ -14,7 +14,7 @@ pairs per input, every layer pooled to 8x8 and bucketized into B = 8 buckets.
 - ``floor``: ``torch.bmm`` of the prebuilt float32 one-hot codes of all layers (N, sum_k n_k B, 64) and
   of the target (N, 64, 128 B) into a preallocated output (N, sum_k n_k B, 128 B): every joint count,
   and nothing else. advflow's own product is smaller (it packs three of the target's buckets per
-  column, see ``advflow.mi._packing``); ``packed_product`` times that product alone (prebuilt codes,
+  column, see ``advflow.information.mi._packing``); ``packed_product`` times that product alone (prebuilt codes,
   preallocated output), for reference.
 - ``sklearn``: ``mutual_info_score`` on a seeded random sample of ``--pairs`` pairs of the same bucket
   ids (computed with advflow's pool_to and bucketize), timed and extrapolated to all pairs; both
@@ -47,7 +47,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from advflow.mi import (  # noqa: E402
+from advflow.information.mi import (  # noqa: E402
     _CPU_TABLE_ENTRIES,
     DEFAULT_BUCKETS,
     _packed_codes,
@@ -56,7 +56,7 @@ from advflow.mi import (  # noqa: E402
     mi_against,
     pool_to,
 )
-from advflow.models import ConvNet, architecture  # noqa: E402
+from advflow.models.architectures import ConvNet, architecture  # noqa: E402
 
 
 def layer_maps(model: ConvNet, x: torch.Tensor) -> list[torch.Tensor]:

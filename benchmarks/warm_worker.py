@@ -1,8 +1,8 @@
-"""A job's start-up with and without the warm worker (advflow.worker), side by side in alternating rounds.
+"""A job's start-up with and without the warm worker (advflow.workflow.worker), side by side in alternating rounds.
 
 Each round runs the same job script twice: once in its own process (as with ``warm_worker: false``) and once
 handed to a worker launched as the Snakefile's ``onstart`` launches it. The script is what a workflow script does
-before its work: the imports of the ``mi`` rule (torch, advflow.information), then ``advflow.workflow.ready``'s
+before its work: the imports of the ``mi`` rule (torch, advflow.information.stage), then ``advflow.workflow.ready``'s
 start-up figure. Prints each round's two wall times (process start to the job's exit) and the medians' ratio.
 
     python benchmarks/warm_worker.py [--rounds 7]
@@ -20,18 +20,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from advflow import worker  # noqa: E402
+from advflow.workflow import worker  # noqa: E402
 
 JOB = """
 import os, sys
 __real_file__ = __file__
-from advflow import worker
+from advflow.workflow import worker
 from advflow.workflow import process_age
 status = worker.delegate(__real_file__, process_age()) if os.environ.get("USE_WORKER") else None
 if status is not None:
     os._exit(status)
 import torch
-from advflow.information import measure_set
+from advflow.information.stage import measure_set
 print(f"{process_age():.3f}")
 """
 

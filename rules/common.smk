@@ -9,7 +9,7 @@ from snakemake.utils import validate
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 
-from advflow.control import (
+from advflow.workflow.digests import (
     code_digest,
     export_hdf5_locking,
     export_pythonpath,
@@ -19,7 +19,7 @@ from advflow.control import (
 export_pythonpath(SRC)
 
 # A run killed with SIGKILL (or by a power cut) leaves Snakemake's directory locks behind; the next
-# run removes them when no live run holds them (advflow.control.release_stale_locks).
+# run removes them when no live run holds them (advflow.workflow.digests.release_stale_locks).
 if workflow.is_main_process:
     for lock in release_stale_locks():
         print(
@@ -27,11 +27,11 @@ if workflow.is_main_process:
             file=sys.stderr,
         )
 
-from advflow import worker
-from advflow.catalog import DATASETS, TRAINED_FROM_SCRATCH, locate_dataset
-from advflow.catalog import MODELS as MODEL_NAMES
-from advflow.catalog import measurements as catalog_measurements
-from advflow.catalog import (
+from advflow.workflow import worker
+from advflow.workflow.catalog import DATASETS, TRAINED_FROM_SCRATCH, locate_dataset
+from advflow.workflow.catalog import MODELS as MODEL_NAMES
+from advflow.workflow.catalog import measurements as catalog_measurements
+from advflow.workflow.catalog import (
     CONTROL_PREFIX,
     is_trajectory,
     set_path,
@@ -68,7 +68,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 # Counts the dataset cannot supply (attack seeds, held-out images, the defense's and the grid's images).
 check_sizes(config, Path(f"data/{config['dataset']}.h5"))
 
-# HDF5 file locking for every job (README, "HDF5 on shared filesystems").
+# HDF5 file locking for every job (docs/recovery.md, "HDF5 on shared filesystems").
 export_hdf5_locking(config.get("hdf5_locking", "auto"))
 
 DATASET = config["dataset"]
@@ -103,7 +103,7 @@ wildcard_constraints:
 
 def code(script):
     """The `code` param of a rule: a digest of its script and the library modules the script
-    imports, so that a code change reruns exactly the rules that run it (README, "Minimal reruns").
+    imports, so that a code change reruns exactly the rules that run it (docs/reruns.md).
     """
     return code_digest(str(Path(workflow.basedir) / "workflow_scripts" / script))
 
@@ -170,7 +170,7 @@ def set_list(dataset):
 
 
 def control_list(dataset):
-    """The random-perturbation control beside every measured adversarial set (SPEC, "How a finding is
+    """The random-perturbation control beside every measured adversarial set (docs/method.md, "How a finding is
     decided"); the ensemble's sets enter Table VI only and get none."""
     return [
         f"results/{dataset}/adv/{target}/{CONTROL_PREFIX}{attack}.h5"
@@ -282,7 +282,7 @@ def report_params(wildcards):
     return canonical(study)
 
 
-# The defense stage runs when the config has a `defense` block (rules/defense.smk).
+# The defense stage runs when the config has a `defense` block (rules/defenses.smk).
 DEFENSE = defense_settings(config)
 
 
@@ -328,7 +328,7 @@ def defense_outputs(dataset):
     return [f"results/{dataset}/defense/tables", f"results/{dataset}/defense/figures"]
 
 
-# Seed 001 (rules/seed001.smk): perturbation statistics and the grid run with a `perturbations` block; the
+# Seed 001 (rules/perturbations.smk): perturbation statistics and the grid run with a `perturbations` block; the
 # dropout vote when the defense judges the `dropout_vote` detector.
 PERTURBATIONS = perturbation_settings(config)
 

@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from advflow.data import to_model_space  # noqa: E402
-from advflow.models import ConvNet, architecture  # noqa: E402
-from advflow.training import TrainSettings, fit  # noqa: E402
+from advflow.models.architectures import ConvNet, architecture  # noqa: E402
+from advflow.models.training import TrainSettings, fit  # noqa: E402
 
 
 def snakemake(*args: str, workdir: Path, check: bool = True) -> subprocess.CompletedProcess:

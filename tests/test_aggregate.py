@@ -1,4 +1,4 @@
-"""GP-aggregated information paths (advflow.aggregate): the sufficient-statistics GP against a plain
+"""GP-aggregated information paths (advflow.information.aggregate): the sufficient-statistics GP against a plain
 GPyTorch ExactGP on all the points, recovery of a shared path, behaviour on noisy paths against the
 per-layer means and the true path, determinism, the band and grid, files, errors, and affine invariance.
 
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from advflow.io import DamagedFileError
-from advflow.aggregate import (
+from advflow.workflow.io import DamagedFileError
+from advflow.information.aggregate import (
     AggregatedPath,
     aggregate_frame,
     aggregate_paths,

@@ -15,10 +15,10 @@ import torch
 from sklearn.metrics import mutual_info_score
 
 import advflow
-from advflow.adversarial import write_set
-from advflow.features import conv_maps, record_features
-from advflow.information import measure_set
-from advflow.models import ConvNet, architecture, save_checkpoint
+from advflow.attacks.sets import write_set
+from advflow.information.features import conv_maps, record_features
+from advflow.information.stage import measure_set
+from advflow.models.architectures import ConvNet, architecture, save_checkpoint
 from conftest import REPO
 
 B = 8
@@ -49,7 +49,7 @@ def test_import_advflow_is_light_and_exposes_the_api():
 
 
 def _ids(values: np.ndarray) -> np.ndarray:
-    """Bucket ids as SPEC states them: ceil(B (v - min) / (max - min)) in 1..B (constant map: bucket 1)."""
+    """Bucket ids as docs/method.md states them: ceil(B (v - min) / (max - min)) in 1..B (constant map: bucket 1)."""
     low, span = values.min(), values.max() - values.min()
     if span == 0:
         return np.ones(values.size, dtype=int)
@@ -164,11 +164,11 @@ def test_the_api_and_the_warm_worker_are_outside_every_workflow_rules_code_diges
     """No workflow script uses the API, so a change to it (or to what only it imports) reruns nothing:
     ``import advflow`` loads it by importlib, which the digests' import scan does not follow. The same holds for
     the warm worker (``advflow.workflow.start`` loads it by importlib): it changes how a job starts, not its result."""
-    from advflow.control import code_modules
+    from advflow.workflow.digests import code_modules
 
     for script in sorted((REPO / "workflow_scripts").glob("*.py")):
         modules = code_modules(script, REPO / "src" / "advflow")
         assert "advflow.api" not in modules, script.name
-        assert "advflow.worker" not in modules, script.name
+        assert "advflow.workflow.worker" not in modules, script.name
         assert "advflow.workflow" in modules, script.name
-    assert "advflow.mi" not in code_modules(REPO / "workflow_scripts" / "prepare_data.py", REPO / "src" / "advflow")
+    assert "advflow.information.mi" not in code_modules(REPO / "workflow_scripts" / "prepare_data.py", REPO / "src" / "advflow")

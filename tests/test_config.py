@@ -153,7 +153,7 @@ def test_the_tiny_config_uses_the_values_these_tests_assume():
      "perturbations.grid.m is 100000 but a class has only"),
 ])
 def test_counts_the_dataset_cannot_supply_stop_the_run_naming_the_key_and_the_limit(tmp_path, change, expected):
-    from advflow.catalog import split_sizes
+    from advflow.workflow.catalog import split_sizes
     from advflow.config import check_sizes
 
     config = tiny_config()
@@ -187,7 +187,7 @@ def test_sizes_come_from_the_prepared_file_when_there_is_one(tmp_path):
 
 def test_fixed_datasets_have_their_known_sizes():
     from advflow.config import size_errors
-    from advflow.catalog import split_sizes
+    from advflow.workflow.catalog import split_sizes
 
     config = default_config()
     config["inputs"] = {"n": 10001}
@@ -252,7 +252,7 @@ def test_nan_in_a_config_stops_snakemake_before_any_job(tmp_path):
 
 
 def _size_problems(change):
-    from advflow.catalog import split_sizes
+    from advflow.workflow.catalog import split_sizes
     from advflow.config import size_errors
 
     config = tiny_config()

@@ -1,4 +1,4 @@
-"""Random-perturbation controls (advflow.controls): each control has its attack's norm per input, leaves
+"""Random-perturbation controls (advflow.attacks.controls): each control has its attack's norm per input, leaves
 unperturbed inputs unchanged, stays in the box and is seeded."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from advflow import controls
-from advflow.adversarial import norms
+from advflow.attacks import controls
+from advflow.attacks.sets import norms
 
 import torch
 
@@ -138,8 +138,8 @@ def _planted_set(folder, attack: str, x: np.ndarray, adversarial: np.ndarray, se
 
     import h5py
 
-    from advflow.adversarial import write_set
-    from advflow.models import ConvNet, architecture, save_checkpoint
+    from advflow.attacks.sets import write_set
+    from advflow.models.architectures import ConvNet, architecture, save_checkpoint
 
     images = np.rint((x + 1) * 127.5).astype(np.uint8)
     x = images.astype(np.float32) / 127.5 - 1  # the seeds as the control reads them back

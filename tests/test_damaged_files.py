@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from advflow.adversarial import summarize, write_set
-from advflow.aggregate import aggregate_paths, read_transfer_masks
-from advflow.io import DamagedFileError, check_h5, open_h5, quarantine
-from advflow.paths import read_input_paths, read_mi_record, write_paths
-from advflow.profiles import load_profile
+from advflow.attacks.sets import summarize, write_set
+from advflow.information.aggregate import aggregate_paths, read_transfer_masks
+from advflow.workflow.io import DamagedFileError, check_h5, open_h5, quarantine
+from advflow.information.paths import read_input_paths, read_mi_record, write_paths
+from advflow.attacks.profiles import load_profile
 
 N, K = 6, 3
 LAYERS = [f"conv{k}" for k in range(1, K + 1)]

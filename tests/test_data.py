@@ -8,12 +8,12 @@ import h5py
 import numpy as np
 import pytest
 
-from advflow.catalog import DatasetMissingError, locate_dataset
+from advflow.workflow.catalog import DatasetMissingError, locate_dataset
 from advflow.data import (
     Dataset, DataFormatError, Split, load_prepared, load_raw, make_synthetic, prepare, read_cifar10, read_idx,
     to_model_space, validate_dataset, write_prepared,
 )
-from advflow.io import CorruptFileError, DamagedFileError
+from advflow.workflow.io import CorruptFileError, DamagedFileError
 
 IDX_TYPES = {np.uint8: (0x08, np.uint8), np.float32: (0x0D, ">f4")}
 

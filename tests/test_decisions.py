@@ -18,7 +18,7 @@ import pytest
 
 from advflow.report import evidence as decisions
 from advflow.report import q1, q2, q3, q4, q5
-from advflow.shifts import FAILS, HOLDS, INCONCLUSIVE
+from advflow.information.shifts import FAILS, HOLDS, INCONCLUSIVE
 
 # Ji & Wang, Table III: difference of IIPs and OIPs between normal and adversarial inputs (CIFAR-10).
 PAPER_TABLE_III = {"fgsm": (0.0040, 0.0117), "igsm": (0.0043, 0.0162), "deepfool": (0.0030, 0.0157),
@@ -385,7 +385,7 @@ def test_q3_planted_gaps_give_the_sign_of_the_difference_and_the_verdict_in_verd
         tmp_path, gap_original, gap_compressed, verdict):
     from advflow.report import diagnostics
     from advflow.report.tables import Tables
-    from advflow.tabular import write_table
+    from advflow.workflow.tabular import write_table
 
     run = _q3_run(tmp_path, gap_original=gap_original, gap_compressed=gap_compressed)
     study = SimpleNamespace(q3_attacks=["fgsm"], measured=lambda model, set_: True, resamples=500,

@@ -1,4 +1,4 @@
-"""Defense metrics (advflow.defenses.metrics; SPEC "Defenses and detectors", "Metrics"; seed 003, Tables 1-2): the
+"""Defense metrics (advflow.defenses.metrics; docs/method.md, "Defenses and detectors", "Metrics"; seed 003, Tables 1-2): the
 defense rate is the share of adversarial inputs flagged by a detector or classified correctly after the reformer,
 over attacked or successful inputs; clean accuracy without the defense minus what the detectors and the reformer
 cost plus what the reformer gains is the accuracy with it; thresholds follow the FPRs; AUC, TPR at 1 % / 5 % FPR and
@@ -13,7 +13,7 @@ import pytest
 from sklearn import metrics as sk
 
 from advflow.defenses import metrics as m
-from advflow.io import DamagedFileError
+from advflow.workflow.io import DamagedFileError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

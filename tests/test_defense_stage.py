@@ -1,4 +1,4 @@
-"""The defense stage (advflow.defenses.settings, advflow.defenses.stage, rules/defense.smk): its config is
+"""The defense stage (advflow.defenses.settings, advflow.defenses.stage, rules/defenses.smk): its config is
 checked before any work, sweep sets are named and parsed one way, margins and saved MID states are read
 honestly, and reruns follow the settings each rule depends on (an FPR re-tabulates, it rescores nothing)."""
 
@@ -15,7 +15,7 @@ import yaml
 
 from advflow.config import ConfigError
 from advflow.defenses.settings import attack_settings, defense_settings, parse_set, strength_name, sweep_sets
-from advflow.io import CorruptFileError
+from advflow.workflow.io import CorruptFileError
 from conftest import REPO, dry_run_with, snakemake
 
 BASE = {"seed": 0, "dataset": "synthetic", "models": {"good_init": {}}}
@@ -359,7 +359,7 @@ def test_score_set_scores_the_adversarial_images_and_their_random_control_each_o
     adversarial images, and the same of the control images (control_*), with the set's labels, success and margins.
     Adversarial images lean bright (class 0), their controls dark (class 1), so a column from the other images
     differs."""
-    from advflow.adversarial import write_set
+    from advflow.attacks.sets import write_set
     from advflow.defenses.stage import score_set
 
     rng = np.random.default_rng(2)

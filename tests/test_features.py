@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from advflow.features import conv_maps, load_set, record_features
-from advflow.information import FeaturesCorruptError, measure_set
-from advflow.models import ConvNet, architecture, save_checkpoint
+from advflow.information.features import conv_maps, load_set, record_features
+from advflow.information.stage import FeaturesCorruptError, measure_set
+from advflow.models.architectures import ConvNet, architecture, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# good_init on CIFAR-10 shapes (SPEC; paper Table X): 32,32,32,48,48 / pool / 80 x 5 / pool / 128 x 5.
+# good_init on CIFAR-10 shapes (docs/method.md; paper Table X): 32,32,32,48,48 / pool / 80 x 5 / pool / 128 x 5.
 GOOD_INIT_CIFAR = ([[32, 32, 32]] * 3 + [[48, 32, 32], [48, 16, 16]] + [[80, 16, 16]] * 4 + [[80, 8, 8]]
                    + [[128, 8, 8]] * 5)
 

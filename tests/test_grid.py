@@ -1,4 +1,4 @@
-"""Seed 001's average-adversarial grid (advflow.grid): cell (i, j) is the mean of the adversarial images from class i
+"""Seed 001's average-adversarial grid (advflow.perturbations.grid): cell (i, j) is the mean of the adversarial images from class i
 that the model classifies as j, the diagonal the mean original; success counts per cell; a cell no input reached is
 NaN in the file (\"none\" in figures), never a made-up image; the same seed gives the same grid."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import advflow.grid as grid_module
+import advflow.perturbations.grid as grid_module
 from conftest import BLOB_CLASSES, blobs
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from advflow.io import atomic_path
+from advflow.workflow.io import atomic_path
 
 
 def test_atomic_outputs_get_the_usual_mode_not_mkstemps_private_one(tmp_path):
@@ -27,8 +27,8 @@ def test_a_failed_block_leaves_neither_the_output_nor_a_temporary_file(tmp_path)
 
 @pytest.mark.parametrize("mode, expected", [("false", (0, 0)), ("true", (1, 0)), ("best-effort", (1, 1))])
 def test_hdf5_locking_follows_the_config_in_every_file_the_jobs_open(tmp_path, monkeypatch, mode, expected):
-    from advflow.io import atomic_h5, open_h5
-    from advflow.control import export_hdf5_locking
+    from advflow.workflow.io import atomic_h5, open_h5
+    from advflow.workflow.digests import export_hdf5_locking
 
     monkeypatch.setenv("ADVFLOW_HDF5_LOCKING", "auto")  # restored after the test, whatever export sets
     export_hdf5_locking({"false": False, "true": True}.get(mode, mode))  # what the Snakefile does
@@ -40,7 +40,7 @@ def test_hdf5_locking_follows_the_config_in_every_file_the_jobs_open(tmp_path, m
 
 
 def test_an_unknown_locking_mode_names_the_variable_and_the_modes(monkeypatch):
-    from advflow.io import hdf5_locking
+    from advflow.workflow.io import hdf5_locking
 
     monkeypatch.setenv("ADVFLOW_HDF5_LOCKING", "sometimes")
     with pytest.raises(ValueError, match="ADVFLOW_HDF5_LOCKING='sometimes' is not a locking mode; allowed: auto"):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from advflow.attacks import jsma, jsma_least_perturbation
+from advflow.attacks.jsma import jsma, jsma_least_perturbation
 from conftest import BLOB_CLASSES, BLOB_SIZE
 
 pytestmark = pytest.mark.usefixtures("one_thread")

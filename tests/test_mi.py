@@ -1,5 +1,5 @@
 """Feature-map mutual information and information paths: sklearn's mutual_info_score on the same bucket
-ids (random maps, maps of different sizes, constant maps, ties at vmin, other bucket counts), the SPEC's
+ids (random maps, maps of different sizes, constant maps, ties at vmin, other bucket counts), the method's (docs/method.md)
 bucket formula, entropy, symmetry, invariance to positive affine rescaling, and the path distance.
 
 References are computed independently of advflow: pooling by numpy reshape-max, bucket ids by the
@@ -18,8 +18,8 @@ from conftest import assert_same_h5
 from scipy.stats import entropy
 from sklearn.metrics import mutual_info_score
 
-from advflow.mi import bucketize, layer_mi, mi_matrix
-from advflow.paths import path_distance
+from advflow.information.mi import bucketize, layer_mi, mi_matrix
+from advflow.information.paths import path_distance
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,7 +27,7 @@ TOL = 1e-5
 
 
 def spec_ids(maps: np.ndarray, buckets: int) -> np.ndarray:
-    """0-based bucket ids of maps (..., P), each on its own range, by the SPEC's formula in float64."""
+    """0-based bucket ids of maps (..., P), each on its own range, by the method's (docs/method.md) formula in float64."""
     v = np.asarray(maps, dtype=np.float64)
     vmin, vmax = v.min(axis=-1, keepdims=True), v.max(axis=-1, keepdims=True)
     span = np.where(vmax > vmin, vmax - vmin, 1.0)
@@ -172,7 +172,7 @@ def test_path_distance_with_mismatched_layer_counts_raises():
 
 
 def test_iip_oip_and_ioc_are_the_layer_means_of_s_and_t():
-    from advflow.paths import iip, information_paths, ioc, oip
+    from advflow.information.paths import iip, information_paths, ioc, oip
 
     gen = torch.Generator().manual_seed(0)
     S = [torch.rand(3, n, 1, generator=gen) for n in (4, 6)]
@@ -197,8 +197,8 @@ def features_file(tmp_path_factory):
     """A features file of deep_conv (conv1..conv6 at 28, 14, 14, 7, 7, 3 px) on 5 random 1x28x28
     inputs, recorded in batches of 2: every size ratio of the MI stage, integer (28 -> 14, 28 -> 7) and
     not (28 -> 3, 14 -> 3, 7 -> 3)."""
-    from advflow.features import record_features
-    from advflow.models import ConvNet, architecture, save_checkpoint
+    from advflow.information.features import record_features
+    from advflow.models.architectures import ConvNet, architecture, save_checkpoint
 
     folder = tmp_path_factory.mktemp("mi_stage")
     torch.manual_seed(3)
@@ -212,7 +212,7 @@ def features_file(tmp_path_factory):
 
 
 def sklearn_mi(a: np.ndarray, b: np.ndarray, buckets: int = B) -> float:
-    """The SPEC's MI of two 2-D maps: the larger max-pooled down to the smaller (torch's adaptive max
+    """The docs/method.md's MI of two 2-D maps: the larger max-pooled down to the smaller (torch's adaptive max
     pool: non-overlapping windows when the ratio is an integer), each bucketized on its own range,
     then sklearn's mutual_info_score on the ids."""
     size = (min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1]))
@@ -225,7 +225,7 @@ def sklearn_mi(a: np.ndarray, b: np.ndarray, buckets: int = B) -> float:
 
 
 def test_S_and_T_entries_equal_sklearn_from_stored_maps(features_file):
-    from advflow.information import measure_set
+    from advflow.information.stage import measure_set
 
     folder, features = features_file
     measure_set(features, folder / "mi.h5", folder / "paths.csv", buckets=B, batch_size=STAGE_BATCH)
@@ -259,7 +259,7 @@ def test_S_and_T_entries_equal_sklearn_from_stored_maps(features_file):
 
 
 def test_measure_set_does_not_depend_on_batch_size(features_file):
-    from advflow.information import measure_set
+    from advflow.information.stage import measure_set
 
     folder, features = features_file
     for batch_size in (1, STAGE_N):
@@ -273,7 +273,7 @@ def test_measure_set_does_not_depend_on_batch_size(features_file):
     assert len(paths.splitlines()) == 1 + STAGE_N * 6
 
 
-# ------------------------------------- the packed product and the c log c table (advflow.mi internals)
+# ------------------------------------- the packed product and the c log c table (advflow.information.mi internals)
 
 
 def direct_mi(a_ids: np.ndarray, b_ids: np.ndarray, buckets: int) -> np.ndarray:
@@ -294,7 +294,7 @@ def direct_mi(a_ids: np.ndarray, b_ids: np.ndarray, buckets: int) -> np.ndarray:
 
 @pytest.mark.parametrize("positions, buckets", [(1, 8), (4, 8), (64, 8), (64, 5), (100, 8), (256, 16), (1024, 8)])
 def test_packing_keeps_counts_exact_and_decodable(positions, buckets):
-    from advflow.mi import _packing
+    from advflow.information.mi import _packing
 
     for cap in (2 ** 19, 2 ** 22):
         m, base = _packing(positions, buckets, cap)
@@ -307,7 +307,7 @@ def test_packing_keeps_counts_exact_and_decodable(positions, buckets):
 
 @pytest.mark.parametrize("m_base", [(2, 65), (3, 72)])
 def test_the_table_lookup_of_packed_cells_equals_c_log_c_of_their_counts(m_base):
-    from advflow.mi import _xlogx_table
+    from advflow.information.mi import _xlogx_table
 
     m, base = m_base
     positions = 64
@@ -323,7 +323,7 @@ def test_the_table_lookup_of_packed_cells_equals_c_log_c_of_their_counts(m_base)
 @pytest.mark.parametrize("positions, buckets", [(64, 8), (64, 5), (49, 8), (196, 8), (7, 3)])
 @pytest.mark.parametrize("max_elements", [None, 500, 20000])
 def test_packed_and_unpacked_products_give_the_direct_formula(positions, buckets, max_elements):
-    from advflow.mi import _mi_chunks, _packing
+    from advflow.information.mi import _mi_chunks, _packing
 
     gen = torch.Generator().manual_seed(positions * buckets)
     a_ids = torch.randint(0, buckets, (3, 5, positions), generator=gen)
@@ -357,7 +357,7 @@ def test_mi_matrix_does_not_depend_on_the_thread_count():
 @pytest.mark.parametrize("shape, size", [((2, 3, 32, 32), (8, 8)), ((2, 3, 16, 8), (4, 2)), ((1, 2, 28, 28), (7, 7)),
                                          ((2, 2, 28, 28), (3, 3)), ((1, 1, 6, 9), (6, 3))])
 def test_pool_to_equals_max_pool2d(shape, size):
-    from advflow.mi import pool_to
+    from advflow.information.mi import pool_to
 
     maps = random_maps(*shape, seed=24)
     maps[..., 0, :] = maps.amax()  # ties, and a window's max repeated

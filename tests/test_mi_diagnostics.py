@@ -2,7 +2,7 @@
 maps (the estimator's bias) and the optional bias correction of the paths (config `mi.bias_correction`).
 
 References are computed independently of advflow where it matters: constant maps counted with numpy,
-the shuffled MI from numpy pooling, numpy permutations, the SPEC's bucket formula and sklearn."""
+the shuffled MI from numpy pooling, numpy permutations, the method's (docs/method.md) bucket formula and sklearn."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import torch
 import yaml
 from sklearn.metrics import mutual_info_score
 
-from advflow.aggregate import read_paths_csv
+from advflow.information.aggregate import read_paths_csv
 from advflow.config import config_errors, load_schema
-from advflow.information import measure_set
-from advflow.mi import mi_against, seeded_permutations
+from advflow.information.stage import measure_set
+from advflow.information.mi import mi_against, seeded_permutations
 from conftest import REPO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,7 +60,7 @@ def column(rows, name) -> np.ndarray:
 
 
 def spec_ids(maps: np.ndarray, buckets: int = 8) -> np.ndarray:
-    """0-based bucket ids of maps (..., P), each on its own range, by the SPEC's formula in float64."""
+    """0-based bucket ids of maps (..., P), each on its own range, by the method's (docs/method.md) formula in float64."""
     v = np.asarray(maps, dtype=np.float64)
     vmin, vmax = v.min(axis=-1, keepdims=True), v.max(axis=-1, keepdims=True)
     span = np.where(vmax > vmin, vmax - vmin, 1.0)

@@ -1,6 +1,6 @@
 """MINE and the MID detector (advflow.defenses.mine): MINE recovers the mutual information of correlated Gaussians;
 its step is Algorithm 1's moving-average-corrected gradient; MID scores toy adversarial inputs above clean ones, is
-seeded, scores in batches exactly as the SPEC's i(x) says, and its fitted state round-trips through torch.save and
+seeded, scores in batches exactly as the method's (docs/method.md) i(x) says, and its fitted state round-trips through torch.save and
 torch.load(weights_only=True)."""
 
 from __future__ import annotations

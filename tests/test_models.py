@@ -1,9 +1,9 @@
-"""The model zoo's architectures (SPEC "Models"; paper Table X, Table VII)."""
+"""The model zoo's architectures (docs/method.md, "Models"; paper Table X, Table VII)."""
 
 import pytest
 import torch
 
-from advflow.models import (
+from advflow.models.architectures import (
     ConvNet, LogitEnsemble, architecture, build_model, count_parameters, load_checkpoint, lsuv_init,
     save_checkpoint,
 )

@@ -1,4 +1,4 @@
-"""Seed 001's perturbation statistics (advflow.perturbations): the statistics equal numpy's on a generated set, in
+"""Seed 001's perturbation statistics (advflow.perturbations.statistics): the statistics equal numpy's on a generated set, in
 pixel units, over the successful inputs; selection by original and adversarial class; a class pair no input
 reached gives 0 inputs and NaN statistics, never a number; a set and a profile of different seeds are refused."""
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from advflow.adversarial import write_set
-from advflow.perturbations import PerturbationStats
+from advflow.attacks.sets import write_set
+from advflow.perturbations.statistics import PerturbationStats
 
 
 def generated(tmp_path, n=40, seed=0):

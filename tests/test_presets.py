@@ -16,7 +16,7 @@ from conftest import REPO, planned_jobs, snakemake
 
 PRESETS = sorted([REPO / "config.yaml", *(REPO / "configs").glob("*.yaml")])
 
-#: SPEC "Attacks" and "Models": the paper's settings, in the models' [-1, 1] space.
+#: docs/method.md, "Attacks" and "Models": the paper's settings, in the models' [-1, 1] space.
 PAPER_ATTACKS = {
     "fgsm": {"epsilon": 0.025},
     "igsm": {"epsilon": 0.025, "alpha": 0.002},

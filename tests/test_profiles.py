@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from advflow.data import Dataset, Split, write_prepared
-from advflow.models import load_checkpoint, save_checkpoint
-from advflow.profiles import (correctly_classified, load_profile, select_attack_seeds, select_normal_train,
+from advflow.models.architectures import load_checkpoint, save_checkpoint
+from advflow.attacks.profiles import (correctly_classified, load_profile, select_attack_seeds, select_normal_train,
                               select_profiles)
 from conftest import BLOB_CLASSES, blobs
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from conftest import REPO, TINY_ARGS, assert_same_h5, planned_jobs, snakemake
 
-from advflow.control import release_stale_locks
-from advflow.io import atomic_path
+from advflow.workflow.digests import release_stale_locks
+from advflow.workflow.io import atomic_path
 
 D = Path("results/synthetic")
 
@@ -36,7 +36,7 @@ def test_a_temporary_file_left_by_a_killed_job_is_removed_when_the_output_is_wri
 HOLD = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from advflow.control import release_stale_locks
+from advflow.workflow.digests import release_stale_locks
 release_stale_locks(sys.argv[2])
 print("holding", flush=True)
 time.sleep(60)

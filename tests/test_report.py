@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 import yaml
 
-from advflow.aggregate import (AggregatedPath, aggregate_frame, aggregate_subsets, read_aggregate,
+from advflow.information.aggregate import (AggregatedPath, aggregate_frame, aggregate_subsets, read_aggregate,
                                read_transfer_masks, write_aggregate)
-from advflow.paths import read_input_paths
-from advflow.catalog import CONTROL_PREFIX, transfer_subsets
+from advflow.information.paths import read_input_paths
+from advflow.workflow.catalog import CONTROL_PREFIX, transfer_subsets
 from advflow.report import (NORMAL, NORMAL_TRAIN, TABLE_COLUMNS, TRAJECTORY, Study, band_limits, build_report,
                             set_name)
 from advflow.report import findings as fx
@@ -692,13 +692,13 @@ def test_tiny_run_report_holds_everything_and_renders_in_chromium(tiny_run, repo
 def test_the_report_fits_no_gaussian_process(tmp_path, monkeypatch):
     """Every aggregate the report reads, Q5's subsets included, comes from the aggregate stage: with GP fitting
     made impossible the report is still built, and Q5's subset distances are those of the stage's files."""
-    import advflow.aggregate
+    import advflow.information.aggregate
 
     def no_fit(*args, **kwargs):
         raise AssertionError("the report fitted a Gaussian process")
 
-    monkeypatch.setattr(advflow.aggregate, "fit_path", no_fit)
-    monkeypatch.setattr(advflow.aggregate, "aggregate_frame", no_fit)
+    monkeypatch.setattr(advflow.information.aggregate, "fit_path", no_fit)
+    monkeypatch.setattr(advflow.information.aggregate, "aggregate_frame", no_fit)
     config = {**SYNTHETIC_CONFIG, "report": {"bootstrap_resamples": 20}}
     results = make_synthetic_run(tmp_path, config)
     build_report(results, config, out_html=tmp_path / "r.html", tables_dir=tmp_path / "t", figures_dir=tmp_path / "f")

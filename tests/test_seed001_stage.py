@@ -1,4 +1,4 @@
-"""Seed 001 in the workflow (rules/seed001.smk, advflow.seed001, advflow.report.seed001): bad settings are config
+"""Seed 001 in the workflow (rules/perturbations.smk, advflow.perturbations.tables, advflow.report.seed001): bad settings are config
 errors naming the key before any job; the tiny run writes the statistics, the grid, the dropout vote, its
 vote-spread detector beside MagNet and MID, and the report section (rendered in Chromium with the rest, in
 test_report_page); changing K or the dropout rate reruns only the dropout vote, the defense tables and the report;

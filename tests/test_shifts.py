@@ -1,4 +1,4 @@
-"""Paired, standardized shifts and their bootstrap intervals (advflow.shifts): the interval covers a planted
+"""Paired, standardized shifts and their bootstrap intervals (advflow.information.shifts): the interval covers a planted
 shift, a zero shift is inconclusive, a planted shift in either direction holds or fails; layers without
 spread drop out."""
 
@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from advflow import shifts
-from advflow.shifts import FAILS, HOLDS, INCONCLUSIVE, Interval
+from advflow.information import shifts
+from advflow.information.shifts import FAILS, HOLDS, INCONCLUSIVE, Interval
 
 N, K = 50, 5
 RESAMPLES = 1000

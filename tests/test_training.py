@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from advflow.models import ConvNet, architecture
-from advflow.training import TrainSettings, fit, predict_logits, soft_labels, split_indices
+from advflow.models.architectures import ConvNet, architecture
+from advflow.models.training import TrainSettings, fit, predict_logits, soft_labels, split_indices
 
 
 def toy_data(n=60):
@@ -58,7 +58,7 @@ def test_validation_accuracy_is_logged_each_epoch_and_does_not_change_training(c
     val_images, val_labels = toy_data(30)
     torch.manual_seed(3)
     model = ConvNet(architecture("deep_conv", 1, (8, 8), 3))
-    with caplog.at_level("INFO", logger="advflow.training"):
+    with caplog.at_level("INFO", logger="advflow.models.training"):
         history = fit(model, images, labels, TrainSettings(epochs=2, batch_size=16, log_every=100), seed=3,
                       device=torch.device("cpu"), val=(val_images, val_labels))
     assert len(history["val_accuracy"]) == 2

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from advflow.models import ConvNet, architecture, count_parameters
-from advflow.trimming import apoz, layer_widths, network_trimming, parameter_count, prune, select_removals
+from advflow.models.architectures import ConvNet, architecture, count_parameters
+from advflow.models.trimming import apoz, layer_widths, network_trimming, parameter_count, prune, select_removals
 
 
 def tiny_net() -> ConvNet:

@@ -1,4 +1,4 @@
-"""The warm worker (advflow.worker): jobs fork from one process that has torch imported, and behave as if they
+"""The warm worker (advflow.workflow.worker): jobs fork from one process that has torch imported, and behave as if they
 ran in their own process (exit status, streams, working directory, environment, signals)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from advflow import worker
+from advflow.workflow import worker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 JOB = textwrap.dedent("""
     import json, os, sys, time
     __real_file__ = __file__
-    from advflow import worker
+    from advflow.workflow import worker
     status = worker.delegate(__real_file__, 0.25)
     if status is not None:
         os._exit(status)
@@ -196,7 +196,7 @@ def test_without_a_worker_the_job_runs_in_its_own_process(tmp_path):
 
 
 def test_the_worker_stops_when_snakemakes_process_is_gone(tmp_path):
-    code = ("import os, sys, time; sys.path.insert(0, sys.argv[1]); from advflow import worker; "
+    code = ("import os, sys, time; sys.path.insert(0, sys.argv[1]); from advflow.workflow import worker; "
             "p = worker.launch(sys.argv[2]); print(p.pid, os.environ[worker.SOCKET_ENV], flush=True)")
     parent = subprocess.run([sys.executable, "-c", code, str(REPO / "src"), str(tmp_path / "w.log")],
                             capture_output=True, text=True, check=True)
@@ -213,7 +213,7 @@ def test_the_worker_stops_when_snakemakes_process_is_gone(tmp_path):
 SIGNAL_JOB = textwrap.dedent("""
     import os, signal, sys, time
     __real_file__ = __file__
-    from advflow import worker
+    from advflow.workflow import worker
     status = worker.delegate(__real_file__, 0.0)
     if status is not None:
         os._exit(status)
@@ -279,7 +279,7 @@ def test_a_worker_that_dies_mid_job_makes_the_job_fail_and_stops_its_child(tmp_p
     """A worker of its own (nothing preloaded: it starts at once), killed while a job's child runs: the job's
     process exits non-zero, says why, and leaves no child running."""
     path = str(tmp_path / "socket")
-    code = ("import sys; from advflow import worker; worker.PRELOAD = (); "
+    code = ("import sys; from advflow.workflow import worker; worker.PRELOAD = (); "
             "worker.serve(sys.argv[1], int(sys.argv[2]))")
     server = subprocess.Popen([sys.executable, "-c", code, path, str(os.getpid())], stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -14,10 +14,10 @@ import pytest
 import torch
 import yaml
 
-from advflow.catalog import MODELS
+from advflow.workflow.catalog import MODELS
 from advflow.data import load_prepared
-from advflow.models import count_parameters, load_checkpoint
-from advflow.training import soft_labels
+from advflow.models.architectures import count_parameters, load_checkpoint
+from advflow.models.training import soft_labels
 from conftest import REPO, planned_jobs, snakemake
 
 
@@ -76,7 +76,7 @@ def test_training_logs_show_validation_accuracy_and_no_noise(tiny_run):
 
 @pytest.mark.slow
 def test_the_runs_jobs_forked_from_its_warm_worker_and_it_stopped(tiny_run):
-    """The tiny run's jobs after training ran as children of the run's warm worker (README, "Warm worker"), and the
+    """The tiny run's jobs after training ran as children of the run's warm worker (docs/warm-worker.md), and the
     worker stopped with the run and removed its socket."""
     logs = tiny_run / "results" / "synthetic" / "logs"
     for rule in ("mi", "features", "aggregate"):
@@ -223,7 +223,7 @@ def test_changing_mi_bias_correction_reruns_the_mi_stage_and_what_follows_and_no
 
 
 def test_code_digest_follows_the_library_modules_a_script_imports_but_not_comments(tmp_path):
-    from advflow.control import code_digest, code_modules
+    from advflow.workflow.digests import code_digest, code_modules
 
     lib = tmp_path / "lib"
     (lib / "sub").mkdir(parents=True)
@@ -239,7 +239,7 @@ def test_code_digest_follows_the_library_modules_a_script_imports_but_not_commen
 
     def digest():
         code_digest.cache_clear()
-        from advflow.control import _read_module
+        from advflow.workflow.digests import _read_module
         _read_module.cache_clear()
         return code_digest(script, lib)
 
@@ -260,9 +260,9 @@ def test_code_digest_follows_the_library_modules_a_script_imports_but_not_commen
 @pytest.mark.parametrize("module, expected", [
     ("report/q5.py", {"report": 1, "all": 1}),
     ("report/findings.py", {"report": 1, "all": 1}),
-    ("aggregate.py", AGGREGATE_STAGE),
-    ("mi.py", {"mi": MEASUREMENTS, **AGGREGATE_STAGE}),
-    ("features.py", {"features": MEASUREMENTS, "mi": MEASUREMENTS, **AGGREGATE_STAGE}),
+    ("information/aggregate.py", AGGREGATE_STAGE),
+    ("information/mi.py", {"mi": MEASUREMENTS, **AGGREGATE_STAGE}),
+    ("information/features.py", {"features": MEASUREMENTS, "mi": MEASUREMENTS, **AGGREGATE_STAGE}),
     ("comment-only", {}),
     # A workflow script's comment or modification time reruns nothing (Snakemake's mtime-based "code" trigger is
     # off in profiles/default); a change to what it runs reruns its rule's jobs.
@@ -282,7 +282,7 @@ def test_changing_library_code_reruns_only_the_rules_that_use_it(tiny_run, tmp_p
             shutil.copy2(source, copy / part)
     script = copy / "workflow_scripts/mi.py"
     if module == "comment-only":
-        with open(copy / "src/advflow/mi.py", "a") as fh:
+        with open(copy / "src/advflow/information/mi.py", "a") as fh:
             fh.write("\n# A comment changes no result.\n")
     elif module == "script-comment":
         with open(script, "a") as fh:
@@ -323,7 +323,7 @@ def test_tiny_run_writes_every_adversarial_set_with_its_records_and_tables(tiny_
 
     import numpy as np
 
-    from advflow.adversarial import summarize
+    from advflow.attacks.sets import summarize
 
     results = tiny_run / "results" / "synthetic"
     config = yaml.safe_load((tiny_run / "tiny.yaml").read_text())

@@ -6,8 +6,8 @@ start(sm)
 
 import logging  # noqa: E402
 
-from advflow.aggregate import aggregate_paths, write_aggregate  # noqa: E402
-from advflow.paths import read_mi_record  # noqa: E402
+from advflow.information.aggregate import aggregate_paths, write_aggregate  # noqa: E402
+from advflow.information.paths import read_mi_record  # noqa: E402
 
 ready()
 
@@ -17,4 +17,4 @@ record = read_mi_record(sm.input.mi, model=sm.wildcards.model, set_=sm.wildcards
 aggregated = aggregate_paths(sm.input.paths, seed=sm.params.seed, grid_step=gp["grid_step"], record=record)
 write_aggregate(sm.output[0], aggregated)
 for name, path in aggregated.items():
-    logging.getLogger("advflow.aggregate").info("%s: %s", name, path.hyperparameters)
+    logging.getLogger("advflow.information.aggregate").info("%s: %s", name, path.hyperparameters)

@@ -6,12 +6,12 @@ start(sm)
 
 import logging  # noqa: E402
 
-from advflow.aggregate import MIN_SUBSET, aggregate_subsets, write_aggregate  # noqa: E402
-from advflow.paths import read_mi_record  # noqa: E402
+from advflow.information.aggregate import MIN_SUBSET, aggregate_subsets, write_aggregate  # noqa: E402
+from advflow.information.paths import read_mi_record  # noqa: E402
 
 ready()
 
-log = logging.getLogger("advflow.aggregate")
+log = logging.getLogger("advflow.information.aggregate")
 gp = dict(sm.params.gp)
 record = read_mi_record(sm.input.mi, model=sm.wildcards.model, set_=f"{sm.wildcards.attack}@{sm.wildcards.target}")
 subsets = aggregate_subsets(sm.input.paths, sm.input.adversarial, seed=sm.params.seed, grid_step=gp["grid_step"],

@@ -7,9 +7,9 @@ device = start(sm)
 from pathlib import Path  # noqa: E402
 
 from advflow.data import load_prepared  # noqa: E402
-from advflow.grid import average_grid, write_grid  # noqa: E402
-from advflow.models import load_checkpoint  # noqa: E402
-from advflow.seed001 import grid_outputs  # noqa: E402
+from advflow.perturbations.grid import average_grid, write_grid  # noqa: E402
+from advflow.models.architectures import load_checkpoint  # noqa: E402
+from advflow.perturbations.tables import grid_outputs  # noqa: E402
 
 ready()
 

@@ -4,7 +4,7 @@ from advflow.workflow import ready, start
 sm = snakemake  # noqa: F821 (the object Snakemake passes to scripts)
 device = start(sm)
 
-from advflow.controls import make_control_set  # noqa: E402
+from advflow.attacks.controls import make_control_set  # noqa: E402
 
 ready()
 

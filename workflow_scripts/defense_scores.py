@@ -7,7 +7,7 @@ device = start(sm)
 from advflow.defenses.magnet import Reformer, load_autoencoder  # noqa: E402
 from advflow.defenses.metrics import write_scores  # noqa: E402
 from advflow.defenses.stage import build_detectors, load_mid_state, score_set  # noqa: E402
-from advflow.models import load_checkpoint  # noqa: E402
+from advflow.models.architectures import load_checkpoint  # noqa: E402
 
 ready()
 

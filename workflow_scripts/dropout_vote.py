@@ -6,7 +6,7 @@ device = start(sm)
 
 from pathlib import Path  # noqa: E402
 
-from advflow.seed001 import run_dropout_vote  # noqa: E402
+from advflow.defenses.vote import run_dropout_vote  # noqa: E402
 
 ready()
 

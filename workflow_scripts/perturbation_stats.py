@@ -6,7 +6,7 @@ start(sm)
 
 from pathlib import Path  # noqa: E402
 
-from advflow.seed001 import perturbation_tables  # noqa: E402
+from advflow.perturbations.tables import perturbation_tables  # noqa: E402
 
 ready()
 

@@ -4,7 +4,7 @@ from advflow.workflow import ready, start
 sm = snakemake  # noqa: F821 (the object Snakemake passes to scripts)
 start(sm)
 
-from advflow.profiles import select_normal_train  # noqa: E402
+from advflow.attacks.profiles import select_normal_train  # noqa: E402
 
 ready()
 

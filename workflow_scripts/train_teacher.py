@@ -6,7 +6,7 @@ from advflow.workflow import ready, start
 sm = snakemake  # noqa: F821 (the object Snakemake passes to scripts)
 device = start(sm)
 
-from advflow.zoo import train_model  # noqa: E402
+from advflow.models.recipes import train_model  # noqa: E402
 
 ready()
 

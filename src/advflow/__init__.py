@@ -7,9 +7,12 @@ The Python API (:mod:`advflow.api`), loaded on first use so that ``import advflo
     advflow.mutual_information(a, b)         # MI of two maps, two stacks or two batches of maps, in nats
     advflow.read_features(path), advflow.read_mi(path), advflow.read_set(path)  # the workflow's files
 
-Modules follow the method's nouns: ``data``, ``models``, ``training``, ``trimming``, ``zoo`` (the trained
-model zoo), ``attacks``, ``controls``, ``features``, ``mi``, ``information``, ``paths``, ``aggregate``,
-``shifts``, ``decisions``, ``findings``, ``report``, ``config``.
+A package per stage of the workflow, each named like its rule file (rules/<stage>.smk), stacked so that a
+stage imports only the stages before it (tests/test_layout.py): ``workflow`` (the plumbing: catalog of names
+and files, I/O, device, code digests, warm worker), ``data``, ``models``, ``attacks`` (with the input profiles,
+the adversarial sets and their random controls), ``information`` (features, MI, paths, aggregates, shifts),
+``defenses``, ``perturbations`` (seed 001's statistics and grid), ``config`` (the config checks) and
+``report``. The method they implement is docs/method.md.
 """
 
 __version__ = "0.1.0"
@@ -21,7 +24,7 @@ __all__ = ["__version__", *_API]
 
 def __getattr__(name: str):
     if name in _API:
-        # importlib rather than an import statement: the workflow's code digests (advflow.control) follow
+        # importlib rather than an import statement: the workflow's code digests (advflow.workflow.digests) follow
         # import statements, and no workflow script uses the API, so changing the modules behind it
         # must not rerun every rule.
         import importlib

@@ -12,11 +12,11 @@ Example (the README's; ``tests/test_api.py`` runs it)::
     paths.layers, paths.mu_s.shape, paths.mu_t.shape         # ['1', '4'], (4, 2), (4, 2)
     advflow.mutual_information(x[0, 0], x[0, 0])             # MI of a map with itself, in nats
 
-Conventions (SPEC, "Information flow"): a conv layer's maps are its output after the ReLU and the
+Conventions (docs/method.md, "Information flow"): a conv layer's maps are its output after the ReLU and the
 max-pool that directly follows it; S^(k) is the MI of each map of layer k with each input channel and
 T^(k) with each map of the last measured layer (the target); mu_s^(k) and mu_t^(k) are their means
 (the input and output information paths, IIP and OIP). MI is the plug-in estimate over positions with
-B equal-width buckets per map (:mod:`advflow.mi`), in nats; two maps of different sizes are compared
+B equal-width buckets per map (:mod:`advflow.information.mi`), in nats; two maps of different sizes are compared
 at the smaller size (the larger one max-pooled down).
 """
 
@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from advflow.io import open_h5
-from advflow.mi import DEFAULT_BUCKETS, mi_against
-from advflow.paths import information_paths as _paths_of
+from advflow.workflow.io import open_h5
+from advflow.information.mi import DEFAULT_BUCKETS, mi_against
+from advflow.information.paths import information_paths as _paths_of
 
 __all__ = ["Paths", "conv_layer_maps", "information_paths", "mutual_information", "Features", "read_features",
            "MIFile", "read_mi", "AdversarialSet", "read_set"]

@@ -16,7 +16,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from advflow.catalog import MODELS
+from advflow.workflow.catalog import MODELS
+from advflow.workflow.errors import ConfigError  # noqa: F401 (advflow.config.ConfigError is public)
 
 _TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
                "object": "a mapping", "array": "a list", "null": "null"}
@@ -33,10 +34,6 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
                    "finetune_epochs": 1, "finetune_size": None},
     "ensemble": {"members": ["good_init", "deep_conv", "vgg_like"]},
 }
-
-
-class ConfigError(ValueError):
-    """The config breaks the schema or the workflow's rules; the message says how to fix it."""
 
 
 def canonical(value: Any) -> Any:
@@ -106,7 +103,7 @@ def config_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
     messages = _non_finite(config) + [_describe(e) for e in errors]
     if messages:
         return messages
-    from advflow.catalog import trajectories_wanted
+    from advflow.workflow.catalog import trajectories_wanted
 
     wanted = {**RUN_DEFAULTS["trajectories"], **(config.get("trajectories") or {})}["n"]
     attack_sets = {t: list(a) for t, a in (config.get("attack_sets") or {}).items() if a}
@@ -150,7 +147,7 @@ def _inputs_n(config: dict[str, Any]) -> int:
 
 
 def size_errors(config: dict[str, Any], sizes: dict[str, Any] | None) -> list[str]:
-    """The counts of ``config`` its dataset cannot supply (``sizes``: :func:`advflow.catalog.split_sizes`): the
+    """The counts of ``config`` its dataset cannot supply (``sizes``: :func:`advflow.workflow.catalog.split_sizes`): the
     attack seeds, the training images held out and used, the defense's test images, the grid's images per class.
     Only what can be known before training is checked (the seeds must also be classified correctly)."""
     if not sizes:
@@ -193,7 +190,7 @@ def size_errors(config: dict[str, Any], sizes: dict[str, Any] | None) -> list[st
 def check_sizes(config: dict[str, Any], prepared: str | Path | None = None) -> None:
     """Raise :class:`ConfigError` listing :func:`size_errors` for the config's dataset (its prepared file, when
     there is one, else what is known of it)."""
-    from advflow.catalog import split_sizes
+    from advflow.workflow.catalog import split_sizes
 
     dataset = config["dataset"]
     sizes = split_sizes(dataset, (config.get("datasets") or {}).get(dataset), prepared)
@@ -285,7 +282,7 @@ def attack_settings(config: dict[str, Any], attack: str) -> dict[str, Any]:
 #: Run-wide defaults of the keys a config may leave out (the schema fills the others).
 RUN_DEFAULTS: dict[str, Any] = {"inputs": {"n": 50}, "trajectories": {"n": 10}}
 
-#: What the paper states (Ji & Wang, Section IV-A; SPEC "Attacks", "Models"): a run that departs from
+#: What the paper states (Ji & Wang, Section IV-A; docs/method.md, "Attacks", "Models"): a run that departs from
 #: any of these says so in its report (:func:`paper_departures`).
 PAPER_SETTINGS: dict[str, Any] = {
     "dataset": "cifar10",
@@ -345,7 +342,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _defense(config: dict[str, Any]) -> dict[str, Any] | None:
-    from advflow.defenses.settings import defense_settings  # it reads this module's ConfigError
+    from advflow.defenses.settings import defense_settings
 
     return defense_settings(config)
 

@@ -1,6 +1,6 @@
 """Data stage: read a dataset from where it lives and write one prepared HDF5 file.
 
-Pixels stay uint8 in the prepared file; models see them scaled to [-1, 1] (SPEC, "Data"),
+Pixels stay uint8 in the prepared file; models see them scaled to [-1, 1] (docs/method.md, "Data"),
 see :func:`to_model_space`.
 
 Prepared file layout (``data/{dataset}.h5``)::
@@ -26,11 +26,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from advflow.catalog import (
+from advflow.workflow.catalog import (
     FASHION_MNIST_CLASSES, HOW_TO_GET, IDX_STEMS, MNIST_CLASSES, DatasetMissingError, cifar_folder, find_idx,
     locate_dataset,
 )
-from advflow.io import CorruptFileError, atomic_h5, open_h5, quarantine
+from advflow.workflow.io import CorruptFileError, atomic_h5, open_h5, quarantine
 
 
 class DataFormatError(ValueError):

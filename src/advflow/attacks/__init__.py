@@ -1,9 +1,7 @@
-"""Adversarial attacks on the models' [-1, 1] input space (SPEC, "Attacks").
+"""The attack stage (rules/attacks.smk): the attacks on the models' [-1, 1] input space (docs/method.md,
+"Attacks"), the input profiles they start from, the adversarial sets they write, and the random-perturbation
+controls beside them.
 
-Each attack keeps its inputs in the box (-1, 1) and returns a result object with the adversarial
-images and, per input, whether it succeeded.
+This file imports nothing, so that a module that only reads sets (:mod:`advflow.attacks.checks`) does not
+carry the attacks into its rule's code digest.
 """
-
-from advflow.attacks.jsma import JSMAResult, jsma, jsma_least_perturbation, max_iterations
-
-__all__ = ["JSMAResult", "jsma", "jsma_least_perturbation", "max_iterations"]

@@ -1,4 +1,4 @@
-"""The study's attacks behind one call, :func:`run_attack` (SPEC, "Attacks").
+"""The study's attacks behind one call, :func:`run_attack` (docs/method.md, "Attacks").
 
 FGSM, IGSM (= BIM), PGD, DeepFool (L2), C&W-L2 with binary search and EAD (L1 and elastic-net decision
 rules) come from Foolbox 3, which is batched and implements each as published; JSMA and the adaptive

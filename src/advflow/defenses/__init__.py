@@ -1,4 +1,4 @@
-"""Defenses and detectors against adversarial inputs (SPEC, "Defenses and detectors").
+"""Defenses and detectors against adversarial inputs (docs/method.md, "Defenses and detectors").
 
 Every detector follows one small interface, so seed 003's MagNet and MID detectors, seed 001's dropout vote
 and our information-path detector are judged the same way:

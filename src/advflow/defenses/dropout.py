@@ -1,4 +1,4 @@
-"""Seed 001's dropout vote (Section 3.2; SPEC, "Defenses and detectors"): K stochastic forward passes of the
+"""Seed 001's dropout vote (Section 3.2; docs/method.md, "Defenses and detectors"): K stochastic forward passes of the
 classifier with dropout active, the plurality class is the prediction; the spread of the votes,
 1 − (plurality votes) / K, scores how suspicious an input is (the seed's Fig. 5: an adversarial input's votes
 scatter, a clean one's agree). Its reference is Feinman et al. 2017's Bayesian-uncertainty detector.
@@ -62,7 +62,7 @@ class DropoutVote(Detector):
         self.first_random = self._first_random_block() if split and self.layers else None
 
     def _first_random_block(self) -> int | None:
-        """For a :class:`~advflow.models.ConvNet`, the index of the first block with a dropout layer (the number of
+        """For a :class:`~advflow.models.architectures.ConvNet`, the index of the first block with a dropout layer (the number of
         blocks when only the head has one); None for any other model (every pass runs whole)."""
         blocks = getattr(self.classifier, "blocks", None)
         if blocks is None or not hasattr(self.classifier, "head"):

@@ -1,4 +1,4 @@
-"""MagNet (Meng & Chen, CCS 2017): denoising autoencoders as detectors and as a reformer (SPEC, "Defenses and
+"""MagNet (Meng & Chen, CCS 2017): denoising autoencoders as detectors and as a reformer (docs/method.md, "Defenses and
 detectors"; seed 003 mounts its MID detector on it), as the MagNet reference code builds its MNIST defense
 (``train_defense.py``, ``defensive_models.py``, ``worker.py``):
 
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from advflow.defenses import Detector, from_pixels, to_pixels
-from advflow.io import atomic_path, quarantine
+from advflow.workflow.io import atomic_path, quarantine
 
 log = logging.getLogger("advflow.defenses.magnet")
 

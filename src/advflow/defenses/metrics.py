@@ -1,4 +1,4 @@
-"""Metrics of the defense stage (SPEC, "Defenses and detectors", "Metrics"; seed 003, Section 4.2, Tables 1-2).
+"""Metrics of the defense stage (docs/method.md, "Defenses and detectors", "Metrics"; seed 003, Section 4.2, Tables 1-2).
 
 A **score table** is a dict of ``(N,)`` arrays, one entry per input of a set (:func:`read_scores`): ``index, label,
 prediction`` (the undefended classifier's class), ``success`` (``prediction != label`` on adversarial sets, all False
@@ -25,7 +25,8 @@ from scipy.stats import rankdata
 
 from advflow.defenses import flagged, threshold
 from advflow.defenses.settings import EPSILON_ATTACKS, KAPPA_ATTACKS
-from advflow.io import atomic_path, quarantine
+from advflow.information.shifts import wilson
+from advflow.workflow.io import atomic_path, quarantine
 
 ScoreTable = dict[str, np.ndarray]
 REQUIRED = ("index", "label", "prediction", "success", "reformed_prediction", "margin")
@@ -124,15 +125,6 @@ def control_view(scores: Mapping[str, Any]) -> ScoreTable:
     return check_table(view, where="control scores")
 
 
-def wilson(rate: float, n: float, z: float = 1.959964) -> tuple[float, float]:
-    """The 95 % Wilson score interval of a proportion ``rate`` over ``n`` trials; (NaN, NaN) for n = 0."""
-    if not n or not math.isfinite(rate):
-        return math.nan, math.nan
-    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def _parse(path: Path, name: str, texts: list[str]) -> np.ndarray:
     try:
         if name in INTEGER_COLUMNS:
@@ -155,7 +147,7 @@ def read_scores(path: str | Path, *, rows: int | None = None) -> ScoreTable:
 
     A table that is not whole (no header, a short row, a required value that does not parse, a NaN score, an
     ``index`` other than 0 … N−1, or not ``rows`` inputs: the scored set's size) was damaged after the scoring
-    job wrote it: it is moved aside (:func:`advflow.io.quarantine`) and the next run scores the set again."""
+    job wrote it: it is moved aside (:func:`advflow.workflow.io.quarantine`) and the next run scores the set again."""
     path = Path(path)
 
     def damaged(problem: str) -> Exception:
@@ -381,12 +373,12 @@ def detector_metrics(clean_scores: Mapping[str, Any], adversarial_scores: Mappin
 
 def format_metric(value: float | None, note: str = "", *, rate: bool = False) -> str:
     """A table cell: ``note`` (or "n/a") where the value is missing or NaN, a rate as "33.3 %" (``rate``, as
-    :func:`advflow.figures.percent`), else three decimals."""
+    :func:`advflow.workflow.figures.percent`), else three decimals."""
     if value is None or not math.isfinite(float(value)):
         return note or "n/a"
     if rate:
         # the report package is slow to import (torch, gpytorch): only where a rate is written
-        from advflow.figures import percent
+        from advflow.workflow.figures import percent
 
         return percent(value)
     return f"{float(value):.3f}"
@@ -472,7 +464,7 @@ def _sizes(counts: Sequence[int]) -> str:
 def defense_rate_figure(table1: Sequence[Mapping[str, Any]], table2: Sequence[Mapping[str, Any]], dpi: int) -> Any:
     """Defense rate (%) over all attacked inputs vs ε (PGD, BIM; :func:`table1_rows`) and vs κ (C&W, EAD;
     :func:`table2_rows`), one colour per attack; seed 003's numbers dashed with crosses in the same colour."""
-    from advflow.figures import Figure, new_figure, palette, render, style
+    from advflow.workflow.figures import Figure, new_figure, palette, render, style
 
     colors = dict(zip(ATTACK_LABELS, palette(len(ATTACK_LABELS))))
     panels = ((table1, "epsilon", "ε (pixels in [0, 1])", SEED_TABLE1),
@@ -510,7 +502,7 @@ def roc_figure(clean_scores: Mapping[str, Any], sets: Mapping[tuple[str, float],
                detectors: Sequence[str], dpi: int) -> Any:
     """One ROC panel per detector: each set's attacked inputs (positives) against ``clean_scores`` (negatives),
     only each attack's strongest set when there are more than :data:`MAX_ROC_CURVES` sets; chance dotted."""
-    from advflow.figures import Figure, new_figure, palette, render, style
+    from advflow.workflow.figures import Figure, new_figure, palette, render, style
 
     if not detectors:
         raise ValueError("roc_figure needs at least one detector; pass the detectors of the defense config")

@@ -1,4 +1,4 @@
-"""MINE and the MID detector (SPEC, "Defenses and detectors", MID; seed 003).
+"""MINE and the MID detector (docs/method.md, "Defenses and detectors", MID; seed 003).
 
 MINE (Belghazi et al. 2018, "Mutual Information Neural Estimation", ICML, arXiv:1801.04062) estimates the
 mutual information of two vectors a, b from joint samples (a_i, b_i) with the Donsker-Varadhan (DV) bound

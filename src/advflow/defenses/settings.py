@@ -8,8 +8,8 @@ import copy
 import math
 from typing import Any
 
-from advflow.catalog import MODELS
-from advflow.config import ConfigError
+from advflow.workflow.catalog import MODELS
+from advflow.workflow.errors import ConfigError
 
 #: Every detector the stage knows: the autoencoder it uses and how it scores (seed 003 on Fashion-MNIST uses
 #: magnet_l1, magnet_l2 and mid, with the reformer).

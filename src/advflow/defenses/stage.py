@@ -1,4 +1,4 @@
-"""The defense stage (SPEC, "Defenses and detectors"): seed 003's MagNet + MID against transfer attacks.
+"""The defense stage (docs/method.md, "Defenses and detectors"): seed 003's MagNet + MID against transfer attacks.
 
 Threat model: oblivious / transfer. Attacks are crafted on the undefended classifier (``defense.classifier``)
 and shown to the defended system. Files under ``results/{dataset}/defense/``:
@@ -11,7 +11,7 @@ and shown to the defended system. Files under ``results/{dataset}/defense/``:
 ``detectors/mid.pt``                     the MID detector's fitted MINE network and references
 ``adv/{attack}_{strength}.h5``           a sweep set (the usual adversarial-set layout, + ``extra/margin`` and
                                          ``extra/control``: each seed perturbed at random by the attack's own
-                                         size, :mod:`advflow.controls`)
+                                         size, :mod:`advflow.attacks.controls`)
 ``scores/{set}.csv``                     per input: label, prediction, success, reformed prediction, margin
                                          and every detector's score, and the same for its random control
                                          (``control_*``; :mod:`advflow.defenses.metrics`)
@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from advflow.adversarial import _model_space, model_logits, write_set
+from advflow.attacks.sets import _model_space, model_logits, write_set
 from advflow.attacks.library import run_attack
-from advflow.config import ConfigError
-from advflow.controls import _generator as control_generator
-from advflow.controls import perturb_like
+from advflow.workflow.errors import ConfigError
+from advflow.attacks.controls import _generator as control_generator
+from advflow.attacks.controls import perturb_like
 from advflow.data import load_prepared
 from advflow.defenses import Detector
 from advflow.defenses.magnet import (
@@ -55,10 +55,10 @@ from advflow.defenses.settings import (
     attack_settings,
     parse_set,
 )
-from advflow.io import atomic_path, check_h5, open_h5, quarantine
-from advflow.models import load_checkpoint, predict_logits
-from advflow.profiles import _write, correctly_classified, load_profile
-from advflow.sets import check_profile, check_set
+from advflow.workflow.io import atomic_path, check_h5, open_h5, quarantine
+from advflow.models.architectures import load_checkpoint, predict_logits
+from advflow.attacks.profiles import _write, correctly_classified, load_profile
+from advflow.attacks.checks import check_profile, check_set
 
 log = logging.getLogger("advflow.defenses")
 
@@ -149,7 +149,7 @@ def random_control(name: str, library_attack: str, x: torch.Tensor, adversarial:
                    seed: int) -> np.ndarray:
     """The sweep set's random control: each seed perturbed at random by the attack's own size for that input (random
     ±ε per pixel for PGD/BIM, Gaussian noise of the same L2 norm for C&W/EAD; an input the attack left unchanged
-    stays unchanged), as the study's controls (:func:`advflow.controls.perturb_like`); seeded per set."""
+    stays unchanged), as the study's controls (:func:`advflow.attacks.controls.perturb_like`); seeded per set."""
     seeds = x.numpy().astype(np.float32)
     r = (adversarial.numpy().astype(np.float64) - seeds).reshape(len(seeds), -1)
     norms = {"linf": np.abs(r).max(1, initial=0.0), "l2": np.linalg.norm(r, axis=1)}
@@ -217,7 +217,7 @@ def build_detectors(names: list[str], classifier: torch.nn.Module, autoencoders:
 
 def set_size(h5: Any, path: str | Path) -> int:
     """The number of inputs of an open defense set file (clean images or a sweep set with its ``extra/`` records),
-    checked: a damaged file is moved aside (:mod:`advflow.sets`) so the next run writes it again."""
+    checked: a damaged file is moved aside (:mod:`advflow.attacks.checks`) so the next run writes it again."""
     if "adversarial" not in h5:
         return check_profile(h5, path)
     n = check_set(h5, path)

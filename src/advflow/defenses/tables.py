@@ -22,9 +22,9 @@ import numpy as np
 
 from advflow.defenses import metrics
 from advflow.defenses.settings import EPSILON_ATTACKS, KAPPA_ATTACKS, judged, parse_set
-from advflow.figures import save
-from advflow.io import quarantine
-from advflow.tabular import write_table
+from advflow.workflow.figures import save
+from advflow.workflow.io import quarantine
+from advflow.workflow.tabular import write_table
 
 log = logging.getLogger("advflow.defenses")
 
@@ -43,7 +43,7 @@ ACCURACY_COLUMNS = ("defense", "n", "without", "with_defense", "lost_to_detector
 def with_dropout_vote(table: metrics.ScoreTable, name: str, dropout_dir: Path | None) -> metrics.ScoreTable:
     """``table`` with the dropout vote's spread as ``score_dropout_vote`` (and its control's), from
     ``dropout_dir/scores/{name}.csv``; the two files must hold the same inputs."""
-    from advflow.seed001 import read_vote_scores
+    from advflow.defenses.vote import read_vote_scores
 
     if dropout_dir is None:
         raise ValueError("the dropout_vote detector needs the dropout vote's scores (rule dropout_vote)")

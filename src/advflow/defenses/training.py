@@ -1,5 +1,5 @@
 """Training MagNet's autoencoders (:mod:`advflow.defenses.magnet`) with Lightning, as our classifiers are trained
-(:func:`advflow.training.make_trainer`): MSE between ``AE(clip(x + σ·n, 0, 1))`` and ``x``, n ~ N(0, 1). Kept apart
+(:func:`advflow.models.training.make_trainer`): MSE between ``AE(clip(x + σ·n, 0, 1))`` and ``x``, n ~ N(0, 1). Kept apart
 from the detectors so that only the training rule pays Lightning's import."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from advflow.defenses.magnet import MagNetAutoencoder, autoencoder
-from advflow.training import TrainSettings, make_trainer
+from advflow.models.training import TrainSettings, make_trainer
 
 log = logging.getLogger("advflow.defenses.magnet")
 

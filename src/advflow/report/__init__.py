@@ -1,6 +1,6 @@
 """The report stage: the paper's tables and figures (Section IV, Q1-Q5) from one run, and one HTML page.
 
-:func:`build_report` reads what the earlier stages wrote under ``results/{dataset}/`` (SPEC, "Files between
+:func:`build_report` reads what the earlier stages wrote under ``results/{dataset}/`` (docs/method.md, "Files between
 stages"; :mod:`advflow.report.results`) and fits nothing itself: the GP aggregates, Q5's transferable and
 non-transferable subsets included, come from the aggregate stage. Which sets exist follows from the config
 exactly as the workflow decides what to measure (:class:`advflow.report.study.Study`). A question whose sets the
@@ -49,7 +49,7 @@ from advflow.report.plotting import Figure, band_limits
 from advflow.report.results import ResultFiles, RunResults
 from advflow.report.study import NORMAL, NORMAL_TRAIN, TRAJECTORY, Study, set_name
 from advflow.report.tables import TableSpec, Tables, write_table
-from advflow.figures import save, write_file
+from advflow.workflow.figures import save, write_file
 
 __all__ = ["build_report", "compute_tables", "QUESTIONS", "TABLES", "TABLE_COLUMNS", "Study", "set_name",
            "band_limits", "NORMAL", "NORMAL_TRAIN", "TRAJECTORY"]

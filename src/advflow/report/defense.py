@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from advflow.defenses.metrics import wilson
+from advflow.information.shifts import wilson
 from advflow.report import findings as fx
 from advflow.report.plotting import Figure, FigureBytes
 from advflow.report.study import Study

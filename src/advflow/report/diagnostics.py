@@ -10,8 +10,8 @@ from types import ModuleType
 
 import numpy as np
 
-from advflow import shifts
-from advflow.aggregate import fit_flags
+from advflow.information import shifts
+from advflow.information.aggregate import fit_flags
 from advflow.report.evidence import Case, Evidence, interval_rows
 from advflow.report.results import Row, RunResults
 from advflow.report.study import NORMAL, NORMAL_TRAIN, Study, model_order
@@ -95,7 +95,7 @@ def dead_map_rows(study: Study, results: RunResults) -> list[Row]:
 
 def gp_flags(results: RunResults) -> list[str]:
     """Aggregates read for this report whose GP fit cannot carry information
-    (:func:`advflow.aggregate.fit_flags`: curve, band, lengthscale or likelihood not finite)."""
+    (:func:`advflow.information.aggregate.fit_flags`: curve, band, lengthscale or likelihood not finite)."""
     flagged = []
     for (model, set_), aggregated in sorted(results.aggregates.items()):
         for name, path in aggregated.items():

@@ -1,8 +1,8 @@
-"""The machinery of the statistical findings (SPEC, "How a finding is decided").
+"""The machinery of the statistical findings (docs/method.md, "How a finding is decided").
 
-Each question's claim is restated as differences of paired, standardized shifts (:mod:`advflow.shifts`), each
+Each question's claim is restated as differences of paired, standardized shifts (:mod:`advflow.information.shifts`), each
 with a 95 % paired-bootstrap interval, beside the random-perturbation control of every attack
-(:mod:`advflow.controls`); each question module (``advflow.report.q1`` ... ``q5``) states its own cases. A
+(:mod:`advflow.attacks.controls`); each question module (``advflow.report.q1`` ... ``q5``) states its own cases. A
 case is **holds**, **fails** or **inconclusive** by its interval(s); a case whose premise is not met on this run
 (too few successful inputs, a control identical to its seeds, no layer with information) says so instead.
 Every case reads per-input paths through an :class:`Evidence`, which also gives the paths of the other
@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from advflow import shifts
-from advflow.catalog import CONTROL_PREFIX
-from advflow.io import open_h5
+from advflow.information import shifts
+from advflow.workflow.catalog import CONTROL_PREFIX
+from advflow.workflow.io import open_h5
 from advflow.report.study import NORMAL, NORMAL_TRAIN
-from advflow.shifts import FAILS, HOLDS, INCONCLUSIVE, Interval
+from advflow.information.shifts import FAILS, HOLDS, INCONCLUSIVE, Interval
 
 PREMISE = "premise not met"
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from advflow.figures import percent  # noqa: F401 (the one format of rates; findings words them)
+from advflow.workflow.figures import percent  # noqa: F401 (the one format of rates; findings words them)
 
 Row = Mapping[str, Any]
 

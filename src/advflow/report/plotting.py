@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from advflow.aggregate import AggregatedPath
-from advflow.figures import Figure, FigureBytes, integer_ticks, new_figure, palette, render, style  # noqa: F401
+from advflow.information.aggregate import AggregatedPath
+from advflow.workflow.figures import Figure, FigureBytes, integer_ticks, new_figure, palette, render, style  # noqa: F401
 from advflow.report.results import RunResults
 from advflow.report.study import NORMAL
 

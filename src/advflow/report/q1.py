@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from advflow import shifts
-from advflow.catalog import CONTROL_TRAJECTORY
-from advflow.io import open_h5
-from advflow.paths import path_distance
+from advflow.information import shifts
+from advflow.workflow.catalog import CONTROL_TRAJECTORY
+from advflow.workflow.io import open_h5
+from advflow.information.paths import path_distance
 from advflow.report.evidence import (INCONCLUSIVE, MIN_INPUTS, NO_INFORMATION, Case, Evidence, decided,
                                      no_information, premise)
 from advflow.report import findings as fx

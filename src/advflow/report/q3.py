@@ -12,8 +12,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from advflow import shifts
-from advflow.aggregate import aggregated_distance
+from advflow.information import shifts
+from advflow.information.aggregate import aggregated_distance
 from advflow.report import findings as fx
 from advflow.report.evidence import (INCONCLUSIVE, MIN_INPUTS, NO_INFORMATION, Case, Evidence, decided,
                                      no_information, premise)

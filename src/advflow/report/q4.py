@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from advflow import shifts
-from advflow.catalog import CONTROL_PREFIX
+from advflow.information import shifts
+from advflow.workflow.catalog import CONTROL_PREFIX
 from advflow.config import ConfigError, model_settings
-from advflow.io import open_h5
+from advflow.workflow.io import open_h5
 from advflow.report import findings as fx
 from advflow.report.evidence import (INCONCLUSIVE, MIN_INPUTS, NO_INFORMATION, PREMISE, Case, Evidence,
                                      control_set, decided, no_information, premise)

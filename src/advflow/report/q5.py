@@ -17,9 +17,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from advflow import shifts
-from advflow.aggregate import MIN_SUBSET, aggregated_distance
-from advflow.catalog import TRANSFER_SUBSETS
+from advflow.information import shifts
+from advflow.information.aggregate import MIN_SUBSET, aggregated_distance
+from advflow.workflow.catalog import TRANSFER_SUBSETS
 from advflow.report import findings as fx
 from advflow.report.evidence import (INCONCLUSIVE, MIN_INPUTS, NO_INFORMATION, Case, Evidence, decided,
                                      no_information, premise)

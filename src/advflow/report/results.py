@@ -1,4 +1,4 @@
-"""Reading what the earlier stages wrote under ``results/{dataset}/`` (SPEC, "Files between stages"), found
+"""Reading what the earlier stages wrote under ``results/{dataset}/`` (docs/method.md, "Files between stages"), found
 by their names, each file read once and kept. The report fits nothing: the GP aggregates, Q5's subsets
 included, come from the aggregate stage."""
 
@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from advflow.aggregate import MIN_SUBSET, AggregatedPath, read_aggregate, transfer_masks
-from advflow.io import open_h5
-from advflow.paths import InputPaths, read_input_paths, read_mi_record
-from advflow.sets import check_set
+from advflow.information.aggregate import MIN_SUBSET, AggregatedPath, read_aggregate, transfer_masks
+from advflow.workflow.io import open_h5
+from advflow.information.paths import InputPaths, read_input_paths, read_mi_record
+from advflow.attacks.checks import check_set
 
 Row = dict[str, Any]
 
@@ -113,7 +113,7 @@ class RunResults:
 
     def transfer_masks(self, target: str, attack: str, model: str) -> dict[str, np.ndarray]:
         """Q5's ``transferable`` / ``non_transferable`` masks of ``attack@target`` measured on ``model``
-        (:func:`advflow.aggregate.transfer_masks`)."""
+        (:func:`advflow.information.aggregate.transfer_masks`)."""
         set_ = f"{attack}@{target}"
         return transfer_masks(self.input_paths(model, set_), *self.success(target, attack),
                               where=f"{self.files.paths(model, set_)} and {self.files.adversarial(target, attack)}")

@@ -1,5 +1,5 @@
 """What a config asks the report for: which sets exist and which model measures which set, decided as the
-workflow decides it (``rules/common.smk``, :func:`advflow.catalog.measurements`), and the names the questions
+workflow decides it (``rules/common.smk``, :func:`advflow.workflow.catalog.measurements`), and the names the questions
 share."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from advflow.catalog import MODELS, measurements, q5_attacks, q5_group, trajectories_wanted
+from advflow.workflow.catalog import MODELS, measurements, q5_attacks, q5_group, trajectories_wanted
 from advflow.config import ConfigError, attack_settings
 
 #: The normal profile the adversarial sets are compared with (the clean attack seeds).
@@ -31,7 +31,7 @@ def set_name(attack: str, target: str) -> str:
 
 
 def model_order(model: str) -> int:
-    """A model's place in the catalog (:data:`advflow.catalog.MODELS`): the order of every table."""
+    """A model's place in the catalog (:data:`advflow.workflow.catalog.MODELS`): the order of every table."""
     return MODELS.index(model) if model in MODELS else len(MODELS)
 
 

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from advflow.aggregate import AggregatedPath, aggregated_distance, fit_flags
-from advflow.catalog import CONTROL_PREFIX
-from advflow.tabular import write_table  # noqa: F401 (the report's tables are written with it)
+from advflow.information.aggregate import AggregatedPath, aggregated_distance, fit_flags
+from advflow.workflow.catalog import CONTROL_PREFIX
+from advflow.workflow.tabular import write_table  # noqa: F401 (the report's tables are written with it)
 from advflow.report.results import Row, RunResults
 from advflow.report.study import NORMAL
 
@@ -40,7 +40,7 @@ class Tables:
 
 
 def gp_flag(*aggregates: Mapping[str, AggregatedPath]) -> str:
-    """The fit flags of these aggregates' IIP and OIP (:func:`advflow.aggregate.fit_flags`), for a table's
+    """The fit flags of these aggregates' IIP and OIP (:func:`advflow.information.aggregate.fit_flags`), for a table's
     ``gp_flag`` column; empty when every fit is usable."""
     return "; ".join(f"{name.upper()}: {', '.join(flags)}" for a in aggregates for name in ("iip", "oip")
                      if (flags := fit_flags(a[name])))

@@ -1,4 +1,4 @@
-"""Adversarial sets: craft one per (attack, target model), record what SPEC lists, and summarise them
+"""Adversarial sets: craft one per (attack, target model), record what docs/method.md lists, and summarise them
 as the paper's Table II / VIII (distortion, confidence, success rate) and Table VI (transferability).
 
 An adversarial set file ``adv/{target}/{attack}.h5`` holds, per input::
@@ -21,12 +21,12 @@ import torch
 
 from advflow.attacks.library import ATTACK_NORMS, run_attack
 from advflow.data import to_model_space
-from advflow.io import atomic_h5, open_h5
-from advflow.models import load_checkpoint, predict_logits
-from advflow.profiles import load_profile
-from advflow.sets import check_set
+from advflow.workflow.io import atomic_h5, open_h5
+from advflow.models.architectures import load_checkpoint, predict_logits
+from advflow.attacks.profiles import load_profile
+from advflow.attacks.checks import check_set
 
-log = logging.getLogger("advflow.adversarial")
+log = logging.getLogger("advflow.attacks.sets")
 
 NORMS = ("l0", "l1", "l2", "linf")
 
@@ -163,7 +163,7 @@ def write_tables(set_paths: list[str | Path], transfer: list[tuple[str | Path, s
     """Table II / VIII (one row per set) and Table VI (one row per set and measuring model) as CSV."""
     import csv
 
-    from advflow.io import atomic_path
+    from advflow.workflow.io import atomic_path
 
     rows = [summarize(p) for p in set_paths]
     transfer_rows = [transferability(s, m, device) for s, m in transfer]

@@ -1,7 +1,7 @@
 """Checks of the input files the stages read: a profile (``inputs/normal_*.h5``) and an adversarial or
 control set (``adv/{target}/{attack}.h5``). Each runs on the open file before it is used; a damaged file
 (wrong shapes, rows that disagree, non-finite or out-of-box images) is moved aside by
-:func:`advflow.io.quarantine`, so the next plain run writes it again. Imports nothing heavy."""
+:func:`advflow.workflow.io.quarantine`, so the next plain run writes it again. Imports nothing heavy."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from advflow.io import check_h5, quarantine
+from advflow.workflow.io import check_h5, quarantine
 
 NORMS = ("l0", "l1", "l2", "linf")
 
@@ -40,7 +40,7 @@ def check_set(h5: Any, path: str | Path, required: tuple[str, ...] = REQUIRED) -
     """Check an open adversarial set file before it is used and return its number of inputs: the datasets of
     :data:`SET_DATASETS` with one entry per input (``required``: what the reader needs), finite
     adversarial images inside the models' box [-1, 1]. A damaged file is moved aside
-    (:func:`advflow.io.quarantine`), so the next run crafts the set again."""
+    (:func:`advflow.workflow.io.quarantine`), so the next run crafts the set again."""
     shapes = {name: shape for name, shape in SET_DATASETS.items() if name in required or name in h5}
     n = check_h5(h5, path, datasets=shapes, finite=tuple(k for k in ("confidence",) if k in shapes))
     if n and "adversarial" in shapes:

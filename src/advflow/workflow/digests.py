@@ -22,7 +22,7 @@ def export_pythonpath(src: str) -> None:
 
 def export_hdf5_locking(mode: bool | str) -> None:
     """Pass the config's ``hdf5_locking`` (true, false, "best-effort" or "auto") to every job."""
-    from advflow.io import LOCKING_ENV
+    from advflow.workflow.io import LOCKING_ENV
 
     os.environ[LOCKING_ENV] = str(mode).lower()
 
@@ -105,7 +105,7 @@ def code_digest(script: str | Path, package_root: str | Path | None = None) -> s
     :func:`code_modules`. Comments, docstrings and formatting do not change it.
 
     The rules pass it as the ``code`` param, so Snakemake's params trigger reruns exactly the jobs
-    whose code changed (and, through their outputs, what depends on them). README, "Minimal reruns".
+    whose code changed (and, through their outputs, what depends on them). docs/reruns.md.
     """
     digest = hashlib.sha256(_read_module(Path(script), "")[0].encode())
     for name, path in code_modules(script, package_root).items():

@@ -39,8 +39,8 @@ CHILD_ENV = "ADVFLOW_WORKER_CHILD"
 #: Modules the worker imports before it serves: those of the workflow's many small jobs.
 PRELOAD = (
     "torch", "numpy", "scipy.stats", "h5py", "snakemake.iocontainers", "snakemake.logging",
-    "advflow.workflow", "advflow.device", "advflow.config", "advflow.models", "advflow.zoo", "advflow.features",
-    "advflow.information", "advflow.paths", "advflow.aggregate", "advflow.adversarial", "advflow.controls",
+    "advflow.workflow", "advflow.workflow.device", "advflow.config", "advflow.models.architectures", "advflow.models.recipes", "advflow.information.features",
+    "advflow.information.stage", "advflow.information.paths", "advflow.information.aggregate", "advflow.attacks.sets", "advflow.attacks.controls",
     "advflow.defenses.stage", "advflow.defenses.magnet", "advflow.defenses.metrics",
 )  # fmt: skip
 #: Variables read when these modules are imported (devices, hashing, paths): a job whose value differs from the
@@ -311,7 +311,7 @@ def launch(log: str | os.PathLike) -> subprocess.Popen:
     path = os.path.join(directory, "socket")
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     source = str(Path(__file__).resolve().parent.parent)  # this advflow, installed or not
-    code = f"import sys; sys.path.insert(0, {source!r}); from advflow.worker import serve; serve(sys.argv[1], int(sys.argv[2]))"
+    code = f"import sys; sys.path.insert(0, {source!r}); from advflow.workflow.worker import serve; serve(sys.argv[1], int(sys.argv[2]))"
     with open(log, "a") as out:
         process = subprocess.Popen([sys.executable, "-c", code, path, str(os.getpid())],
                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out)

@@ -1,6 +1,6 @@
-"""Aggregated information paths of a set of inputs (SPEC, "Aggregated paths"): an exact Gaussian process.
+"""Aggregated information paths of a set of inputs (docs/method.md, "Aggregated paths"): an exact Gaussian process.
 
-For a set of N inputs, each with a path mu^(k) over conv layers k = 1..K (:mod:`advflow.paths`), the
+For a set of N inputs, each with a path mu^(k) over conv layers k = 1..K (:mod:`advflow.information.paths`), the
 aggregated path is the posterior mean of a Gaussian process fitted to all N K points (k, mu_i^(k)):
 
     y_ik = f(k) + e_ik,   f ~ GP(c, s^2 RBF(l)),   e_ik ~ N(0, sigma^2) independent,
@@ -40,7 +40,7 @@ zero-width band, without a fit.
 The posterior mean and band are returned in the original units at each layer and on a fine grid
 (step ``grid_step``) from the first to the last layer for plotting; :func:`write_aggregate` and
 :func:`read_aggregate` store them as CSV. The distance of two aggregated paths is
-:func:`advflow.paths.path_distance` of their means at the layers (:func:`aggregated_distance`).
+:func:`advflow.information.paths.path_distance` of their means at the layers (:func:`aggregated_distance`).
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ from gpytorch.likelihoods.noise_models import Noise
 from linear_operator.operators import DiagLinearOperator
 from linear_operator.utils.errors import NanError, NotPSDError
 
-from advflow.io import atomic_path, open_h5, quarantine
-from advflow.paths import (
+from advflow.workflow.io import atomic_path, open_h5, quarantine
+from advflow.information.paths import (
     InputPaths,
     MIRecord,
     input_paths,
@@ -71,7 +71,7 @@ from advflow.paths import (
     read_input_paths,
     read_paths_csv,
 )
-from advflow.sets import check_set
+from advflow.attacks.checks import check_set
 
 # Lower bound of sigma^2, the noise variance of one point, in standardized units (the targets' variance is 1).
 MIN_LENGTHSCALE_GAPS = 0.5  # the lengthscale's lower bound, in spacings of adjacent layers
@@ -447,7 +447,7 @@ def aggregate_paths(paths_csv: str | Path, *, seed: int = 0, grid_step: float = 
                     ) -> dict[str, AggregatedPath]:
     """``{"iip": ..., "oip": ...}``: the aggregates of all the inputs in a paths CSV. A trajectory CSV
     (with a ``step`` column) must hold a single step; group its rows by step and use
-    :func:`aggregate_frame` otherwise. Given the MI file's ``record`` (:func:`advflow.paths.read_mi_record`),
+    :func:`aggregate_frame` otherwise. Given the MI file's ``record`` (:func:`advflow.information.paths.read_mi_record`),
     the CSV must hold its inputs and layers (a damaged CSV is moved aside, never aggregated)."""
     columns = read_paths_csv(paths_csv)
     if record is not None:
@@ -516,7 +516,7 @@ def aggregate_subsets(paths_csv: str | Path, adversarial_h5: str | Path, *, seed
 
 
 def aggregated_distance(a: AggregatedPath, b: AggregatedPath) -> float:
-    """(1/K) sum_k |mean_a^(k) - mean_b^(k)|: :func:`advflow.paths.path_distance` of the two aggregated
+    """(1/K) sum_k |mean_a^(k) - mean_b^(k)|: :func:`advflow.information.paths.path_distance` of the two aggregated
     paths' means at their layers, which must be the same."""
     if a.layers.shape != b.layers.shape or not np.array_equal(a.layers, b.layers):
         raise ValueError(f"aggregated paths must cover the same layers; got {a.layers.tolist()} and "
@@ -570,7 +570,7 @@ def read_aggregate(path: str | Path, *, damaged: str = "quarantine") -> dict[str
 
     A file that is not whole (a short or unreadable row, one path without the other, the two paths over different
     layers or grids: a file cut short) was damaged after its job wrote it; it is moved aside
-    (:func:`advflow.io.quarantine`, or left in place with ``damaged="keep"``) and the next run aggregates again.
+    (:func:`advflow.workflow.io.quarantine`, or left in place with ``damaged="keep"``) and the next run aggregates again.
     A header alone is whole: a Q5 subset too small to aggregate."""
     path = Path(path)
     if not path.is_file():

@@ -1,5 +1,6 @@
-# Seed 001 (SPEC, "Defenses and detectors"): perturbation statistics of every adversarial set, the
-# average-adversarial grid, and the dropout vote with its vote-spread detector (advflow.seed001).
+# Seed 001's perturbation statistics of every adversarial set and its average-adversarial grid
+# (docs/method.md, "Perturbation statistics"; advflow.perturbations). Its dropout vote is a detector of the
+# defense stage (rules/defenses.smk).
 
 
 rule perturbation_stats:
@@ -53,29 +54,3 @@ rule average_grid:
         seed=config["seed"],
     script:
         "../workflow_scripts/average_grid.py"
-
-
-rule dropout_vote:
-    input:
-        classifier=defense_classifier,
-        sets=lambda w: [path for _, _, path in dropout_vote_sets(w.dataset)],
-    output:
-        directory("results/{dataset}/defense/dropout"),
-    log:
-        "results/{dataset}/logs/defense/dropout.log",
-    benchmark:
-        "results/{dataset}/benchmarks/defense/dropout.tsv"
-    conda:
-        "../envs/advflow.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=120,
-        gpu=gpu_request(),
-    params:
-        code=code("dropout_vote.py"),
-        settings=lambda w: defense_params("dropout_vote"),
-        sets=lambda w: dropout_vote_sets(w.dataset),
-        seed=config["seed"],
-    script:
-        "../workflow_scripts/dropout_vote.py"

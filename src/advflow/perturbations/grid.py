@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from advflow.io import atomic_h5, open_h5
+from advflow.workflow.io import atomic_h5, open_h5
 
-log = logging.getLogger("advflow.grid")
+log = logging.getLogger("advflow.perturbations.grid")
 
 
 def pick_images(labels: np.ndarray, correct: np.ndarray, num_classes: int, m: int, *, seed: int) -> np.ndarray:
@@ -59,8 +59,8 @@ def targeted_l2_bim(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tens
 def average_grid(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, settings: dict[str, Any], *,
                  seed: int, device: torch.device, batch_size: int = 256) -> dict[str, np.ndarray]:
     """The grid's arrays (see the module docstring) from the test images (uint8 ``(N, C, H, W)``) and labels."""
-    from advflow.adversarial import _model_space, model_logits
-    from advflow.models import predict_logits
+    from advflow.attacks.sets import _model_space, model_logits
+    from advflow.models.architectures import predict_logits
 
     num_classes = int(model.arch["num_classes"])
     m = int(settings["m"])

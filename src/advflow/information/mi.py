@@ -1,4 +1,4 @@
-"""Mutual information between feature maps (SPEC, "Information flow"), batched on the maps' device.
+"""Mutual information between feature maps (docs/method.md, "Information flow"), batched on the maps' device.
 
 The MI of two maps m, m' (2-D arrays) treats their positions as samples. If the maps differ in size,
 the larger is max-pooled down to the smaller (:func:`pool_to`). Each map is then bucketized on its own
@@ -24,7 +24,7 @@ looked-up terms are summed per pair and the marginal terms (float64) added in fl
 in chunks of inputs (and of maps, for very wide layers) whose working tensors stay under
 ``max_elements`` elements, so memory is bounded for any batch.
 
-For one input and a conv layer k with maps (n_k, H_k, W_k), the SPEC's matrices are
+For one input and a conv layer k with maps (n_k, H_k, W_k), the method's (docs/method.md) matrices are
 S^(k)(i, j) = I(m_i^(k), input channel j) and T^(k)(i, j) = I(m_i^(k), m_j^target), the target maps
 being the last conv layer's output maps: :func:`layer_mi` for one layer, :func:`mi_against` for many
 layers against one reference at a time (one matrix product per map size, not per layer).
@@ -396,7 +396,7 @@ def mi_against(layers: Sequence[torch.Tensor], reference: torch.Tensor, buckets:
 
 def layer_mi(layer_maps: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
              buckets: int = DEFAULT_BUCKETS, *, max_elements: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The SPEC's S^(k) ``(N, n_k, n_s)`` against the input channels ``source (N, n_s, H_s, W_s)`` and
+    """The docs/method.md's S^(k) ``(N, n_k, n_s)`` against the input channels ``source (N, n_s, H_s, W_s)`` and
     T^(k) ``(N, n_k, n_t)`` against the target maps ``target (N, n_t, H_t, W_t)`` of one layer's maps
     ``(N, n_k, H_k, W_k)``, float32 nats."""
     (s,) = mi_against([layer_maps], source, buckets, max_elements=max_elements)

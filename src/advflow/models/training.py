@@ -20,10 +20,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from advflow.data import to_model_space
-from advflow.device import resolve_device  # noqa: F401 (part of this module's API)
-from advflow.models import predict_logits
+from advflow.workflow.device import resolve_device  # noqa: F401 (part of this module's API)
+from advflow.models.architectures import predict_logits
 
-log = logging.getLogger("advflow.training")
+log = logging.getLogger("advflow.models.training")
 
 
 @dataclass

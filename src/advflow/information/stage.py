@@ -1,9 +1,9 @@
 """The MI stage: per input, the source and target MI matrices of every conv layer, and its
-information paths (SPEC, "Information flow").
+information paths (docs/method.md, "Information flow").
 
 For each input and conv layer k, S^(k) (n_k x n_s) holds the MI between each of the layer's maps and
 each input channel, T^(k) (n_k x n_t) the MI with each map of the last conv layer (the target maps),
-computed by :func:`advflow.mi.mi_against` in batches of inputs on the GPU when there is one. Writes::
+computed by :func:`advflow.information.mi.mi_against` in batches of inputs on the GPU when there is one. Writes::
 
     mi/{model}/{set}.h5      S/{layer} (N, n_k, n_s), T/{layer} (N, n_k, n_t) float32, dead/{layer} (N,)
                              float32, labels, predictions (+ seed, step for trajectories); attrs: model,
@@ -14,7 +14,7 @@ computed by :func:`advflow.mi.mi_against` in batches of inputs on the GPU when t
 Estimator diagnostics, per input and layer: ``dead`` is the share of the layer's maps that are
 constant (max == min over positions: one bucket, MI 0 with anything); ``mu_s_bias`` and ``mu_t_bias``
 are the layer means of S and T computed with the layer's maps position-shuffled (after pooling to the
-compared size; :func:`advflow.mi.seeded_permutations` of (seed, input index, layer index)) against the
+compared size; :func:`advflow.information.mi.seeded_permutations` of (seed, input index, layer index)) against the
 unshuffled reference: the MI the estimator gives maps with those marginals and no alignment. ``mu_s``
 and ``mu_t`` are the raw layer means of S^(k) and T^(k) (the paper's estimator) or, with
 ``bias_correction``, the raw means minus ``mu_s_bias`` / ``mu_t_bias``; the bias columns are written
@@ -35,12 +35,12 @@ import h5py
 import numpy as np
 import torch
 
-from advflow.io import CorruptFileError, DamagedFileError, atomic_h5, open_h5, quarantine
-from advflow.mi import mi_against, seeded_permutations
-from advflow.paths import DIAGNOSTIC_COLUMNS, write_paths  # noqa: F401 (the paths CSV's one home)
-from advflow.paths import information_paths
+from advflow.workflow.io import CorruptFileError, DamagedFileError, atomic_h5, open_h5, quarantine
+from advflow.information.mi import mi_against, seeded_permutations
+from advflow.information.paths import DIAGNOSTIC_COLUMNS, write_paths  # noqa: F401 (the paths CSV's one home)
+from advflow.information.paths import information_paths
 
-log = logging.getLogger("advflow.information")
+log = logging.getLogger("advflow.information.stage")
 
 
 class FeaturesCorruptError(DamagedFileError):
@@ -48,7 +48,7 @@ class FeaturesCorruptError(DamagedFileError):
 
 
 def _quarantine(path: Path, problem: str) -> FeaturesCorruptError:
-    """Move a damaged features file aside (:func:`advflow.io.quarantine`: kept, never deleted) so that the next
+    """Move a damaged features file aside (:func:`advflow.workflow.io.quarantine`: kept, never deleted) so that the next
     ``snakemake`` run sees it missing and rebuilds it."""
     return FeaturesCorruptError(str(quarantine(path, f"features file: {problem}", rebuilt_by="rule features")))
 

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from advflow.data import to_model_space
-from advflow.models import ConvNet, count_parameters
+from advflow.models.architectures import ConvNet, count_parameters
 
-log = logging.getLogger("advflow.trimming")
+log = logging.getLogger("advflow.models.trimming")
 
 
 def prunable_layers(model: ConvNet) -> list[str]:

@@ -19,14 +19,14 @@ def start(snakemake: Any) -> Any:
     """Route stdout/stderr (including C-level output) to ``snakemake.log[0]``, configure logging,
     use ``snakemake.threads`` threads, and return the torch device of the config's ``device``.
 
-    Where the run has a warm worker (:mod:`advflow.worker`), this process hands its script to a child of the
+    Where the run has a warm worker (:mod:`advflow.workflow.worker`), this process hands its script to a child of the
     worker, which has torch imported already, and exits with the child's status: the script's lines after this
     call run in the child."""
     script = getattr(sys.modules.get("__main__"), "__real_file__", None)  # the file Snakemake's preamble runs
     if script is not None:
-        # By importlib, so that the rules' code digests (advflow.control) leave the worker out: how a job is
+        # By importlib, so that the rules' code digests (advflow.workflow.digests) leave the worker out: how a job is
         # started changes no result, and a change to it reruns nothing.
-        worker = importlib.import_module("advflow.worker")
+        worker = importlib.import_module("advflow.workflow.worker")
         status = worker.delegate(script, process_age())
         if status is not None:
             os._exit(status)
@@ -39,7 +39,7 @@ def start(snakemake: Any) -> Any:
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     import torch
 
-    from advflow.device import resolve_device
+    from advflow.workflow.device import resolve_device
 
     # Lightning's info lines (accelerator found, tips, "Trainer.fit stopped") say nothing a user can act on
     # and went to the log twice (its own handler and the root's): keep its warnings, once.

@@ -1,4 +1,4 @@
-"""The model zoo of the study (SPEC, "Models"; paper Table X, Table VII).
+"""The model zoo of the study (docs/method.md, "Models"; paper Table X, Table VII).
 
 Every network is a :class:`ConvNet` described by a JSON-serialisable *architecture* dict, so a
 pruned (physically smaller) network is the same class with other widths, and a checkpoint
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from advflow.catalog import MODELS
+from advflow.workflow.catalog import MODELS
 from advflow.data import to_model_space
-from advflow.io import atomic_path, quarantine
+from advflow.workflow.io import atomic_path, quarantine
 
 
 
@@ -123,7 +123,7 @@ class ConvNet(nn.Module):
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """Logits from the last conv layer's output: the global pooling (or flattening) and the fully
-        connected layers. The global max-pool is part of the head, not of the last conv layer (SPEC,
+        connected layers. The global max-pool is part of the head, not of the last conv layer (docs/method.md,
         "Information flow")."""
         x = x.amax(dim=(2, 3)) if self.arch["head"] == "global_max" else x.flatten(1)
         for i, fc in enumerate(self.fc):

@@ -1,4 +1,4 @@
-"""Random-perturbation controls (SPEC, "How a finding is decided"): beside every adversarial set, a set of
+"""Random-perturbation controls (docs/method.md, "How a finding is decided"): beside every adversarial set, a set of
 the same seeds perturbed at random by the same amount per input, so that a shift of the information
 paths counts as adversarial only where it exceeds what any perturbation of that size does.
 
@@ -16,7 +16,7 @@ DeepFool, C&W, EAD (L2 / L1)                Gaussian noise scaled so that the cl
 ==========================================  ===================================================================
 
 An input the attack left unchanged (norm 0) stays unchanged in its control. A control set is named
-``random_{attack}@{target}`` and has the file layout of an adversarial set (:mod:`advflow.adversarial`),
+``random_{attack}@{target}`` and has the file layout of an adversarial set (:mod:`advflow.attacks.sets`),
 so the features, MI and paths stages treat it like any set. Q1's control trajectory
 (:func:`random_trajectory`) moves two random pixels by theta per step, as many steps as JSMA took.
 """
@@ -33,16 +33,16 @@ import numpy as np
 import torch
 
 from advflow.attacks.library import ATTACK_NORMS, BOUNDS
-from advflow.catalog import CONTROL_PREFIX, CONTROL_TRAJECTORY
-from advflow.io import atomic_h5, open_h5
-from advflow.sets import check_set
+from advflow.workflow.catalog import CONTROL_PREFIX, CONTROL_TRAJECTORY
+from advflow.workflow.io import atomic_h5, open_h5
+from advflow.attacks.checks import check_set
 
-log = logging.getLogger("advflow.controls")
+log = logging.getLogger("advflow.attacks.controls")
 
 #: The prefix of a control set's attack name: ``random_fgsm@good_init`` is FGSM's control on good_init.
 PREFIX = CONTROL_PREFIX
 
-#: Which size a control matches, by the attack's norm (SPEC: random +-eps for L-infinity attacks, the
+#: Which size a control matches, by the attack's norm (docs/method.md: random +-eps for L-infinity attacks, the
 #: same number of pixels moved by theta for JSMA, Gaussian noise of the same L2 norm for L2 / L1 attacks).
 MATCHED_NORM = {"linf": "linf", "l0": "l0", "l2": "l2", "l1": "l2"}
 
@@ -138,9 +138,9 @@ def make_control_set(attack_set: str | Path, seeds_path: str | Path, model_path:
                      device: torch.device, out_path: str | Path) -> dict[str, Any]:
     """Write the random control of the adversarial set ``attack_set`` (same seeds, same size per input)
     with the records of an adversarial set; returns its Table II row."""
-    from advflow.adversarial import _model_space, model_logits, summarize, write_set
-    from advflow.models import load_checkpoint
-    from advflow.profiles import load_profile
+    from advflow.attacks.sets import _model_space, model_logits, summarize, write_set
+    from advflow.models.architectures import load_checkpoint
+    from advflow.attacks.profiles import load_profile
 
     images, labels, indices = load_profile(seeds_path)
     with open_h5(attack_set) as h5:

@@ -1,4 +1,4 @@
-"""Input profiles (SPEC, "Experiments"): the normal inputs every experiment starts from.
+"""Input profiles (docs/method.md, "Experiments"): the normal inputs every experiment starts from.
 
 ``normal_train``: N random training images. ``normal_test``: N test images classified correctly by
 every model they are used on; these are the attack seeds.
@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from advflow.data import Dataset, load_prepared
-from advflow.io import atomic_h5, open_h5
-from advflow.models import load_checkpoint, predict_logits
-from advflow.sets import check_profile
+from advflow.workflow.io import atomic_h5, open_h5
+from advflow.models.architectures import load_checkpoint, predict_logits
+from advflow.attacks.checks import check_profile
 
-log = logging.getLogger("advflow.profiles")
+log = logging.getLogger("advflow.attacks.profiles")
 
 
 def correctly_classified(models: list[torch.nn.Module], images: np.ndarray, labels: np.ndarray,

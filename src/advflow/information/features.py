@@ -1,6 +1,6 @@
-"""Feature maps of every conv layer, streamed to HDF5 (SPEC, "Information flow"; the features stage).
+"""Feature maps of every conv layer, streamed to HDF5 (docs/method.md, "Information flow"; the features stage).
 
-A *conv layer* is one :class:`~advflow.models.ConvBlock`: convolution, ReLU and the max-pool that
+A *conv layer* is one :class:`~advflow.models.architectures.ConvBlock`: convolution, ReLU and the max-pool that
 directly follows it, if any. A set is run through a measuring model in batches, and each batch's
 maps are appended to the file at once, so memory holds one batch, never the set.
 
@@ -16,7 +16,7 @@ A features file ``features/{model}/{set}.h5`` holds::
 Each layer is one chunked dataset (one input per chunk, so any batch of inputs reads whole chunks),
 stored at ``dtype`` (float16 by default; ReLU outputs of a trained network fit it) and compressed.
 
-Sets (SPEC's ``{set}``): ``normal_train`` and ``normal_test`` (the input profiles), ``{attack}@{target}``
+Sets (docs/method.md's ``{set}``): ``normal_train`` and ``normal_test`` (the input profiles), ``{attack}@{target}``
 (an adversarial set) and ``trajectory@{target}`` (every step of the recorded JSMA trajectories).
 """
 
@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from advflow.catalog import PROFILES, set_path  # noqa: F401 (re-exported)
+from advflow.workflow.catalog import PROFILES, set_path  # noqa: F401 (re-exported)
 from advflow.data import to_model_space
-from advflow.io import atomic_h5, open_h5
-from advflow.sets import check_profile, check_set
+from advflow.workflow.io import atomic_h5, open_h5
+from advflow.attacks.checks import check_profile, check_set
 
-log = logging.getLogger("advflow.features")
+log = logging.getLogger("advflow.information.features")
 
 DTYPES = ("float16", "float32")
 COMPRESSIONS = ("gzip", "lzf", "none")
@@ -106,7 +106,7 @@ def record_features(model_path: str | Path, set_file: str | Path, out_path: str 
                     dtype: str = "float16", compression: str = "gzip", level: int = 4, batch_size: int = 100,
                     device: torch.device | str = "cpu") -> dict[str, Any]:
     """Run a set through the measuring model and stream every conv layer's maps to ``out_path``."""
-    from advflow.models import load_checkpoint
+    from advflow.models.architectures import load_checkpoint
 
     if dtype not in DTYPES:
         raise ValueError(f"features dtype {dtype!r} is not supported; allowed: {', '.join(DTYPES)}")

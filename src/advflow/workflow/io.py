@@ -19,7 +19,7 @@ import numpy as np
 
 
 #: How every job opens HDF5 files: the config's ``hdf5_locking``, passed to jobs through this variable
-#: (see :func:`advflow.control.export_hdf5_locking`). Unset or ``auto``: HDF5's default.
+#: (see :func:`advflow.workflow.digests.export_hdf5_locking`). Unset or ``auto``: HDF5's default.
 LOCKING_ENV = "ADVFLOW_HDF5_LOCKING"
 _LOCKING = {"auto": None, "true": True, "false": False, "best-effort": "best-effort"}
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from advflow.io import open_h5
+from advflow.workflow.io import open_h5
 
 #: The statistics of every summary row, in order.
 STATISTICS = ("mean", "std", "max", "min")
@@ -78,7 +78,7 @@ class PerturbationStats:
     @classmethod
     def from_files(cls, set_path: str | Path, seeds_path: str | Path, *, name: str | None = None
                    ) -> PerturbationStats:
-        """An adversarial-set file (:mod:`advflow.adversarial` layout) and the profile of its seeds (``images``,
+        """An adversarial-set file (:mod:`advflow.attacks.sets` layout) and the profile of its seeds (``images``,
         ``indices``; the study's ``inputs/normal_test.h5``, the defense stage's ``defense/inputs/seeds.h5``)."""
         with open_h5(set_path) as h5:
             adversarial = h5["adversarial"][:]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from advflow.io import atomic_path
+from advflow.workflow.io import atomic_path
 
 
 class FigureBytes(bytes):

@@ -1,7 +1,7 @@
 """The model zoo's recipes: what each training rule of the workflow does, end to end.
 
 Each recipe reads the prepared dataset, trains (or derives) one model, and writes its checkpoint
-(:func:`advflow.models.save_checkpoint`) and a JSON record: architecture, parameter count, test
+(:func:`advflow.models.architectures.save_checkpoint`) and a JSON record: architecture, parameter count, test
 accuracy, training settings, seed.
 """
 
@@ -19,14 +19,14 @@ import torch
 
 from advflow import __version__
 from advflow.data import Dataset, load_prepared, to_model_space
-from advflow.io import atomic_h5, atomic_path, write_json
-from advflow.models import (
+from advflow.workflow.io import atomic_h5, atomic_path, write_json
+from advflow.models.architectures import (
     ConvNet, LogitEnsemble, architecture, count_parameters, load_checkpoint, lsuv_init, save_checkpoint,
 )
-from advflow.training import TrainSettings, accuracy, fit, soft_labels, split_indices
-from advflow.trimming import network_trimming
+from advflow.models.training import TrainSettings, accuracy, fit, soft_labels, split_indices
+from advflow.models.trimming import network_trimming
 
-log = logging.getLogger("advflow.zoo")
+log = logging.getLogger("advflow.models.recipes")
 
 
 def _split(dataset: Dataset, settings: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Writing a table as CSV, one way for the report's and the defense stage's tables (kept out of :mod:`advflow.io`,
+"""Writing a table as CSV, one way for the report's and the defense stage's tables (kept out of :mod:`advflow.workflow.io`,
 which every rule imports, so a change here reruns only the rules that write tables)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from advflow.io import atomic_path
+from advflow.workflow.io import atomic_path
 
 
 def write_table(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:

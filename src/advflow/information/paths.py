@@ -1,4 +1,4 @@
-"""Information paths of inputs (SPEC, "Information flow"), from the MI matrices of :mod:`advflow.mi`.
+"""Information paths of inputs (docs/method.md, "Information flow"), from the MI matrices of :mod:`advflow.information.mi`.
 
 For one input and conv layers k = 1..K, mu_s^(k) is the mean of S^(k) (layer k's maps against the
 input's channels) and mu_t^(k) the mean of T^(k) (against the last conv layer's maps). The paths are
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from advflow.io import atomic_path, check_h5, open_h5, quarantine
+from advflow.workflow.io import atomic_path, check_h5, open_h5, quarantine
 
 
 def path_means(matrices: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -136,7 +136,7 @@ def _damaged(path: Path, problem: str, damaged: str) -> Exception:
 
 
 def read_paths_csv(paths_csv: str | Path, *, damaged: str = "quarantine") -> dict[str, np.ndarray]:
-    """The columns of a per-input paths CSV (SPEC: ``input, layer, layer_name, mu_s, mu_t, label,
+    """The columns of a per-input paths CSV (docs/method.md: ``input, layer, layer_name, mu_s, mu_t, label,
     prediction`` [+ ``dead, mu_s_bias, mu_t_bias``] [+ ``seed, step``]) as arrays: float64 for ``layer``,
     ``mu_s``, ``mu_t``, ``step`` and the diagnostics ``dead``, ``mu_s_bias``, ``mu_t_bias`` (absent
     from older CSVs), strings for the others. A file that is not whole (missing columns, no rows, a short
@@ -188,7 +188,7 @@ class MIRecord:
 def read_mi_record(mi_h5: str | Path, *, model: str | None = None, set_: str | None = None) -> MIRecord:
     """Check an MI file of the mi rule and return its :class:`MIRecord`. A file that HDF5 cannot open, that
     lacks a layer's S or T, whose datasets disagree on the number of inputs, or that was written for another
-    model or set (``model``, ``set_``) is moved aside (:func:`advflow.io.quarantine`), so the next run
+    model or set (``model``, ``set_``) is moved aside (:func:`advflow.workflow.io.quarantine`), so the next run
     measures the set again."""
     import json
 

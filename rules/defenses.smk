@@ -1,4 +1,4 @@
-# The defense stage (SPEC, "Defenses and detectors"): MagNet and the MID detector against transfer
+# The defense stage (docs/method.md, "Defenses and detectors"): MagNet and the MID detector against transfer
 # attacks crafted on the undefended classifier; seed 003's Tables 1 and 2. Runs when the config has a
 # `defense` block (advflow.defenses.stage). The attack and scoring jobs are single-threaded, so that the
 # cores run several of them at once.
@@ -173,3 +173,30 @@ rule defense_tables:
         seed=config["seed"],
     script:
         "../workflow_scripts/defense_tables.py"
+
+
+# Seed 001's dropout vote and its vote-spread detector (advflow.defenses.vote).
+rule dropout_vote:
+    input:
+        classifier=defense_classifier,
+        sets=lambda w: [path for _, _, path in dropout_vote_sets(w.dataset)],
+    output:
+        directory("results/{dataset}/defense/dropout"),
+    log:
+        "results/{dataset}/logs/defense/dropout.log",
+    benchmark:
+        "results/{dataset}/benchmarks/defense/dropout.tsv"
+    conda:
+        "../envs/advflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=gpu_request(),
+    params:
+        code=code("dropout_vote.py"),
+        settings=lambda w: defense_params("dropout_vote"),
+        sets=lambda w: dropout_vote_sets(w.dataset),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/dropout_vote.py"

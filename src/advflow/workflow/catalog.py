@@ -106,7 +106,7 @@ def locate_dataset(name: str, settings: dict[str, Any] | None = None) -> Path | 
 
 
 PROFILES = ("normal_train", "normal_test")
-#: A random-perturbation control set is ``{CONTROL_PREFIX}{attack}@{target}`` (advflow.controls).
+#: A random-perturbation control set is ``{CONTROL_PREFIX}{attack}@{target}`` (advflow.attacks.controls).
 CONTROL_PREFIX = "random_"
 #: Q1's control trajectories (random pixels moved by theta, as many steps as JSMA took).
 CONTROL_TRAJECTORY = "random_trajectory"
@@ -139,7 +139,7 @@ def trajectories_wanted(attack_sets: dict[str, list[str]], trajectories: int) ->
 
 def measurements(attack_sets: dict[str, list[str]], transfer_groups: list[list[str]],
                  trajectories: int) -> list[tuple[str, str]]:
-    """(measuring model, set) pairs the experiments need (SPEC, "Experiments"): every adversarial set
+    """(measuring model, set) pairs the experiments need (docs/method.md, "Experiments"): every adversarial set
     on its target, and on the other members of each transfer group it belongs to when they were
     attacked the same way (Q3: good_init vs compressed; Q5: the three architectures); the normal
     profiles on every measuring model; the JSMA trajectories on good_init (Q1). Every adversarial set's

@@ -1,4 +1,4 @@
-"""Paired, standardized shifts of information paths with bootstrap intervals (SPEC, "How a finding is
+"""Paired, standardized shifts of information paths with bootstrap intervals (docs/method.md, "How a finding is
 decided").
 
 Every adversarial input i is paired with its seed, so a set's shift on layer k is read from the paired
@@ -55,7 +55,7 @@ class Interval:
 
 
 def decide(difference: Interval) -> str:
-    """The verdict on the claim "difference > 0" (SPEC): holds, fails or inconclusive."""
+    """The verdict on the claim "difference > 0" (docs/method.md): holds, fails or inconclusive."""
     if not difference.finite:
         return INCONCLUSIVE
     if difference.lower > 0:
@@ -150,3 +150,12 @@ def two_sample_bootstrap(statistic: Callable[[np.ndarray, np.ndarray], float], n
     a = bootstrap_indices(n_a, resamples=resamples, seed=seed)
     b = bootstrap_indices(n_b, resamples=resamples, seed=seed + 1)
     return _interval(estimate, np.array([statistic(i, j) for i, j in zip(a, b)]))
+
+
+def wilson(rate: float, n: float, z: float = 1.959964) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a proportion ``rate`` over ``n`` trials; (NaN, NaN) for n = 0."""
+    if not n or not math.isfinite(rate):
+        return math.nan, math.nan
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
