@@ -40,14 +40,15 @@ from advflow.workflow.catalog import (
 )
 from advflow.defenses.settings import (
     SCORED_BY_SCORES_RULE,
+    SWEEP_PATTERN,
     defense_settings,
     judged,
     perturbation_settings,
-    sweep_sets,
+    sweeps,
     uses_dropout_vote,
 )
+from advflow.attacks import registry as attack_registry
 from advflow.config import (
-    ATTACK_DEFAULTS,
     RUN_DEFAULTS,
     resolve,
     write_resolved,
@@ -59,7 +60,7 @@ from advflow.config import (
     teacher_settings,
 )
 
-ATTACK_NAMES = list(ATTACK_DEFAULTS) + ["jsma_control"]
+ATTACK_NAMES = list(attack_registry.names())
 
 # First the readable messages (key, what was found, what is allowed), then Snakemake's own
 # validation, which also fills in the schema's defaults.
@@ -295,8 +296,12 @@ def defense_classifier(wildcards):
     return f"results/{wildcards.dataset}/models/{DEFENSE['classifier']}.pt"
 
 
+# Each sweep set's file name -> (attack, strength): the rules pass the values, never parse the name.
+SWEEPS = sweeps(DEFENSE) if DEFENSE else {}
+
+
 def defense_sweeps():
-    return sweep_sets(DEFENSE) if DEFENSE else []
+    return list(SWEEPS)
 
 
 def defense_score_inputs(wildcards):

@@ -94,7 +94,7 @@ rule defense_attack:
     benchmark:
         "results/{dataset}/benchmarks/defense/adv/{sweep}.tsv"
     wildcard_constraints:
-        sweep="(pgd|bim|cw|ead_l1|ead_en)_(eps|kappa)[0-9.]+",
+        sweep=SWEEP_PATTERN,
     conda:
         "../envs/advflow.yaml"
     threads: 1
@@ -104,7 +104,9 @@ rule defense_attack:
         gpu=gpu_request(),
     params:
         code=code("defense_attack.py"),
-        settings=lambda w: defense_params(w.sweep.rpartition("_")[0], "batch_size"),
+        attack=lambda w: SWEEPS[w.sweep][0],
+        strength=lambda w: SWEEPS[w.sweep][1],
+        settings=lambda w: defense_params(SWEEPS[w.sweep][0], "batch_size"),
         seed=config["seed"],
     script:
         "../workflow_scripts/defense_attack.py"
@@ -120,7 +122,7 @@ rule defense_scores:
     benchmark:
         "results/{dataset}/benchmarks/defense/scores/{scored}.tsv"
     wildcard_constraints:
-        scored="validation|clean|(pgd|bim|cw|ead_l1|ead_en)_(eps|kappa)[0-9.]+",
+        scored=f"validation|clean|{SWEEP_PATTERN}",
     conda:
         "../envs/advflow.yaml"
     threads: 1

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from advflow.attacks.library import ATTACKS, run_attack
+from advflow.attacks import registry
+from advflow.attacks.library import run_attack
 from conftest import BLOB_CLASSES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,7 +49,7 @@ def test_fgsm_is_x_plus_epsilon_sign_of_the_gradient_clipped_to_the_box():
     torch.testing.assert_close(outcome.adversarial, expected)
 
 
-@pytest.mark.parametrize("name", ATTACKS)
+@pytest.mark.parametrize("name", registry.names())
 def test_every_attack_stays_in_the_box_and_its_success_flags_agree_with_predictions(name, model, seeds):
     x, y = seeds
     outcome = run_attack(name, model, x, y, SETTINGS[name], num_classes=BLOB_CLASSES)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from advflow.attacks import controls
+from advflow.attacks import controls, registry
 from advflow.attacks.sets import norms
 
 import torch
@@ -181,7 +181,7 @@ def test_a_control_set_file_is_seeded_by_the_runs_seed(tmp_path, attack, setting
     a, b, c = control(0, "a.h5"), control(0, "b.h5"), control(1, "c.h5")
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
-    norm = controls.MATCHED_NORM[controls.ATTACK_NORMS[attack]]
+    norm = controls.MATCHED_NORM[registry.get(attack).norm]
     np.testing.assert_allclose(_norms(c - x)[norm], _norms(a - x)[norm], atol=1e-5)  # same size, other draw
 
 

@@ -368,7 +368,8 @@ def test_defense_tables_set_thresholds_on_validation_and_judge_the_defense_by_it
     for name, scores in (("validation", validation), ("clean", clean), ("pgd_eps0.1", pgd), ("cw_kappa5", cw)):
         paths[name] = tmp_path / f"{name}.csv"
         m.write_scores(paths[name], scores)
-    settings = {"detectors": ["l1"], "compared": ["mid"], "reformer": True, "fpr": {"l1": 0.05, "mid": 0.01}}
+    settings = {"detectors": ["l1"], "compared": ["mid"], "reformer": True, "fpr": {"l1": 0.05, "mid": 0.01},
+                "attacks": ["pgd", "cw"], "epsilons": [0.1], "kappas": [5]}
     tables = write_defense_tables(paths["validation"], paths["clean"], [paths["pgd_eps0.1"], paths["cw_kappa5"]],
                                   settings, tables_dir=tmp_path / "tables", figures_dir=tmp_path / "figures", dpi=30,
                                   resamples=20)

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from advflow.config import ConfigError
-from advflow.defenses.settings import attack_settings, defense_settings, parse_set, strength_name, sweep_sets
+from advflow.defenses.settings import attack_settings, defense_settings, strength_name, sweep_sets, sweeps
 from advflow.workflow.io import CorruptFileError
 from conftest import REPO, dry_run_with, snakemake
 
@@ -52,19 +52,20 @@ def test_bad_defense_settings_are_config_errors_naming_the_key_and_the_allowed_v
         settings_of(**block)
 
 
-def test_sweep_sets_are_named_and_parsed_one_way_and_epsilon_doubles_in_model_space():
+def test_sweep_sets_carry_their_attack_and_strength_as_values_and_epsilon_doubles_in_model_space():
     settings = settings_of(attacks=["pgd", "ead_l1"], epsilons=[0.05, 0.5], kappas=[0, 15])
-    assert sweep_sets(settings) == ["pgd_eps0.05", "pgd_eps0.5", "ead_l1_kappa0", "ead_l1_kappa15"]
-    for name in sweep_sets(settings):
-        attack, value = parse_set(name)
+    assert sweeps(settings) == {"pgd_eps0.05": ("pgd", 0.05), "pgd_eps0.5": ("pgd", 0.5),
+                                "ead_l1_kappa0": ("ead_l1", 0.0), "ead_l1_kappa15": ("ead_l1", 15.0)}
+    assert sweep_sets(settings) == list(sweeps(settings))
+    for name, (attack, value) in sweeps(settings).items():
         assert f"{attack}_{strength_name(attack, value)}" == name
     library, own = attack_settings(settings, "pgd", 0.05)
     assert library == "pgd" and own["epsilon"] == pytest.approx(0.1)  # [0, 1] pixels -> [-1, 1]
     assert own["alpha"] == pytest.approx(settings["pgd"]["rel_stepsize"] * 0.1)
     assert attack_settings(settings, "bim", 0.2)[0] == "igsm"  # BIM is the library's IGSM
     assert attack_settings(settings, "ead_l1", 15)[1]["kappa"] == 15.0
-    with pytest.raises(ValueError, match="not a sweep set"):
-        parse_set("fgsm_eps0.1")
+    with pytest.raises(ValueError, match="unknown sweep attack 'fgsm'"):
+        strength_name("fgsm", 0.1)
 
 
 def test_margins_are_the_best_other_logit_minus_the_true_one():
@@ -275,9 +276,13 @@ def test_build_detectors_refuses_an_unknown_detector_naming_it_and_the_known_one
 
     autoencoders = {"ae_i": constant_autoencoder("ae_i", AE_I_PIXEL),
                     "ae_ii": constant_autoencoder("ae_ii", AE_II_PIXEL)}
-    for unknown in ("lid", "dropout_vote", "magnet_l3"):
-        with pytest.raises(ValueError, match=rf"unknown detector '{unknown}'.*magnet_l1, magnet_l2.*mid"):
+    for unknown in ("lid", "magnet_l3"):
+        with pytest.raises(ValueError, match=rf"unknown detector '{unknown}'; allowed: magnet_l1, magnet_l2.*mid"):
             build_detectors(["magnet_l1", unknown], MeanLogits(), autoencoders, None, {}, seed=0)
+    # the dropout vote is known, but scored by its own rule: the scoring jobs refuse it, naming the ones they score
+    with pytest.raises(ValueError, match=r"'dropout_vote' is scored by its own rule \(dropout_vote\).*scoring jobs "
+                                         r"know: magnet_l1, magnet_l2, magnet_jsd_T10, magnet_jsd_T40, mid$"):
+        build_detectors(["dropout_vote"], MeanLogits(), autoencoders, None, {}, seed=0)
 
 
 MID_SETTINGS = {"mine": {"hidden": 8, "layers": 1, "steps": 5, "batch_size": 16, "lr": 0.002, "ema_rate": 0.01,
@@ -385,3 +390,35 @@ def test_score_set_scores_the_adversarial_images_and_their_random_control_each_o
     np.testing.assert_array_equal(columns["control_prediction"], np.ones(6))
     np.testing.assert_array_equal(columns["control_reformed_prediction"], np.zeros(6))
     np.testing.assert_allclose(columns["control_score_mean"], control_mean, atol=1e-6)
+
+
+def test_a_sweep_set_is_crafted_as_every_set_with_its_values_json_settings_margins_and_control(tmp_path, model):
+    """craft_sweep_set goes through craft_set: the sweep's name and strength as attributes (values, not a name to
+    parse), the library attack's settings as JSON (readable by advflow.read_set), a margin and a control per input."""
+    import h5py
+
+    import advflow
+    from advflow.defenses.stage import craft_sweep_set
+    from advflow.models.architectures import save_checkpoint
+    from conftest import blobs
+
+    save_checkpoint(model, tmp_path / "classifier.pt")
+    images, labels = blobs(6, seed=1)
+    with h5py.File(tmp_path / "seeds.h5", "w") as h5:
+        h5["images"], h5["labels"], h5["indices"] = images, labels, np.arange(6)
+        h5.attrs["split"] = "test"
+    settings = settings_of(attacks=["bim"], epsilons=[0.1])
+    out = tmp_path / "bim_eps0.1.h5"
+    row = craft_sweep_set("bim", 0.1, tmp_path / "classifier.pt", tmp_path / "seeds.h5", settings, seed=0,
+                          device=torch.device("cpu"), out=out)
+    with h5py.File(out) as h5:
+        assert (h5.attrs["attack"], h5.attrs["strength"], h5.attrs["norm"]) == ("bim", 0.1, "linf")
+        adversarial = h5["adversarial"][:]
+        margin, control = h5["extra/margin"][:], h5["extra/control"][:]
+    assert margin.shape == (6,) and control.shape == adversarial.shape
+    read = advflow.read_set(out)
+    assert read.attrs["settings"] == {"epsilon": 0.2, "alpha": pytest.approx(0.2 * settings["bim"]["rel_stepsize"]),
+                                      "steps": settings["bim"]["steps"]}  # BIM at ε = 0.1 pixels is IGSM at 0.2
+    seeds = torch.as_tensor(images, dtype=torch.float32) / 127.5 - 1
+    assert np.abs(adversarial - seeds.numpy()).max() <= 0.2 + 1e-5  # within 2ε of the seeds in model space
+    assert row["attacked"] == 6 and 0 <= row["success"] <= 6

@@ -8,5 +8,5 @@ from advflow.defenses.stage import craft_sweep_set  # noqa: E402
 
 ready()
 
-craft_sweep_set(sm.wildcards.sweep, sm.input.classifier, sm.input.seeds, dict(sm.params.settings),
-                seed=sm.params.seed, device=device, out=sm.output[0])
+craft_sweep_set(sm.params.attack, float(sm.params.strength), sm.input.classifier, sm.input.seeds,
+                dict(sm.params.settings), seed=sm.params.seed, device=device, out=sm.output[0])

@@ -16,6 +16,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from advflow.attacks import registry as attack_registry
+from advflow.defenses import registry as detector_registry
 from advflow.workflow.catalog import MODELS
 from advflow.workflow.errors import ConfigError  # noqa: F401 (advflow.config.ConfigError is public)
 
@@ -47,8 +49,22 @@ def canonical(value: Any) -> Any:
 
 
 def load_schema(path: str | Path) -> dict[str, Any]:
+    """The config's JSON schema with the registries' names filled in: each attack's ``attacks.<name>`` block (of
+    the ``$defs`` shape its entry names) and the names ``attack_sets`` may list, the defense sweep's attack names
+    and blocks, and the detector names. The file itself lists none of them, so one registry entry adds a name."""
+    attacks, detectors = attack_registry, detector_registry
     with open(path) as fh:
-        return yaml.safe_load(fh)
+        schema = yaml.safe_load(fh)
+    schema["$defs"]["attack_list"]["items"] = {"enum": list(attacks.names())}
+    block = schema["properties"]["attacks"]
+    block["properties"].update({n: {"$ref": f"#/$defs/{attacks.get(n).settings}"} for n in attacks.configurable()})
+    block["additionalProperties"] = False
+    defense = schema["properties"]["defense"]["properties"]
+    defense["attacks"]["items"] = {"enum": list(attacks.sweep_attacks())}
+    defense.update({n: {"type": "object"} for n in attacks.sweep_attacks()})
+    for key in ("detectors", "compared"):
+        defense[key]["items"] = {"enum": list(detectors.names())}
+    return schema
 
 
 def _key(path: Any) -> str:
@@ -246,36 +262,24 @@ def teacher_settings(config: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-#: The paper's attack settings (Section IV-A) and seed 003's, in the models' [-1, 1] space.
-ATTACK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "fgsm": {"epsilon": 0.025},
-    "igsm": {"epsilon": 0.025, "alpha": 0.002, "steps": 20},
-    "pgd": {"epsilon": 0.1, "alpha": 0.01, "steps": 40},
-    "jsma": {"theta": 0.1, "gamma": 0.1},
-    "jsma_adaptive": {"theta": 0.4, "gamma": 0.2},
-    "deepfool": {"steps": 50, "overshoot": 0.02, "candidates": 10},
-    "cw": {"binary_search_steps": 5, "steps": 100, "stepsize": 0.01, "kappa": 0.0, "c": 0.25},
-    "ead_l1": {"binary_search_steps": 5, "steps": 100, "stepsize": 0.01, "kappa": 0.0, "c": 0.25, "beta": 0.1},
-    "ead_en": {"binary_search_steps": 5, "steps": 100, "stepsize": 0.01, "kappa": 0.0, "c": 0.25, "beta": 0.1},
-}
-
-
 def attack_settings(config: dict[str, Any], attack: str) -> dict[str, Any]:
-    """The complete settings of one attack (defaults < ``attacks.<attack>``): a rule's ``params``.
+    """The complete settings of one attack (its registry defaults < ``attacks.<attack>``): a rule's ``params``.
 
-    The adaptive JSMA runs at the distilled model's temperature; ``jsma_control`` is the regular
-    JSMA (T = 1) with the adaptive attack's theta and gamma.
+    An attack that runs with another's settings takes them (``jsma_control``: the adaptive JSMA's θ and γ), then
+    its fixed settings (T = 1); one that attacks a distilled model's softmax takes that model's temperature.
     """
-    attacks = config.get("attacks") or {}
-    if attack == "jsma_control":
-        settings = attack_settings(config, "jsma_adaptive")
-        settings["temperature"] = 1.0
-        return settings
-    if attack not in ATTACK_DEFAULTS:
-        raise ConfigError(f"unknown attack {attack!r}; allowed: {', '.join([*ATTACK_DEFAULTS, 'jsma_control'])}")
-    settings = {**ATTACK_DEFAULTS[attack], **(attacks.get(attack) or {})}
-    if attack == "jsma_adaptive":
-        settings["temperature"] = float(model_settings(config, "distilled")["temperature"])
+    try:
+        spec = attack_registry.get(attack)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if spec.settings_from is not None:
+        settings = attack_settings(config, spec.settings_from)
+        settings.pop("temperature", None)
+    else:
+        settings = {**spec.defaults, **((config.get("attacks") or {}).get(attack) or {})}
+    settings.update(spec.fixed)
+    if spec.temperature_from is not None:
+        settings["temperature"] = float(model_settings(config, spec.temperature_from)["temperature"])
     return settings
 
 
@@ -303,9 +307,9 @@ PAPER_SETTINGS: dict[str, Any] = {
 
 
 def attacks_in_use(config: dict[str, Any]) -> list[str]:
-    """Every attack some target of ``attack_sets`` lists, in the order of :data:`ATTACK_DEFAULTS`."""
+    """Every attack some target of ``attack_sets`` lists, in the registry's order."""
     listed = {a for attacks in (config.get("attack_sets") or {}).values() for a in (attacks or [])}
-    return [a for a in [*ATTACK_DEFAULTS, "jsma_control"] if a in listed]
+    return [a for a in attack_registry.names() if a in listed]
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
@@ -364,7 +368,7 @@ def paper_departures(config: dict[str, Any]) -> list[str]:
             for key, value in model_settings(config, model).items():
                 values[f"models.{model}.{key}"] = value
     for attack in attacks:
-        if attack != "jsma_control":
+        if attack_registry.get(attack).settings is not None:  # an attack with settings of its own
             for key, value in attack_settings(config, attack).items():
                 values[f"attacks.{attack}.{key}"] = value
     departures = []

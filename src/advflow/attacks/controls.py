@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from advflow.attacks.library import ATTACK_NORMS, BOUNDS
+from advflow.attacks import registry
+from advflow.attacks.registry import BOUNDS
 from advflow.workflow.catalog import CONTROL_PREFIX, CONTROL_TRAJECTORY
 from advflow.workflow.io import atomic_h5, open_h5
 from advflow.attacks.checks import check_set
@@ -124,9 +125,7 @@ def perturb_like(attack: str, x: np.ndarray, r_norms: dict[str, np.ndarray], set
                  rng: np.random.Generator) -> np.ndarray:
     """The random control of ``attack`` for seeds ``x`` (N, C, H, W) in model space, given the attack's
     per-input perturbation norms ``r_norms`` (``l0``, ``l2``, ``linf``, ...) and its settings."""
-    if attack not in ATTACK_NORMS:
-        raise ValueError(f"unknown attack {attack!r}; allowed: {', '.join(ATTACK_NORMS)}")
-    norm = MATCHED_NORM[ATTACK_NORMS[attack]]
+    norm = MATCHED_NORM[registry.get(attack).norm]
     if norm == "linf":
         return random_sign(x, np.asarray(r_norms["linf"], dtype=np.float64), rng)
     if norm == "l0":
@@ -159,7 +158,7 @@ def make_control_set(attack_set: str | Path, seeds_path: str | Path, model_path:
     logits = model_logits(model, adversarial, device)
     write_set(out_path, x=torch.as_tensor(x), adversarial=torch.as_tensor(adversarial), labels=labels,
               indices=indices, before=before, logits=logits,
-              attrs={"attack": control_name(attack), "target": target, "norm": MATCHED_NORM[ATTACK_NORMS[attack]],
+              attrs={"attack": control_name(attack), "target": target, "norm": MATCHED_NORM[registry.get(attack).norm],
                      "settings": json.dumps({"control_of": attack, **settings}, sort_keys=True), "seed": seed})
     row = summarize(out_path)
     log.info("%s on %s: success %.3f (a random perturbation of %s's size per input)", control_name(attack), target,

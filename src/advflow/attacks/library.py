@@ -1,10 +1,11 @@
 """The study's attacks behind one call, :func:`run_attack` (docs/method.md, "Attacks").
 
-FGSM, IGSM (= BIM), PGD, DeepFool (L2), C&W-L2 with binary search and EAD (L1 and elastic-net decision
-rules) come from Foolbox 3, which is batched and implements each as published; JSMA and the adaptive
-JSMA are ours (:mod:`advflow.attacks.jsma`), because no maintained library has a correct batched one.
-All attacks run in the models' [-1, 1] input space with box bounds (-1, 1) and are untargeted in
-outcome: success means the model's prediction on the adversarial input differs from the true label.
+Which attacks there are, their norms and how a batch of each is crafted is :mod:`advflow.attacks.registry`'s:
+FGSM, IGSM (= BIM), PGD, DeepFool (L2), C&W-L2 with binary search and EAD (L1 and elastic-net decision rules) come
+from Foolbox 3, which is batched and implements each as published; JSMA and the adaptive JSMA are ours
+(:mod:`advflow.attacks.jsma`), because no maintained library has a correct batched one. All attacks run in the
+models' [-1, 1] input space with box bounds (-1, 1) and are untargeted in outcome: success means the model's
+prediction on the adversarial input differs from the true label.
 """
 
 from __future__ import annotations
@@ -17,17 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from advflow.attacks.jsma import jsma_least_perturbation
+from advflow.attacks import registry
 
 log = logging.getLogger("advflow.attacks")
-
-#: Every attack the workflow knows, with the norm its distortion is measured in (Table II's "norm").
-#: ``jsma_control`` is the regular JSMA (T = 1) with ``jsma_adaptive``'s theta and gamma (the paper's Q4).
-ATTACK_NORMS = {"fgsm": "linf", "igsm": "linf", "pgd": "linf", "jsma": "l0", "jsma_adaptive": "l0",
-                "jsma_control": "l0", "deepfool": "l2", "cw": "l2", "ead_l1": "l1", "ead_en": "l1"}
-ATTACKS = tuple(ATTACK_NORMS)
-BOUNDS = (-1.0, 1.0)
-_ZERO_ON_FAILURE = ("cw", "ead_l1", "ead_en")
 
 
 @dataclass
@@ -39,32 +32,6 @@ class AttackOutcome:
     prediction: torch.Tensor  # (N,) argmax of ``logits``
     success: torch.Tensor  # (N,) prediction != label
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. JSMA's chosen target
-
-
-def _foolbox_attack(name: str, settings: dict[str, Any]) -> tuple[Any, float | None]:
-    import foolbox as fb
-
-    if name == "fgsm":
-        return fb.attacks.LinfFastGradientAttack(random_start=False), settings["epsilon"]
-    if name == "igsm":
-        return (fb.attacks.LinfBasicIterativeAttack(abs_stepsize=settings["alpha"], steps=settings["steps"],
-                                                    random_start=False), settings["epsilon"])
-    if name == "pgd":
-        return (fb.attacks.LinfProjectedGradientDescentAttack(abs_stepsize=settings["alpha"], steps=settings["steps"],
-                                                              random_start=True), settings["epsilon"])
-    if name == "deepfool":
-        return (fb.attacks.L2DeepFoolAttack(steps=settings["steps"], candidates=settings.get("candidates", 10),
-                                            overshoot=settings["overshoot"]), None)
-    if name == "cw":
-        return (fb.attacks.L2CarliniWagnerAttack(
-            binary_search_steps=settings["binary_search_steps"], steps=settings["steps"],
-            stepsize=settings["stepsize"], confidence=settings["kappa"], initial_const=settings["c"]), None)
-    if name in ("ead_l1", "ead_en"):
-        return (fb.attacks.EADAttack(
-            binary_search_steps=settings["binary_search_steps"], steps=settings["steps"],
-            initial_stepsize=settings["stepsize"], confidence=settings["kappa"], initial_const=settings["c"],
-            regularization=settings["beta"], decision_rule="L1" if name == "ead_l1" else "EN"), None)
-    raise ValueError(f"unknown attack {name!r}; allowed: {', '.join(ATTACKS)}")
 
 
 class _Heartbeat(nn.Module):
@@ -91,8 +58,7 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, labels: torch.Tenso
                num_classes: int, device: torch.device | str = "cpu", seed: int = 0,
                batch_size: int = 100) -> AttackOutcome:
     """Attack ``x`` (N, C, H, W in [-1, 1]) with true ``labels`` on ``model``, in batches."""
-    if name not in ATTACK_NORMS:
-        raise ValueError(f"unknown attack {name!r}; allowed: {', '.join(ATTACKS)}")
+    spec = registry.get(name)
     model = model.to(device).eval()
     queried = _Heartbeat(model, name).eval()
     queried.batches = -(-len(x) // batch_size)
@@ -103,28 +69,10 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, labels: torch.Tenso
         batch = x[first:first + batch_size].to(device)
         truth = labels[first:first + batch_size].to(device)
         queried.batch += 1
-        if name in ("jsma", "jsma_adaptive", "jsma_control"):
-            result = jsma_least_perturbation(queried, batch, truth, num_classes=num_classes, theta=settings["theta"],
-                                             gamma=settings["gamma"], temperature=settings.get("temperature", 1.0),
-                                             clip=BOUNDS)
-            adversarial.append(result.adversarial.detach().cpu())
-            for key, value in (("target", result.target), ("iterations", result.iterations)):
-                extras.setdefault(key, []).append(value.cpu())
-        else:
-            import foolbox as fb
-
-            attack, epsilon = _foolbox_attack(name, settings)
-            fmodel = fb.PyTorchModel(queried, bounds=BOUNDS, device=device)
-            _, clipped, _ = attack(fmodel, batch, fb.criteria.Misclassification(truth), epsilons=epsilon)
-            if name in _ZERO_ON_FAILURE:
-                # Foolbox's C&W and EAD start their best-so-far from an all-zero image and return it
-                # where no adversarial was found (and Foolbox then calls it a success whenever the model
-                # misclassifies a blank image). An optimum of exactly zero in every pixel does not occur
-                # in their tanh / shrinkage spaces, so an all-zero output marks a failed attempt: its
-                # honest record is the seed itself (perturbation 0, success False).
-                blank = (clipped.flatten(1) == 0).all(1) & ~(batch.flatten(1) == 0).all(1)
-                clipped = torch.where(blank.view(-1, *[1] * (batch.dim() - 1)), batch, clipped)
-            adversarial.append(clipped.detach().clamp(*BOUNDS).cpu())
+        crafted, extra = spec.craft(queried, batch, truth, settings, num_classes=num_classes, device=device)
+        adversarial.append(crafted.detach().cpu())
+        for key, value in extra.items():
+            extras.setdefault(key, []).append(value.cpu())
         done = min(first + batch_size, len(x))
         log.info("%s: %d/%d inputs (%.1f s)", name, done, len(x), time.perf_counter() - start)
     adv = torch.cat(adversarial)

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from advflow.attacks.library import ATTACK_NORMS, run_attack
+from advflow.attacks import registry
+from advflow.attacks.library import AttackOutcome, run_attack
 from advflow.data import to_model_space
 from advflow.workflow.io import atomic_h5, open_h5
 from advflow.models.architectures import load_checkpoint, predict_logits
@@ -75,8 +77,14 @@ def write_set(out_path: str | Path, *, x: torch.Tensor, adversarial: torch.Tenso
 
 
 def craft_set(attack: str, target_path: str | Path, seeds_path: str | Path, settings: dict[str, Any], *,
-              seed: int, device: torch.device, out_path: str | Path, batch_size: int = 100) -> dict[str, float]:
-    """Attack the seeds on the target model and write the set; returns its Table II row."""
+              seed: int, device: torch.device, out_path: str | Path, batch_size: int = 100,
+              records: Callable[[torch.Tensor, torch.Tensor, AttackOutcome], dict[str, np.ndarray]] | None = None,
+              attrs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Attack the seeds on the target model and write the set; returns its Table II row.
+
+    ``records(x, labels, outcome)`` adds per-input records under ``extra/`` (the defense sweeps: the achieved
+    margin and the random control), ``attrs`` attributes over the usual ones (the defense sweeps: their own name
+    and strength). The settings are stored as JSON, as every set stores them."""
     model = load_checkpoint(target_path, device)
     images, labels, indices = load_profile(seeds_path)
     x, y = _model_space(images), torch.as_tensor(labels)
@@ -85,13 +93,15 @@ def craft_set(attack: str, target_path: str | Path, seeds_path: str | Path, sett
     outcome = run_attack(attack, model, x, y, settings, num_classes=num_classes, device=device, seed=seed,
                          batch_size=batch_size)
     name = model.arch["name"]
+    extra = {k: v.numpy() for k, v in outcome.extra.items()}
+    extra.update(records(x, y, outcome) if records is not None else {})
     write_set(out_path, x=x, adversarial=outcome.adversarial, labels=labels, indices=indices, before=before.numpy(),
-              logits=outcome.logits, extra={k: v.numpy() for k, v in outcome.extra.items()},
-              attrs={"attack": attack, "target": name, "norm": ATTACK_NORMS[attack],
-                     "settings": json.dumps(settings, sort_keys=True), "seed": seed})
+              logits=outcome.logits, extra=extra,
+              attrs={"attack": attack, "target": name, "norm": registry.get(attack).norm,
+                     "settings": json.dumps(settings, sort_keys=True), "seed": seed, **(attrs or {})})
     row = summarize(out_path)
-    log.info("%s on %s: success %.3f, distortion %.4f (%s)", attack, name, row["success_rate"], row["distortion"],
-             row["norm"])
+    log.info("%s on %s: success %.3f, distortion %.4f (%s)", row["attack"], name, row["success_rate"],
+             row["distortion"], row["norm"])
     return row
 
 

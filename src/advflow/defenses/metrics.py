@@ -24,7 +24,8 @@ import numpy as np
 from scipy.stats import rankdata
 
 from advflow.defenses import flagged, threshold
-from advflow.defenses.settings import EPSILON_ATTACKS, KAPPA_ATTACKS
+from advflow.attacks import registry as attack_registry
+from advflow.defenses.settings import EPSILON_ATTACKS, KAPPA_ATTACKS, SWEEP_ATTACKS
 from advflow.information.shifts import wilson
 from advflow.workflow.io import atomic_path, quarantine
 
@@ -40,7 +41,7 @@ INTEGER_COLUMNS = ("index", "label", "prediction", "reformed_prediction", "contr
 RESAMPLES = 1000
 DENOMINATORS = ("attacked", "successful")
 NO_INPUT_NOTES = {"attacked": "n/a (no adversarial input)", "successful": "n/a (no successful adversarial input)"}
-ATTACK_LABELS = {"pgd": "PGD", "bim": "BIM", "cw": "C&W-L2", "ead_l1": "EAD-L1", "ead_en": "EAD-EN"}
+ATTACK_LABELS = {name: attack_registry.labels()[name] for name in SWEEP_ATTACKS}
 MAX_ROC_CURVES = 8
 
 # Seed 003, Section 4.2 "Effect on normal examples" (Fashion-MNIST test set): 94.34 % without any defense, 89.57 %

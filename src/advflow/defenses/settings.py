@@ -8,26 +8,31 @@ import copy
 import math
 from typing import Any
 
+from advflow.attacks import registry as attack_registry
+from advflow.defenses import registry as detector_registry
 from advflow.workflow.catalog import MODELS
 from advflow.workflow.errors import ConfigError
 
-#: Every detector the stage knows: the autoencoder it uses and how it scores (seed 003 on Fashion-MNIST uses
-#: magnet_l1, magnet_l2 and mid, with the reformer).
-DETECTORS = {"magnet_l1": "ae_ii", "magnet_l2": "ae_i", "magnet_jsd_T10": "ae_i", "magnet_jsd_T40": "ae_i",
-             "mid": "ae_i", "dropout_vote": None}
+#: Every detector the stage knows (:mod:`advflow.defenses.registry`: seed 003 on Fashion-MNIST uses magnet_l1,
+#: magnet_l2 and mid, with the reformer).
+DETECTORS = detector_registry.names()
 #: Detectors scored by the scoring jobs (the others by their own rule: the dropout vote, rule ``dropout_vote``).
-SCORED_BY_SCORES_RULE = tuple(d for d in DETECTORS if d != "dropout_vote")
-#: The sweep attacks: L∞ attacks swept over ε, optimisation attacks over κ (seed 003, Tables 1 and 2).
-EPSILON_ATTACKS, KAPPA_ATTACKS = ("pgd", "bim"), ("cw", "ead_l1", "ead_en")
-SWEEP_ATTACKS = EPSILON_ATTACKS + KAPPA_ATTACKS
+SCORED_BY_SCORES_RULE = detector_registry.scored_by_scores_rule()
+#: The sweep attacks (:mod:`advflow.attacks.registry`): L∞ attacks swept over ε, optimisation attacks over κ
+#: (seed 003, Tables 1 and 2).
+EPSILON_ATTACKS, KAPPA_ATTACKS = attack_registry.swept_by("epsilon"), attack_registry.swept_by("kappa")
+SWEEP_ATTACKS = tuple(attack_registry.sweep_attacks())
+#: The strength part of a sweep set's name, by what the sweep varies: ``pgd_eps0.05``, ``cw_kappa5``.
+STRENGTH_PREFIX = {"epsilon": "eps", "kappa": "kappa"}
+#: The sweep sets' names as a wildcard pattern (rules/defenses.smk).
+SWEEP_PATTERN = f"({'|'.join(SWEEP_ATTACKS)})_({'|'.join(STRENGTH_PREFIX.values())})[0-9.]+"
 #: Seed 003's settings; the default config scales N_d and the attacks' steps to a 2-core CPU.
 DEFENSE_DEFAULTS: dict[str, Any] = {
     "classifier": "good_init", "n": 1000, "validation": 1000, "clean": 2000,
     "detectors": ["magnet_l1", "magnet_l2", "mid"], "reformer": True,
     # Judged alone beside the defense's detectors (detectors.csv), not part of the defense: seed 001's dropout vote.
     "compared": ["dropout_vote"],
-    "fpr": {"magnet_l1": 0.001, "magnet_l2": 0.001, "magnet_jsd_T10": 0.001, "magnet_jsd_T40": 0.001, "mid": 0.005,
-            "dropout_vote": 0.005},
+    "fpr": detector_registry.default_fprs(),
     # Seed 001's dropout vote: K passes; rate null = the classifier's own dropout layers at their own rates.
     "dropout_vote": {"k": 50, "rate": None},
     "autoencoder": {"epochs": 100, "batch_size": 256, "lr": 0.001, "noise": 0.1, "train_size": None},
@@ -36,10 +41,7 @@ DEFENSE_DEFAULTS: dict[str, Any] = {
     "attacks": list(SWEEP_ATTACKS),
     "epsilons": [round(0.05 * i, 2) for i in range(1, 11)],
     "kappas": [5 * i for i in range(9)],
-    "pgd": {"steps": 40, "rel_stepsize": 0.025}, "bim": {"steps": 10, "rel_stepsize": 0.1},
-    "cw": {"binary_search_steps": 9, "steps": 1000, "stepsize": 0.01, "c": 0.001},
-    "ead_l1": {"binary_search_steps": 9, "steps": 1000, "stepsize": 0.01, "c": 0.001, "beta": 0.1},
-    "ead_en": {"binary_search_steps": 9, "steps": 1000, "stepsize": 0.01, "c": 0.001, "beta": 0.1},
+    **{name: dict(spec.sweep_defaults) for name, spec in attack_registry.sweep_attacks().items()},
     "batch_size": 100,
 }
 
@@ -57,6 +59,10 @@ def defense_settings(config: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(block, dict):
         _fail("", f"must be a mapping of settings; got {block!r}")
     settings = copy.deepcopy(DEFENSE_DEFAULTS)
+    # what the registries know now (a detector or sweep attack registered after this module was imported too)
+    detectors, sweeps = detector_registry.names(), tuple(attack_registry.sweep_attacks())
+    settings["fpr"] = detector_registry.default_fprs()
+    settings.update({n: dict(s.sweep_defaults) for n, s in attack_registry.sweep_attacks().items() if n not in settings})
     for key, value in block.items():
         if key not in settings:
             _fail(key, f"unknown key; allowed: {', '.join(settings)}")
@@ -70,7 +76,7 @@ def defense_settings(config: dict[str, Any]) -> dict[str, Any] | None:
         value = settings[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             _fail(key, f"must be a positive integer; got {value!r}")
-    for key, allowed in (("detectors", DETECTORS), ("compared", DETECTORS), ("attacks", SWEEP_ATTACKS)):
+    for key, allowed in (("detectors", detectors), ("compared", detectors), ("attacks", sweeps)):
         names = settings[key]
         if key == "compared" and names == []:
             continue
@@ -80,8 +86,8 @@ def defense_settings(config: dict[str, Any]) -> dict[str, Any] | None:
         if unknown:
             _fail(key, f"unknown {', '.join(map(str, unknown))}; allowed: {', '.join(allowed)}")
     for name, fpr in settings["fpr"].items():
-        if name not in DETECTORS:
-            _fail(f"fpr.{name}", f"unknown detector; allowed: {', '.join(DETECTORS)}")
+        if name not in detectors:
+            _fail(f"fpr.{name}", f"unknown detector; allowed: {', '.join(detectors)}")
         if isinstance(fpr, bool) or not isinstance(fpr, (int, float)) or not 0 < fpr < 1:  # NaN fails too
             _fail(f"fpr.{name}", f"a false-positive rate must be a number in (0, 1); got {fpr!r}")
     vote = settings["dropout_vote"]
@@ -164,32 +170,28 @@ def perturbation_settings(config: dict[str, Any]) -> dict[str, Any] | None:
 
 def strength_name(attack: str, value: float) -> str:
     """``eps0.05`` for an ε of PGD/BIM, ``kappa5`` for a κ of C&W/EAD."""
-    return f"eps{value:g}" if attack in EPSILON_ATTACKS else f"kappa{value:g}"
+    return f"{STRENGTH_PREFIX[attack_registry.sweep(attack).strength]}{value:g}"
 
 
-def sweep_sets(settings: dict[str, Any]) -> list[str]:
-    """Every sweep set of the config: ``{attack}_{strength}``."""
-    out = []
+def sweeps(settings: dict[str, Any]) -> dict[str, tuple[str, float]]:
+    """Every sweep set of the config, ``{attack}_{strength}`` (its file name, built once here) -> (attack, strength):
+    the rules and the tables carry the values, never parse them back out of the name."""
+    out = {}
     for attack in settings["attacks"]:
-        grid = settings["epsilons"] if attack in EPSILON_ATTACKS else settings["kappas"]
-        out += [f"{attack}_{strength_name(attack, value)}" for value in grid]
+        grid = settings["epsilons"] if attack_registry.sweep(attack).strength == "epsilon" else settings["kappas"]
+        out.update({f"{attack}_{strength_name(attack, value)}": (attack, float(value)) for value in grid})
     return out
 
 
-def parse_set(name: str) -> tuple[str, float]:
-    """``pgd_eps0.05`` -> ("pgd", 0.05); ``ead_l1_kappa5`` -> ("ead_l1", 5.0)."""
-    attack, _, strength = name.rpartition("_")
-    for prefix in ("eps", "kappa"):
-        if strength.startswith(prefix) and attack in SWEEP_ATTACKS:
-            return attack, float(strength[len(prefix):])
-    raise ValueError(f"{name!r} is not a sweep set ({{attack}}_eps{{ε}} or {{attack}}_kappa{{κ}})")
+def sweep_sets(settings: dict[str, Any]) -> list[str]:
+    """The names of :func:`sweeps`."""
+    return list(sweeps(settings))
 
 
 def attack_settings(settings: dict[str, Any], attack: str, strength: float) -> tuple[str, dict[str, Any]]:
     """The library attack and its settings for one sweep set, in model space ([-1, 1]: ε doubles)."""
-    own = dict(settings[attack])
-    if attack in EPSILON_ATTACKS:
+    own, spec = dict(settings[attack]), attack_registry.sweep(attack)
+    if spec.strength == "epsilon":  # seed 003's ε is in [0, 1] pixel units: 2ε in the models' [-1, 1] space
         epsilon = 2.0 * strength
-        return ("pgd" if attack == "pgd" else "igsm",
-                {"epsilon": epsilon, "alpha": own["rel_stepsize"] * epsilon, "steps": own["steps"]})
-    return attack, {**own, "kappa": float(strength)}
+        return spec.name, {"epsilon": epsilon, "alpha": own["rel_stepsize"] * epsilon, "steps": own["steps"]}
+    return spec.name, {**own, "kappa": float(strength)}

@@ -32,32 +32,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from advflow.attacks.sets import _model_space, model_logits, write_set
-from advflow.attacks.library import run_attack
+from advflow.attacks.sets import _model_space, craft_set, model_logits
 from advflow.workflow.errors import ConfigError
 from advflow.attacks.controls import _generator as control_generator
 from advflow.attacks.controls import perturb_like
 from advflow.data import load_prepared
 from advflow.defenses import Detector
+from advflow.defenses import registry
 from advflow.defenses.magnet import (
-    JSDDetector,
-    ReconstructionDetector,
     Reformer,
     load_autoencoder,
     save_autoencoder,
 )
 from advflow.defenses.metrics import CONTROL_PREFIX
-from advflow.defenses.mine import MIDDetector, MineSettings
+from advflow.defenses.mine import MIDDetector
 from advflow.defenses.settings import (
-    DETECTORS,
     KAPPA_ATTACKS,
-    SCORED_BY_SCORES_RULE,
     attack_settings,
-    parse_set,
+    strength_name,
 )
 from advflow.workflow.io import atomic_path, check_h5, open_h5, quarantine
-from advflow.models.architectures import load_checkpoint, predict_logits
-from advflow.attacks.profiles import _write, correctly_classified, load_profile
+from advflow.models.architectures import load_checkpoint
+from advflow.attacks.profiles import _write, correctly_classified
 from advflow.attacks.checks import check_profile, check_set
 
 log = logging.getLogger("advflow.defenses")
@@ -114,9 +110,8 @@ def train_defense_autoencoder(name: str, data_path: str | Path, settings: dict[s
 
 def mid_detector(classifier: torch.nn.Module, ae_i: torch.nn.Module, settings: dict[str, Any], *,
                  seed: int) -> MIDDetector:
-    mine = {k: v for k, v in settings["mine"].items() if k not in ("references", "train_size")}
-    return MIDDetector(classifier, Reformer(ae_i), settings=MineSettings(**mine, seed=seed),
-                       references=int(settings["mine"]["references"]))
+    """MID as the registry builds it, before it is fitted (rule fit_mid fits it and saves its state)."""
+    return registry.build("mid", registry.Built(classifier, {"ae_i": ae_i}, {}, settings, seed))
 
 
 def fit_mid(data_path: str | Path, classifier_path: str | Path, ae_i_path: str | Path, settings: dict[str, Any],
@@ -156,28 +151,26 @@ def random_control(name: str, library_attack: str, x: torch.Tensor, adversarial:
     return perturb_like(library_attack, seeds, norms, {}, control_generator(seed, f"random_{name}"))
 
 
-def craft_sweep_set(name: str, classifier_path: str | Path, seeds_path: str | Path, settings: dict[str, Any], *,
-                    seed: int, device: torch.device, out: str | Path) -> dict[str, Any]:
-    """Attack the defense seeds on the undefended classifier for one sweep set; records the achieved margins."""
-    attack, strength = parse_set(name)
+def craft_sweep_set(attack: str, strength: float, classifier_path: str | Path, seeds_path: str | Path,
+                    settings: dict[str, Any], *, seed: int, device: torch.device, out: str | Path) -> dict[str, Any]:
+    """Attack the defense seeds on the undefended classifier for one sweep set (``attack`` at ``strength``, in the
+    seed's units), as every adversarial set is crafted (:func:`advflow.attacks.sets.craft_set`), and record each
+    input's achieved margin and its random control under ``extra/``."""
     library_attack, own = attack_settings(settings, attack, strength)
-    model = load_checkpoint(classifier_path, device)
-    images, labels, indices = load_profile(seeds_path)
-    x, y = _model_space(images), torch.as_tensor(labels)
-    num_classes = int(model.arch["num_classes"])
-    before = predict_logits(model, images, device).argmax(1)
-    outcome = run_attack(library_attack, model, x, y, own, num_classes=num_classes, device=device, seed=seed,
-                         batch_size=int(settings["batch_size"]))
-    margin = margins(outcome.logits, y)
-    control = random_control(name, library_attack, x, outcome.adversarial, seed=seed)
-    write_set(out, x=x, adversarial=outcome.adversarial, labels=labels, indices=indices, before=before.numpy(),
-              logits=outcome.logits, extra={"margin": margin, "control": control},
-              attrs={"attack": attack, "strength": float(strength), "target": model.arch["name"],
-                     "settings": repr(sorted(own.items())), "seed": seed})
-    success = outcome.success.numpy()
+    name = f"{attack}_{strength_name(attack, strength)}"
+
+    def records(x: torch.Tensor, labels: torch.Tensor, outcome: Any) -> dict[str, np.ndarray]:
+        return {"margin": margins(outcome.logits, labels),
+                "control": random_control(name, library_attack, x, outcome.adversarial, seed=seed)}
+
+    row = craft_set(library_attack, classifier_path, seeds_path, own, seed=seed, device=device, out_path=out,
+                    batch_size=int(settings["batch_size"]), records=records,
+                    attrs={"attack": attack, "strength": float(strength)})
+    with open_h5(out) as h5:
+        success, margin = h5["success"][:].astype(bool), h5["extra/margin"][:]
     reached = int((margin >= strength).sum()) if attack in KAPPA_ATTACKS else int(success.sum())
     log.info("%s: success %d / %d; margin >= κ on %d", name, int(success.sum()), len(success), reached)
-    return {"success": int(success.sum()), "attacked": len(success)}
+    return {**row, "success": int(success.sum())}
 
 
 def load_mid_state(path: str | Path) -> dict[str, Any]:
@@ -198,21 +191,11 @@ def load_mid_state(path: str | Path) -> dict[str, Any]:
 
 def build_detectors(names: list[str], classifier: torch.nn.Module, autoencoders: dict[str, torch.nn.Module],
                     mid_state: dict[str, Any] | None, settings: dict[str, Any], *, seed: int) -> dict[str, Detector]:
-    """The configured detectors, fitted (MID from its saved state)."""
-    detectors: dict[str, Detector] = {}
-    for name in names:
-        if name in ("magnet_l1", "magnet_l2"):
-            detectors[name] = ReconstructionDetector(autoencoders[DETECTORS[name]], 1 if name == "magnet_l1" else 2)
-        elif name.startswith("magnet_jsd_T"):
-            detectors[name] = JSDDetector(autoencoders["ae_i"], classifier, float(name.removeprefix("magnet_jsd_T")))
-        elif name == "mid":
-            detector = mid_detector(classifier, autoencoders["ae_i"], settings, seed=seed)
-            detector.load_state_dict(mid_state or {})
-            detectors[name] = detector
-        else:
-            raise ValueError(f"unknown detector {name!r}; the scoring jobs know: {', '.join(SCORED_BY_SCORES_RULE)} "
-                             f"(dropout_vote is scored by its own rule)")
-    return detectors
+    """The configured detectors as the registry (:mod:`advflow.defenses.registry`) builds them, fitted (MID from
+    its saved state). A name the registry does not know, or one scored by a rule of its own (the dropout vote), is
+    a ValueError naming the detectors the scoring jobs know."""
+    context = registry.Built(classifier, autoencoders, {"mid": mid_state}, settings, seed)
+    return {name: registry.build(name, context) for name in names}
 
 
 def set_size(h5: Any, path: str | Path) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from advflow.defenses import metrics
-from advflow.defenses.settings import EPSILON_ATTACKS, KAPPA_ATTACKS, judged, parse_set
+from advflow.defenses.settings import EPSILON_ATTACKS, KAPPA_ATTACKS, judged, sweeps
 from advflow.workflow.figures import save
 from advflow.workflow.io import quarantine
 from advflow.workflow.tabular import write_table
@@ -82,7 +82,12 @@ def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, swee
 
     validation, clean = read(validation_csv), read(clean_csv)
     limits = metrics.thresholds(validation, {d: settings["fpr"][d] for d in every})
-    sets = {parse_set(Path(p).stem): read(p) for p in sweep_csvs}
+    known = sweeps(settings)  # each sweep set's (attack, strength), by the file name it was built with
+    unknown = [str(p) for p in sweep_csvs if Path(p).stem not in known]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not a sweep set of this config's defense.attacks, epsilons and "
+                         f"kappas ({', '.join(known)})")
+    sets = {known[Path(p).stem]: read(p) for p in sweep_csvs}
     by_eps = {k: v for k, v in sets.items() if k[0] in EPSILON_ATTACKS}
     by_kappa = {k: v for k, v in sets.items() if k[0] in KAPPA_ATTACKS}
     accuracy = [{"defense": " + ".join(detectors) + (" + reformer" if reformer else ""),

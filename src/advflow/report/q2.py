@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from advflow.attacks import registry as attack_registry
 from advflow.information import shifts
 from advflow.workflow.catalog import CONTROL_PREFIX
 from advflow.report import findings as fx
@@ -42,9 +43,9 @@ TABLES = {
         "Table III: IIP and OIP distance of each attack's aggregated paths on good_init from normal (normal_test, "
         "the clean seeds); first row: normal_train for scale."),
 }
-#: Attack families, one row each in the figure (as the paper's Figs. 8-11 group them by norm).
-ATTACK_FAMILIES = (("L∞ gradient attacks", ("fgsm", "igsm", "pgd")), ("JSMA (L0)", ("jsma",)),
-                   ("minimal L2 attacks", ("deepfool", "cw")), ("EAD (L1)", ("ead_l1", "ead_en")))
+#: Attack families, one row each in the figure (as the paper's Figs. 8-11 group them by norm): the registry's.
+ATTACK_FAMILIES = tuple((family, tuple(n for n in attack_registry.names() if attack_registry.get(n).family == family))
+                        for family in dict.fromkeys(attack_registry.get(n).family for n in attack_registry.names()))
 
 
 def distance_rows(study: Study, results: RunResults) -> list[Row]:
