@@ -142,7 +142,9 @@ def test_a_stage_runs_its_own_package_and_nothing_above_it(stage):
     rule's code digest covers exactly the modules its script imports (advflow.workflow.digests), and no
     rule of a stage imports a module of a later stage."""
     for script in rule_scripts()[stage]:
-        parts = {part(name) for name in code_modules(script, LIBRARY) if name != "advflow"}
+        modules = code_modules(script)  # the library the Snakefile's digests read (advflow.workflow.digests' root)
+        assert modules == code_modules(script, LIBRARY), "the digests' default library root is not src/advflow"
+        parts = {part(name) for name in modules if name != "advflow"}
         assert stage in parts, f"{script.name} runs no module of advflow.{stage}"
         above = {p for p in parts if FLOORS[p] > FLOORS[stage] and p != "config"}
         assert not above, f"{script.name} ({stage}) runs modules of later stages: {above}"

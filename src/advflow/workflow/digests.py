@@ -81,7 +81,7 @@ def _read_module(path: Path, dotted: str) -> tuple[str, frozenset[str]]:
 
 
 def _library_root(package_root: str | Path | None) -> Path:
-    return Path(package_root) if package_root else Path(__file__).resolve().parent
+    return Path(package_root) if package_root else Path(__file__).resolve().parents[1]  # src/advflow
 
 
 def code_modules(script: str | Path, package_root: str | Path | None = None) -> dict[str, Path]:
