@@ -301,3 +301,8 @@ def test_a_worker_that_dies_mid_job_makes_the_job_fail_and_stops_its_child(tmp_p
         if server.poll() is None:
             server.kill()
         server.communicate()
+
+
+def test_the_worker_imports_advflow_from_the_folder_that_holds_the_package():
+    root = worker.source_root()
+    assert (root / "advflow" / "__init__.py").is_file() and root == REPO / "src"

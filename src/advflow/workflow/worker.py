@@ -303,6 +303,12 @@ def serve(path: str, parent: int, idle: float = IDLE_SECONDS) -> None:
 _LAUNCHED: list[subprocess.Popen] = []
 
 
+def source_root() -> Path:
+    """The folder that holds this ``advflow`` package (``src/`` of a checkout): what the worker puts first on its
+    path, so that it imports the same advflow as the jobs."""
+    return Path(__file__).resolve().parents[2]
+
+
 def launch(log: str | os.PathLike) -> subprocess.Popen:
     """Start the run's worker from Snakemake's process (the Snakefile's ``onstart``; its lines go to ``log``) and
     name its socket in this process's environment, which every job inherits. It does not wait: jobs run in their
@@ -310,7 +316,7 @@ def launch(log: str | os.PathLike) -> subprocess.Popen:
     directory = tempfile.mkdtemp(prefix="advflow-worker-")  # short: a socket path has at most 107 bytes
     path = os.path.join(directory, "socket")
     Path(log).parent.mkdir(parents=True, exist_ok=True)
-    source = str(Path(__file__).resolve().parent.parent)  # this advflow, installed or not
+    source = str(source_root())  # this advflow, installed or not
     code = f"import sys; sys.path.insert(0, {source!r}); from advflow.workflow.worker import serve; serve(sys.argv[1], int(sys.argv[2]))"
     with open(log, "a") as out:
         process = subprocess.Popen([sys.executable, "-c", code, path, str(os.getpid())],
