@@ -82,13 +82,6 @@ def test_control_trajectory_moves_two_new_pixels_per_step():
     assert ever.max() == 1  # no pixel is moved twice
 
 
-def test_control_names():
-    assert controls.control_name("fgsm") == "random_fgsm"
-    assert controls.attacked_by("random_jsma_control") == "jsma_control"
-    with pytest.raises(ValueError, match="not a control"):
-        controls.attacked_by("fgsm")
-
-
 # --- seeds and exact sizes, on planted inputs -------------------------------------------------------------------
 
 

@@ -8,12 +8,13 @@ import logging  # noqa: E402
 
 from advflow.information.aggregate import MIN_SUBSET, aggregate_subsets, write_aggregate  # noqa: E402
 from advflow.information.paths import read_mi_record  # noqa: E402
+from advflow.workflow.catalog import set_name  # noqa: E402
 
 ready()
 
 log = logging.getLogger("advflow.information.aggregate")
 gp = dict(sm.params.gp)
-record = read_mi_record(sm.input.mi, model=sm.wildcards.model, set_=f"{sm.wildcards.attack}@{sm.wildcards.target}")
+record = read_mi_record(sm.input.mi, model=sm.wildcards.model, set_=set_name(sm.wildcards.attack, sm.wildcards.target))
 subsets = aggregate_subsets(sm.input.paths, sm.input.adversarial, seed=sm.params.seed, grid_step=gp["grid_step"],
                             record=record)
 for subset, (count, aggregated) in subsets.items():

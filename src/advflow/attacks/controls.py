@@ -16,9 +16,9 @@ DeepFool, C&W, EAD (L2 / L1)                Gaussian noise scaled so that the cl
 ==========================================  ===================================================================
 
 An input the attack left unchanged (norm 0) stays unchanged in its control. A control set is named
-``random_{attack}@{target}`` and has the file layout of an adversarial set (:mod:`advflow.attacks.sets`),
-so the features, MI and paths stages treat it like any set. Q1's control trajectory
-(:func:`random_trajectory`) moves two random pixels by theta per step, as many steps as JSMA took.
+``random_{attack}@{target}`` (:func:`advflow.workflow.catalog.control_set`) and has the file layout of an
+adversarial set (:mod:`advflow.attacks.sets`), so the features, MI and paths stages treat it like any set. Q1's
+control trajectory (:func:`random_trajectory`) moves two random pixels by theta per step, as many steps as JSMA took.
 """
 
 from __future__ import annotations
@@ -34,34 +34,15 @@ import torch
 
 from advflow.attacks import registry
 from advflow.attacks.registry import BOUNDS
-from advflow.workflow.catalog import CONTROL_PREFIX, CONTROL_TRAJECTORY
+from advflow.workflow.catalog import control_name, control_trajectory_set, set_name
 from advflow.workflow.io import atomic_h5, open_h5
 from advflow.attacks.checks import check_set
 
 log = logging.getLogger("advflow.attacks.controls")
 
-#: The prefix of a control set's attack name: ``random_fgsm@good_init`` is FGSM's control on good_init.
-PREFIX = CONTROL_PREFIX
-
 #: Which size a control matches, by the attack's norm (docs/method.md: random +-eps for L-infinity attacks, the
 #: same number of pixels moved by theta for JSMA, Gaussian noise of the same L2 norm for L2 / L1 attacks).
 MATCHED_NORM = {"linf": "linf", "l0": "l0", "l2": "l2", "l1": "l2"}
-
-
-def control_name(attack: str) -> str:
-    """The attack name of ``attack``'s random control (``fgsm`` -> ``random_fgsm``)."""
-    return PREFIX + attack
-
-
-def is_control(attack: str) -> bool:
-    return attack.startswith(PREFIX)
-
-
-def attacked_by(control: str) -> str:
-    """The attack a control stands beside (``random_fgsm`` -> ``fgsm``)."""
-    if not is_control(control):
-        raise ValueError(f"{control!r} is not a control set's attack name (they start with {PREFIX!r})")
-    return control[len(PREFIX):]
 
 
 def _generator(seed: int, name: str) -> np.random.Generator:
@@ -152,7 +133,7 @@ def make_control_set(attack_set: str | Path, seeds_path: str | Path, model_path:
     if not np.array_equal(set_indices, indices):
         raise ValueError(f"{attack_set}: its inputs (indices) are not the seeds of {seeds_path}; rerun the attack")
     x = _model_space(images).numpy()
-    rng = _generator(seed, f"{control_name(attack)}@{target}")
+    rng = _generator(seed, set_name(control_name(attack), target))
     adversarial = perturb_like(attack, x, r_norms, settings, rng)
     model = load_checkpoint(model_path, device)
     logits = model_logits(model, adversarial, device)
@@ -195,12 +176,12 @@ def make_control_trajectories(trajectory_path: str | Path, *, seed: int, out_pat
         meta = {key: h5[key][:] for key in ("labels", "indices", "target", "success", "iterations") if key in h5}
         settings = json.loads(h5.attrs["settings"])
         model = str(h5.attrs["target_model"])
-    rng = _generator(seed, f"{CONTROL_TRAJECTORY}@{model}")
+    rng = _generator(seed, control_trajectory_set(model))
     controls = random_trajectory(steps, float(settings["theta"]), rng)
     with atomic_h5(out_path) as h5:
         for key, trajectory in zip(keys, controls):
             h5.create_dataset(f"steps/{key}", data=trajectory, compression="gzip")
         for key, value in meta.items():
             h5.create_dataset(key, data=value)
-        h5.attrs.update({"attack": "random_jsma", "target_model": model,
+        h5.attrs.update({"attack": control_name("jsma"), "target_model": model,
                          "settings": json.dumps({"control_of": "jsma", **settings}, sort_keys=True), "seed": seed})

@@ -33,8 +33,9 @@ ScoreTable = dict[str, np.ndarray]
 REQUIRED = ("index", "label", "prediction", "success", "reformed_prediction", "margin")
 SCORE_PREFIX = "score_"
 #: A sweep set's random control (each seed perturbed at random by the attack's own size) is scored beside it:
-#: ``control_prediction``, ``control_reformed_prediction`` and ``control_score_<detector>``, one row per input.
-CONTROL_PREFIX = "control_"
+#: ``control_prediction``, ``control_reformed_prediction`` and ``control_score_<detector>``, one row per input. (The
+#: prefix of a score table's columns; a control *set*'s name is the catalog's, advflow.workflow.catalog.control_name.)
+CONTROL_COLUMN_PREFIX = "control_"
 INTEGER_COLUMNS = ("index", "label", "prediction", "reformed_prediction", "control_prediction",
                    "control_reformed_prediction")
 #: Percentile bootstrap of the detectors' AUC and TPRs: resamples (clean and adversarial inputs apart).
@@ -96,7 +97,8 @@ def check_table(scores: Mapping[str, Any], where: str = "score table") -> ScoreT
         if values.size != n:
             raise ValueError(f"{where}: column {name} has {values.size} values, column index has {n}; every column "
                              f"needs one value per input")
-        if name.removeprefix(CONTROL_PREFIX).startswith(SCORE_PREFIX) and np.isnan(values.astype(np.float64)).any():
+        if (name.removeprefix(CONTROL_COLUMN_PREFIX).startswith(SCORE_PREFIX)
+                and np.isnan(values.astype(np.float64)).any()):
             raise ValueError(f"{where}: column {name} has {int(np.isnan(values.astype(np.float64)).sum())} NaN "
                              f"scores of {n}; a detector must score every input (rerun its scoring)")
     return table
@@ -109,7 +111,7 @@ def detectors_in(scores: Mapping[str, Any]) -> list[str]:
 
 def has_control(scores: Mapping[str, Any]) -> bool:
     """Whether a score table holds its set's random control (``control_*`` columns)."""
-    return CONTROL_PREFIX + "prediction" in scores
+    return CONTROL_COLUMN_PREFIX + "prediction" in scores
 
 
 def control_view(scores: Mapping[str, Any]) -> ScoreTable:
@@ -121,8 +123,8 @@ def control_view(scores: Mapping[str, Any]) -> ScoreTable:
     view = {name: table[name] for name in ("index", "label", "success")}
     view["margin"] = np.full(table["index"].size, math.nan)
     for name in table:
-        if name.startswith(CONTROL_PREFIX):
-            view[name[len(CONTROL_PREFIX):]] = table[name]
+        if name.startswith(CONTROL_COLUMN_PREFIX):
+            view[name[len(CONTROL_COLUMN_PREFIX):]] = table[name]
     return check_table(view, where="control scores")
 
 
@@ -135,7 +137,8 @@ def _parse(path: Path, name: str, texts: list[str]) -> np.ndarray:
             return np.array([booleans[t.strip().lower()] for t in texts], dtype=bool)
         return np.array([float(t) for t in texts], dtype=np.float64)
     except (KeyError, ValueError) as error:
-        if name in REQUIRED or name in INTEGER_COLUMNS or name.removeprefix(CONTROL_PREFIX).startswith(SCORE_PREFIX):
+        if (name in REQUIRED or name in INTEGER_COLUMNS
+                or name.removeprefix(CONTROL_COLUMN_PREFIX).startswith(SCORE_PREFIX)):
             kind = "an integer" if name in INTEGER_COLUMNS else "True or False" if name == "success" else "a number"
             raise ValueError(f"{path}: column {name} has a value that is not {kind} ({error}); rewrite the file "
                              f"with write_scores") from error

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from advflow.attacks.sets import _model_space, craft_set, model_logits
+from advflow.workflow.catalog import control_name
 from advflow.workflow.errors import ConfigError
 from advflow.attacks.controls import _generator as control_generator
 from advflow.attacks.controls import perturb_like
@@ -44,7 +45,7 @@ from advflow.defenses.magnet import (
     load_autoencoder,
     save_autoencoder,
 )
-from advflow.defenses.metrics import CONTROL_PREFIX
+from advflow.defenses.metrics import CONTROL_COLUMN_PREFIX
 from advflow.defenses.mine import MIDDetector
 from advflow.defenses.settings import (
     KAPPA_ATTACKS,
@@ -148,7 +149,7 @@ def random_control(name: str, library_attack: str, x: torch.Tensor, adversarial:
     seeds = x.numpy().astype(np.float32)
     r = (adversarial.numpy().astype(np.float64) - seeds).reshape(len(seeds), -1)
     norms = {"linf": np.abs(r).max(1, initial=0.0), "l2": np.linalg.norm(r, axis=1)}
-    return perturb_like(library_attack, seeds, norms, {}, control_generator(seed, f"random_{name}"))
+    return perturb_like(library_attack, seeds, norms, {}, control_generator(seed, control_name(name)))
 
 
 def craft_sweep_set(attack: str, strength: float, classifier_path: str | Path, seeds_path: str | Path,
@@ -235,7 +236,7 @@ def score_set(set_path: str | Path, detectors: dict[str, Detector], classifier: 
             x, success, margin = _model_space(images), np.zeros(len(labels), bool), np.full(len(labels), math.nan)
             control = None
     columns = {"index": np.arange(len(labels)), "label": labels, "success": success, "margin": margin}
-    for prefix, images in (("", x), (CONTROL_PREFIX, control)):
+    for prefix, images in (("", x), (CONTROL_COLUMN_PREFIX, control)):
         if images is None:
             continue
         columns[f"{prefix}prediction"] = model_logits(classifier, images, device).argmax(1).numpy()

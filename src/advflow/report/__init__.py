@@ -17,9 +17,10 @@ One module per question holds its tables, figures, setting text and finding, sta
 :mod:`advflow.report.q5`              transferability in the three-model group (Figs. 7, 10, 11, Tables VII-IX)
 ====================================  =========================================================================
 
-Each exposes ``KEY``, ``TITLE``, ``CLAIM``, ``QUOTED``, ``TABLES`` (file name -> columns and caption) and
-``add_tables(study, results, tables)``, ``figures(study, results, tables, dpi)``, ``setting(study)``,
-``cases(study, evidence)`` and ``literal(tables)``. Shared modules: :mod:`~advflow.report.study`,
+Each is a :class:`advflow.report.questions.Question` (``KEY``, ``TITLE``, ``CLAIM``, ``QUOTED``, ``TABLES`` (file
+name -> columns and caption) and ``add_tables(study, results, tables)``, ``figures(study, results, tables, dpi)``,
+``setting(study)``, ``cases(study, evidence)`` and ``literal(tables)``), registered in
+:data:`advflow.report.questions.QUESTIONS`, which the report iterates. Shared modules: :mod:`~advflow.report.study`,
 :mod:`~advflow.report.results` (reading), :mod:`~advflow.report.tables`, :mod:`~advflow.report.plotting`,
 :mod:`~advflow.report.evidence` and :mod:`~advflow.report.findings` (how a finding is decided and written),
 :mod:`~advflow.report.diagnostics` and :mod:`~advflow.report.page` (the HTML).
@@ -41,14 +42,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from advflow.report import defense, diagnostics, q1, q2, q3, q4, q5, seed001
+from advflow.report import defense, diagnostics, seed001
 from advflow.report.findings import Finding, statistical
 from advflow.report.evidence import overall
 from advflow.report.page import departures, figure_html, html_table, render_html
 from advflow.report.plotting import Figure, band_limits
+from advflow.report.questions import QUESTIONS, Question
 from advflow.report.results import ResultFiles, RunResults
-from advflow.report.study import NORMAL, NORMAL_TRAIN, TRAJECTORY, Study, set_name
+from advflow.report.study import NORMAL, NORMAL_TRAIN, TRAJECTORY, Study
 from advflow.report.tables import TableSpec, Tables, write_table
+from advflow.workflow.catalog import set_name
 from advflow.workflow.figures import save, write_file
 
 __all__ = ["build_report", "compute_tables", "QUESTIONS", "TABLES", "TABLE_COLUMNS", "Study", "set_name",
@@ -56,28 +59,31 @@ __all__ = ["build_report", "compute_tables", "QUESTIONS", "TABLES", "TABLE_COLUM
 
 log = logging.getLogger("advflow.report")
 
-#: The question modules, in the report's order.
-QUESTIONS = (q1, q2, q3, q4, q5)
 #: Every table the report can write: file name -> columns and caption.
-TABLES: dict[str, TableSpec] = {name: spec for module in (*QUESTIONS, diagnostics) for name, spec in
+TABLES: dict[str, TableSpec] = {name: spec for module in (*QUESTIONS.values(), diagnostics) for name, spec in
                                 module.TABLES.items()}
 TABLE_COLUMNS = {name: spec.columns for name, spec in TABLES.items()}
+
+
+def _questions() -> tuple[Question, ...]:
+    """The registered questions in the report's order, for the helpers that take a sequence of them."""
+    return tuple(QUESTIONS.values())
 
 
 def compute_tables(study: Study, results: RunResults, *, seed: int = 0) -> Tables:
     """Every table the config's sets allow, the statistical cases and diagnostics; notes say what was skipped."""
     tables = Tables()
-    for question in QUESTIONS:
+    for question in QUESTIONS.values():
         question.add_tables(study, results, tables)
-    diagnostics.add_statistics(QUESTIONS, study, results, tables, seed=seed)
+    diagnostics.add_statistics(_questions(), study, results, tables, seed=seed)
     return tables
 
 
 def compute_findings(tables: Tables) -> tuple[dict[str, Finding], dict[str, Finding]]:
     """Each question's statistical finding (from its cases) and the paper's literal comparison."""
     found = {q.KEY: statistical(q.CLAIM, tables.cases.get(q.KEY, []), overall(tables.cases.get(q.KEY, [])),
-                                q.QUOTED) for q in QUESTIONS}
-    return found, {q.KEY: q.literal(tables) for q in QUESTIONS}
+                                q.QUOTED) for q in QUESTIONS.values()}
+    return found, {q.KEY: q.literal(tables) for q in QUESTIONS.values()}
 
 
 def findings_record(tables: Tables, found: Mapping[str, Finding], literal: Mapping[str, Finding],
@@ -90,7 +96,8 @@ def findings_record(tables: Tables, found: Mapping[str, Finding], literal: Mappi
         "questions": {q.KEY: {"question": q.TITLE, "verdict": found[q.KEY].verdict, "text": found[q.KEY].text,
                               "literal_verdict": literal[q.KEY].verdict, "literal_text": literal[q.KEY].text,
                               "cases": [r for r in cases if r["question"] == q.KEY],
-                              "intervals": [r for r in intervals if r["question"] == q.KEY]} for q in QUESTIONS},
+                              "intervals": [r for r in intervals if r["question"] == q.KEY]}
+                      for q in QUESTIONS.values()},
         "departs_from_paper": departures(study.config),
         "bootstrap_resamples": study.resamples,
     }
@@ -115,9 +122,9 @@ def build_report(results: Path, config: Mapping[str, Any], *, out_html: Path, ta
         write_table(tables_dir / name, rows, TABLES[name].columns)
         captions[name] = TABLES[name].caption
     figures: dict[str, list[Figure]] = {}
-    for question in QUESTIONS:
-        figures[question.KEY] = question.figures(study, run, tables, study.dpi)
-        for figure in figures[question.KEY]:
+    for key, question in QUESTIONS.items():
+        figures[key] = question.figures(study, run, tables, study.dpi)
+        for figure in figures[key]:
             save(figure, figures_dir)
             captions[figure.name] = figure.caption
     extra = []
@@ -132,7 +139,7 @@ def build_report(results: Path, config: Mapping[str, Any], *, out_html: Path, ta
     seed001_html = seed001.section(results, html_table, figure_html)
     if seed001_html:
         extra.append((seed001.KEY, seed001.TITLE, seed001_html))
-    page = render_html(study, run, QUESTIONS, tables, TABLES, found, literal, figures, tuple(diagnostics.TABLES),
+    page = render_html(study, run, _questions(), tables, TABLES, found, literal, figures, tuple(diagnostics.TABLES),
                        extra)
     write_file(out_html, page)
     write_file(out_html.with_name("findings.json"),

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from advflow.information import shifts
-from advflow.workflow.catalog import CONTROL_PREFIX
 from advflow.workflow.io import open_h5
 from advflow.report.study import NORMAL, NORMAL_TRAIN
 from advflow.information.shifts import FAILS, HOLDS, INCONCLUSIVE, Interval
@@ -33,10 +32,6 @@ NO_INFORMATION = "no information"
 
 #: Fewest inputs (or trajectories) a bootstrap is run on: fewer give intervals too narrow to mean anything.
 MIN_INPUTS = 5
-
-
-def control_set(set_name: str) -> str:
-    return CONTROL_PREFIX + set_name
 
 
 @dataclass

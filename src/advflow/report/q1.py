@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from advflow.information import shifts
-from advflow.workflow.catalog import CONTROL_TRAJECTORY
+from advflow.workflow.catalog import control_trajectory_set, trajectory_set
 from advflow.workflow.io import open_h5
 from advflow.information.paths import path_distance
 from advflow.report.evidence import (INCONCLUSIVE, MIN_INPUTS, NO_INFORMATION, Case, Evidence, decided,
@@ -165,7 +165,7 @@ def cases(study: Study, evidence: Evidence) -> list[Case]:
 def trajectory_case(evidence: Evidence, *, model: str = "good_init") -> Case:
     """Q1: over the recorded JSMA trajectories that end in a successful adversarial input, the last step's OIP
     shift from step 0 exceeds that of the control trajectory (random pixels, same number of steps)."""
-    jsma_set, control = f"trajectory@{model}", f"{CONTROL_TRAJECTORY}@{model}"
+    jsma_set, control = trajectory_set(model), control_trajectory_set(model)
     with open_h5(Path(evidence.results.files.root) / "trajectories" / model / "jsma.h5") as h5:
         success = h5["success"][:].astype(bool)
     ends = {}

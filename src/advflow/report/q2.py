@@ -15,14 +15,14 @@ import numpy as np
 
 from advflow.attacks import registry as attack_registry
 from advflow.information import shifts
-from advflow.workflow.catalog import CONTROL_PREFIX
+from advflow.workflow.catalog import control_name, control_set, set_name
 from advflow.report import findings as fx
-from advflow.report.evidence import (INCONCLUSIVE, MIN_INPUTS, NO_INFORMATION, PREMISE, Case, Evidence, control_set,
-                                     decided, no_information, premise)
+from advflow.report.evidence import (INCONCLUSIVE, MIN_INPUTS, NO_INFORMATION, PREMISE, Case, Evidence, decided,
+                                     no_information, premise)
 from advflow.report.findings import Finding, Row
 from advflow.report.plotting import TRAIN_COLOR, Curve, Figure, normal_curve, palette, rows_figure
 from advflow.report.results import RunResults
-from advflow.report.study import NORMAL, NORMAL_TRAIN, Study, set_name
+from advflow.report.study import NORMAL, NORMAL_TRAIN, Study
 from advflow.report.tables import TableSpec, Tables, attack_rows, distance_from_normal, success_rate, without_controls
 
 KEY = "q2"
@@ -52,7 +52,7 @@ def distance_rows(study: Study, results: RunResults) -> list[Row]:
     """Table III: normal_train, then each attack set on good_init and its control, against normal."""
     rows = [{**distance_from_normal(results, MODEL, NORMAL_TRAIN), "attack": "", "success_rate": math.nan}]
     for attack in study.attacks_on(MODEL):
-        for name in (attack, CONTROL_PREFIX + attack):  # each attack, then its random control
+        for name in (attack, control_name(attack)):  # each attack, then its random control
             rows.append({**distance_from_normal(results, MODEL, set_name(name, MODEL)), "attack": name,
                          "success_rate": success_rate(results, MODEL, name)})
     return rows
@@ -102,7 +102,7 @@ def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list
                         band=False, ioc=False)]
         for a in members:
             curves.append(Curve(a, results.aggregate(MODEL, set_name(a, MODEL)), colors[a]))
-            curves.append(Curve(f"{a} control", results.aggregate(MODEL, set_name(CONTROL_PREFIX + a, MODEL)),
+            curves.append(Curve(f"{a} control", results.aggregate(MODEL, set_name(control_name(a), MODEL)),
                                 colors[a], ":", band=False, ioc=False))
         rows.append((f"{family} on {MODEL}", curves))
     caption = (f"Q2 (cf. Fig. 4): aggregated IIP, OIP and IOC on {MODEL}, one row per attack family, of the clean "
@@ -124,7 +124,7 @@ def cases(study: Study, evidence: Evidence) -> list[Case]:
 def attack_case(evidence: Evidence, model: str, attack: str) -> Case:
     """Q2 for one attack on ``model``: over its successful inputs, OIP shift > IIP shift and OIP shift > the
     control's OIP shift (both differences' intervals above 0)."""
-    set_ = f"{attack}@{model}"
+    set_ = set_name(attack, model)
     success = evidence.success(model, attack)
     index = np.flatnonzero(success)
     if index.size < MIN_INPUTS:

@@ -14,13 +14,14 @@ import numpy as np
 
 from advflow.information import shifts
 from advflow.information.aggregate import aggregated_distance
+from advflow.workflow.catalog import set_name
 from advflow.report import findings as fx
 from advflow.report.evidence import (INCONCLUSIVE, MIN_INPUTS, NO_INFORMATION, Case, Evidence, decided,
                                      no_information, premise)
 from advflow.report.findings import Finding, Row
 from advflow.report.plotting import Curve, Figure, normal_curve, palette, rows_figure
 from advflow.report.results import RunResults
-from advflow.report.study import Study, set_name
+from advflow.report.study import Study
 from advflow.report.tables import TableSpec, Tables, distance_from_normal, model_rows
 
 KEY = "q3"
@@ -151,7 +152,7 @@ def cases(study: Study, evidence: Evidence) -> list[Case]:
 def gap_case(evidence: Evidence, attack: str, *, original: str = "good_init", compressed: str = "compressed") -> Case:
     """Q3 (Table V as the paper reads it): on each model, the gap between the set targeting it and the set
     targeting the other model; the claim is gap(compressed) > gap(original), on the OIP."""
-    on_original, on_compressed = f"{attack}@{original}", f"{attack}@{compressed}"
+    on_original, on_compressed = set_name(attack, original), set_name(attack, compressed)
     success = evidence.success(original, attack) & evidence.success(compressed, attack)
     index = np.flatnonzero(success)
     if index.size < MIN_INPUTS:

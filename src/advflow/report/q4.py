@@ -16,16 +16,16 @@ from typing import Any
 import numpy as np
 
 from advflow.information import shifts
-from advflow.workflow.catalog import CONTROL_PREFIX
+from advflow.workflow.catalog import control_name, control_set, set_name
 from advflow.config import ConfigError, model_settings
 from advflow.workflow.io import open_h5
 from advflow.report import findings as fx
-from advflow.report.evidence import (INCONCLUSIVE, MIN_INPUTS, NO_INFORMATION, PREMISE, Case, Evidence,
-                                     control_set, decided, no_information, premise)
+from advflow.report.evidence import (INCONCLUSIVE, MIN_INPUTS, NO_INFORMATION, PREMISE, Case, Evidence, decided,
+                                     no_information, premise)
 from advflow.report.findings import Finding, Row
 from advflow.report.plotting import Curve, Figure, normal_curve, palette, rows_figure
 from advflow.report.results import RunResults
-from advflow.report.study import NORMAL, Study, set_name
+from advflow.report.study import NORMAL, Study
 from advflow.report.tables import TableSpec, Tables, distance_from_normal, without_controls
 
 KEY = "q4"
@@ -61,7 +61,7 @@ def defense_rows(study: Study, results: RunResults) -> list[Row]:
     """The regular (control) and adaptive JSMA sets on the distilled model, and their controls, against normal."""
     rows = []
     for attack in _present(study):
-        for name in (attack, CONTROL_PREFIX + attack):
+        for name in (attack, control_name(attack)):
             row = results.attack_row(MODEL, name) or {}
             rows.append({**distance_from_normal(results, MODEL, set_name(name, MODEL)), "attack": name,
                          "success_rate": float(row.get("success_rate", math.nan)), "attacked": row.get("attacked", "")})
@@ -73,7 +73,7 @@ def perturbation_rows(study: Study, results: RunResults) -> list[Row]:
     median over all attacked inputs, and how many inputs were left unchanged (L0 = 0)."""
     rows = []
     for attack in _present(study):
-        for name in (attack, CONTROL_PREFIX + attack):
+        for name in (attack, control_name(attack)):
             with open_h5(results.files.adversarial(MODEL, name)) as h5:
                 success, l0, l2 = h5["success"][:].astype(bool), h5["norms_r/l0"][:], h5["norms_r/l2"][:]
             rows.append({"attack": name, "attacked": int(success.size), "successful": int(success.sum()),
@@ -116,7 +116,7 @@ def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list
     curves = [normal_curve(results, MODEL)]
     for a, c in zip(attacks, palette(len(ATTACKS))):
         curves.append(Curve(a, results.aggregate(MODEL, set_name(a, MODEL)), c))
-        curves.append(Curve(f"{a} control", results.aggregate(MODEL, set_name(CONTROL_PREFIX + a, MODEL)), c, ":",
+        curves.append(Curve(f"{a} control", results.aggregate(MODEL, set_name(control_name(a), MODEL)), c, ":",
                             band=False, ioc=False))
     caption = (f"Q4 (cf. Fig. 6): aggregated IPs on the defensively distilled model of normal inputs and of the "
                f"adversarial inputs (successful and failed) of {' and '.join(attacks)}, each with its random control "
@@ -153,8 +153,8 @@ def adaptive_case(evidence: Evidence, *, model: str = "distilled", adaptive: str
         return premise("q4", f"{adaptive} vs {regular}", n, f"{n} attacked inputs")
     if no_information(evidence, model, "oip"):
         return Case("q4", f"{adaptive} vs {regular}", NO_INFORMATION, n, notes=["the OIP carries no information"])
-    d = {a: evidence.deltas(model, f"{a}@{model}", NORMAL, "oip") for a in (adaptive, regular)}
-    c = {a: evidence.deltas(model, control_set(f"{a}@{model}"), NORMAL, "oip") for a in (adaptive, regular)}
+    d = {a: evidence.deltas(model, set_name(a, model), NORMAL, "oip") for a in (adaptive, regular)}
+    c = {a: evidence.deltas(model, control_set(set_name(a, model)), NORMAL, "oip") for a in (adaptive, regular)}
 
     def statistics(i: np.ndarray) -> dict[str, float]:
         sa, sr = shifts.shift(d[adaptive][i]), shifts.shift(d[regular][i])

@@ -19,7 +19,7 @@ import numpy as np
 
 from advflow.information import shifts
 from advflow.information.aggregate import MIN_SUBSET, aggregated_distance
-from advflow.workflow.catalog import TRANSFER_SUBSETS
+from advflow.workflow.catalog import TRANSFER_SUBSETS, set_name
 from advflow.report import findings as fx
 from advflow.report.evidence import (INCONCLUSIVE, MIN_INPUTS, NO_INFORMATION, Case, Evidence, decided,
                                      no_information, premise)
@@ -27,7 +27,7 @@ from advflow.report.findings import Finding, Row
 from advflow.report.plotting import Curve, Figure, normal_curve, palette, rows_figure
 from advflow.report.q2 import ATTACK_COLUMNS
 from advflow.report.results import RunResults
-from advflow.report.study import NORMAL, Study, set_name
+from advflow.report.study import NORMAL, Study
 from advflow.report.tables import TableSpec, Tables, attack_rows, distance_from_normal, gp_flag, model_rows
 
 KEY = "q5"
@@ -181,7 +181,7 @@ def cases(study: Study, evidence: Evidence) -> list[Case]:
 def itself_vs_other_case(evidence: Evidence, attack: str, model: str, other: str) -> Case:
     """Q5 (Table IX): on ``model``, the set targeting it shifts the OIP more than the set targeting ``other``
     (paired over the seeds successful on both targets)."""
-    own, foreign = f"{attack}@{model}", f"{attack}@{other}"
+    own, foreign = set_name(attack, model), set_name(attack, other)
     label = f"{attack} on {model}: targeting {model} vs {other}"
     index = np.flatnonzero(evidence.success(model, attack) & evidence.success(other, attack))
     if index.size < MIN_INPUTS:
@@ -203,7 +203,7 @@ def itself_vs_other_case(evidence: Evidence, attack: str, model: str, other: str
 def transferable_case(evidence: Evidence, attack: str, target: str, model: str) -> Case:
     """Q5: among the inputs of ``attack@target`` successful on the target, those ``model`` also misclassifies
     (transferable) shift ``model``'s OIP further than those it classifies correctly."""
-    set_ = f"{attack}@{target}"
+    set_ = set_name(attack, target)
     label = f"{attack} → {target} on {model}: transferable vs non-transferable"
     success = evidence.success(target, attack)
     paths = evidence.results.input_paths(model, set_)
@@ -288,7 +288,7 @@ def transferability(transfer_rows: Iterable[Row], transferable_rows: Iterable[Ro
     lacking_text = f"; {lacking} {fx.plural(lacking, 'case')} lack two inputs in a subset" if lacking else ""
     if holds and (part1 is None or part2 is None):
         overall = "holds as far as it can be checked"
-    detail1 = "; ".join(f"{a}@{t} on {m}: {fx.number(v['transferable'])} vs {fx.number(v['non_transferable'])}"
+    detail1 = "; ".join(f"{set_name(a, t)} on {m}: {fx.number(v['transferable'])} vs {fx.number(v['non_transferable'])}"
                         for (a, t, m), v in complete.items())
     text = (f"{claim}: {overall}. Transferable vs non-transferable OIP distance from normal: {phrase1}"
             f"{' (' + detail1 + ')' if detail1 else ''}{fx.ties(len(tied1), 'case')}"

@@ -18,6 +18,7 @@ from advflow.information.aggregate import MIN_SUBSET, AggregatedPath, read_aggre
 from advflow.workflow.io import open_h5
 from advflow.information.paths import InputPaths, read_input_paths, read_mi_record
 from advflow.attacks.checks import check_set
+from advflow.workflow.catalog import set_name
 
 Row = dict[str, Any]
 
@@ -114,14 +115,14 @@ class RunResults:
     def transfer_masks(self, target: str, attack: str, model: str) -> dict[str, np.ndarray]:
         """Q5's ``transferable`` / ``non_transferable`` masks of ``attack@target`` measured on ``model``
         (:func:`advflow.information.aggregate.transfer_masks`)."""
-        set_ = f"{attack}@{target}"
+        set_ = set_name(attack, target)
         return transfer_masks(self.input_paths(model, set_), *self.success(target, attack),
                               where=f"{self.files.paths(model, set_)} and {self.files.adversarial(target, attack)}")
 
     def subset_aggregate(self, target: str, attack: str, model: str, subset: str, count: int
                          ) -> dict[str, AggregatedPath] | None:
         """The aggregate of a Q5 subset of ``count`` inputs, or None below :data:`MIN_SUBSET` (not fitted)."""
-        return self.aggregate(model, f"{attack}@{target}", subset) if count >= MIN_SUBSET else None
+        return self.aggregate(model, set_name(attack, target), subset) if count >= MIN_SUBSET else None
 
     def record(self, model: str) -> dict[str, Any]:
         path = self.files.model_record(model)

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from advflow.workflow.catalog import MODELS, measurements, q5_attacks, q5_group, trajectories_wanted
+from advflow.workflow.catalog import MODELS, measurements, q5_attacks, q5_group, trajectories_wanted, trajectory_set
 from advflow.config import ConfigError, attack_settings
 
 #: The normal profile the adversarial sets are compared with (the clean attack seeds).
@@ -18,16 +18,11 @@ NORMAL = "normal_test"
 #: N random training inputs: the paper's normal profile, shown as a baseline.
 NORMAL_TRAIN = "normal_train"
 #: Q1's per-step paths of JSMA crafting trajectories on good_init.
-TRAJECTORY = "trajectory@good_init"
+TRAJECTORY = trajectory_set("good_init")
 #: Bootstrap resamples of every interval when the config's ``report.bootstrap_resamples`` is not set.
 DEFAULT_RESAMPLES = 1000
 #: Figure resolution (PNG) when the config's ``report.dpi`` is not set.
 DEFAULT_DPI = 100
-
-
-def set_name(attack: str, target: str) -> str:
-    """The name of the adversarial set crafted by ``attack`` on ``target``: ``{attack}@{target}``."""
-    return f"{attack}@{target}"
 
 
 def model_order(model: str) -> int:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advflow.information.aggregate import AggregatedPath, aggregated_distance, fit_flags
-from advflow.workflow.catalog import CONTROL_PREFIX
+from advflow.workflow.catalog import control_name, is_control
 from advflow.workflow.tabular import write_table  # noqa: F401 (the report's tables are written with it)
 from advflow.report.results import Row, RunResults
 from advflow.report.study import NORMAL
@@ -63,7 +63,7 @@ def success_rate(results: RunResults, target: str, attack: str) -> float:
 
 def attack_rows(results: RunResults, targets: Iterable[str], attacks_of: Callable[[str], Iterable[str]]) -> list[Row]:
     """Rows of ``tables/attacks.csv`` for each target's attacks, each attack followed by its control."""
-    return [row for t in targets for a in attacks_of(t) for name in (a, CONTROL_PREFIX + a)
+    return [row for t in targets for a in attacks_of(t) for name in (a, control_name(a))
             for row in [results.attack_row(t, name)] if row is not None]
 
 
@@ -82,7 +82,7 @@ def model_rows(results: RunResults, models: Sequence[str], *, ratio_to: str | No
 
 def without_controls(rows: Iterable[Row]) -> list[Row]:
     """The rows of attacks, not of their random controls (what the paper's literal comparisons read)."""
-    return [r for r in rows if not str(r.get("attack", "")).startswith(CONTROL_PREFIX)]
+    return [r for r in rows if not is_control(str(r.get("attack", "")))]
 
 
 #END

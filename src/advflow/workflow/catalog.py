@@ -106,26 +106,83 @@ def locate_dataset(name: str, settings: dict[str, Any] | None = None) -> Path | 
 
 
 PROFILES = ("normal_train", "normal_test")
+#: Between a set's attack and its target: ``fgsm@good_init`` is FGSM's set crafted on good_init.
+SET_SEPARATOR = "@"
 #: A random-perturbation control set is ``{CONTROL_PREFIX}{attack}@{target}`` (advflow.attacks.controls).
 CONTROL_PREFIX = "random_"
+#: The "attack" of Q1's JSMA crafting trajectories: ``trajectory@{model}``.
+TRAJECTORY = "trajectory"
 #: Q1's control trajectories (random pixels moved by theta, as many steps as JSMA took).
-CONTROL_TRAJECTORY = "random_trajectory"
+CONTROL_TRAJECTORY = CONTROL_PREFIX + TRAJECTORY
 
 
-def is_trajectory(set_name: str) -> bool:
-    """Whether ``set_name`` holds crafting steps (JSMA's trajectories or their random control)."""
-    return set_name.partition("@")[0] in ("trajectory", CONTROL_TRAJECTORY)
+# Set names. Every name of a set (and of a control's attack) is built and read here, and only here
+# (tests/test_catalog.py reads the library for names built anywhere else).
+
+def set_name(attack: str, target: str) -> str:
+    """The name of the set crafted by ``attack`` on ``target``: ``{attack}@{target}``."""
+    if not attack or not target or SET_SEPARATOR in attack or SET_SEPARATOR in target:
+        raise ValueError(f"a set's attack and target are names without {SET_SEPARATOR!r}; got {attack!r} and "
+                         f"{target!r}")
+    return f"{attack}{SET_SEPARATOR}{target}"
+
+
+def parse_set_name(name: str) -> tuple[str, str]:
+    """``(attack, target)`` of a set name built by :func:`set_name`; ValueError for anything else (a profile)."""
+    attack, sep, target = name.partition(SET_SEPARATOR)
+    if not sep or not attack or not target or SET_SEPARATOR in target:
+        raise ValueError(f"{name!r} is not an adversarial set's name ({{attack}}{SET_SEPARATOR}{{target}})")
+    return attack, target
+
+
+def control_name(attack: str) -> str:
+    """The attack name of ``attack``'s random control (``fgsm`` -> ``random_fgsm``)."""
+    return CONTROL_PREFIX + attack
+
+
+def is_control(attack: str) -> bool:
+    """Whether ``attack`` names a random control (``random_fgsm``)."""
+    return attack.startswith(CONTROL_PREFIX)
+
+
+def attacked_by(control: str) -> str:
+    """The attack a control stands beside (``random_fgsm`` -> ``fgsm``)."""
+    if not is_control(control):
+        raise ValueError(f"{control!r} is not a control set's attack name (they start with {CONTROL_PREFIX!r})")
+    return control[len(CONTROL_PREFIX):]
+
+
+def control_set(name: str) -> str:
+    """The random control of set ``name`` (``fgsm@good_init`` -> ``random_fgsm@good_init``)."""
+    attack, target = parse_set_name(name)
+    return set_name(control_name(attack), target)
+
+
+def trajectory_set(model: str) -> str:
+    """Q1's set of JSMA's crafting steps on ``model``: ``trajectory@{model}``."""
+    return set_name(TRAJECTORY, model)
+
+
+def control_trajectory_set(model: str) -> str:
+    """The random control of :func:`trajectory_set`: ``random_trajectory@{model}``."""
+    return set_name(CONTROL_TRAJECTORY, model)
+
+
+def is_trajectory(name: str) -> bool:
+    """Whether set ``name`` holds crafting steps (JSMA's trajectories or their random control)."""
+    return name.partition(SET_SEPARATOR)[0] in (TRAJECTORY, CONTROL_TRAJECTORY)
 
 
 def set_path(results: str, name: str) -> str:
     """Where the inputs of set ``name`` live under ``results`` (``results/{dataset}``)."""
     if name in PROFILES:
         return f"{results}/inputs/{name}.h5"
-    attack, sep, target = name.partition("@")
-    if not sep or not attack or not target:
+    try:
+        attack, target = parse_set_name(name)
+    except ValueError:
         raise ValueError(f"unknown set {name!r}: a set is normal_train, normal_test, {{attack}}@{{target}} "
-                         "or trajectory@{target}")
-    if attack == "trajectory":
+                         "or trajectory@{target}") from None
+    if attack == TRAJECTORY:
         return f"{results}/trajectories/{target}/jsma.h5"
     if attack == CONTROL_TRAJECTORY:
         return f"{results}/trajectories/{target}/random_jsma.h5"
@@ -150,22 +207,22 @@ def measurements(attack_sets: dict[str, list[str]], transfer_groups: list[list[s
     for target, attacks in attack_sets.items():
         if target == "ensemble" or not attacks:
             continue
-        pairs.update((target, f"{attack}@{target}") for attack in attacks)
+        pairs.update((target, set_name(attack, target)) for attack in attacks)
         for group in transfer_groups or []:
             if target not in group:
                 continue
             for model in group:
                 if model not in (target, "ensemble"):
                     shared = set(attacks) & set(attack_sets.get(model) or [])
-                    pairs.update((model, f"{attack}@{target}") for attack in shared)
+                    pairs.update((model, set_name(attack, target)) for attack in shared)
     # Each control is measured on its attack's target, where the findings compare the attack with it.
-    pairs.update((target, f"{CONTROL_PREFIX}{attack}@{target}") for target, attacks in attack_sets.items()
+    pairs.update((target, set_name(control_name(attack), target)) for target, attacks in attack_sets.items()
                  if target != "ensemble" for attack in attacks or [])
     for model in {m for m, _ in pairs}:
         pairs.update((model, profile) for profile in PROFILES)
     if trajectories_wanted(attack_sets, trajectories):
-        pairs.add(("good_init", "trajectory@good_init"))
-        pairs.add(("good_init", f"{CONTROL_TRAJECTORY}@good_init"))
+        pairs.add(("good_init", trajectory_set("good_init")))
+        pairs.add(("good_init", control_trajectory_set("good_init")))
     return sorted(pairs)
 
 
@@ -195,7 +252,7 @@ def transfer_subsets(attack_sets: dict[str, list[str]], transfer_groups: list[li
     """(measuring model, set, subset) of Q5: each set of the group measured on another member, split into its
     transferable and non-transferable inputs (:data:`TRANSFER_SUBSETS`)."""
     group = q5_group(attack_sets, transfer_groups)
-    return [(model, f"{attack}@{target}", subset) for attack in q5_attacks(attack_sets, transfer_groups)
+    return [(model, set_name(attack, target), subset) for attack in q5_attacks(attack_sets, transfer_groups)
             for target in group for model in group if model != target for subset in TRANSFER_SUBSETS]
 
 
