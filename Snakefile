@@ -52,7 +52,7 @@ onstart:
     # Not for a Slurm run (jobs on other nodes) nor conda/apptainer (the jobs' own Python).
     deployed = getattr(workflow.deployment_settings, "deployment_method", None)
     local = workflow.local_exec and not workflow.touch and not deployed
-    if local and config.get("warm_worker", True):
+    if local and config["warm_worker"]:
         worker.launch(".snakemake/log/advflow-worker.log")
 
 

@@ -70,7 +70,7 @@ rule attack:
         code=code("attack.py"),
         settings=attack_params,
         seed=config["seed"],
-        batch_size=config["attacks"].get("batch_size", 100),
+        batch_size=config["attacks"]["batch_size"],
     script:
         "../workflow_scripts/attack.py"
 

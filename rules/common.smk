@@ -49,7 +49,6 @@ from advflow.defenses.settings import (
 )
 from advflow.attacks import registry as attack_registry
 from advflow.config import (
-    RUN_DEFAULTS,
     resolve,
     write_resolved,
     attack_settings,
@@ -63,39 +62,23 @@ from advflow.config import (
 ATTACK_NAMES = list(attack_registry.names())
 
 # First the readable messages (key, what was found, what is allowed), then Snakemake's own
-# validation, which also fills in the schema's defaults.
+# validation, which also fills in the schema's defaults: the rules read every default from the
+# config, never from a literal of their own (the schema is its one home; tests/test_defaults.py).
 check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 validate(config, schema="../schemas/config.schema.yaml")
 # Counts the dataset cannot supply (attack seeds, held-out images, the defense's and the grid's images).
 check_sizes(config, Path(f"data/{config['dataset']}.h5"))
 
 # HDF5 file locking for every job (docs/recovery.md, "HDF5 on shared filesystems").
-export_hdf5_locking(config.get("hdf5_locking", "auto"))
+export_hdf5_locking(config["hdf5_locking"])
 
 DATASET = config["dataset"]
 MODELS = list(config["models"])
 RESULTS = f"results/{DATASET}"
-ATTACK_SETS = {t: list(a) for t, a in (config.get("attack_sets") or {}).items() if a}
-config.setdefault("inputs", {}).setdefault("n", RUN_DEFAULTS["inputs"]["n"])
-config.setdefault("trajectories", {}).setdefault("n", RUN_DEFAULTS["trajectories"]["n"])
-config.setdefault("attacks", {})
-FEATURES = {
-    "dtype": "float16",
-    "compression": "gzip",
-    "compression_level": 4,
-    "batch_size": 100,
-    **(config.get("features") or {}),
-}
-MI = {
-    "buckets": 8,
-    "batch_size": 16,
-    "bias_correction": False,
-    **(config.get("mi") or {}),
-}
-GP = {"grid_step": 0.05, **(config.get("aggregate") or {})}
+ATTACK_SETS = {t: list(a) for t, a in config["attack_sets"].items() if a}
 # Batch sizes change no result, so they are not params (changing them reruns nothing); the scripts
 # read them from the config.
-config["features"], config["mi"] = FEATURES, MI
+FEATURES, MI, GP = config["features"], config["mi"], config["aggregate"]
 
 
 wildcard_constraints:
@@ -111,12 +94,12 @@ def code(script):
 
 def dataset_settings(wildcards):
     """The dataset's own section of the config (where it lives, or how it is generated)."""
-    return canonical((config.get("datasets") or {}).get(wildcards.dataset) or {})
+    return canonical(config["datasets"].get(wildcards.dataset) or {})
 
 
 # A missing dataset stops the run before any job starts, with where we looked and how to get it.
 if not Path(f"data/{DATASET}.h5").exists():
-    locate_dataset(DATASET, (config.get("datasets") or {}).get(DATASET) or {})
+    locate_dataset(DATASET, config["datasets"].get(DATASET) or {})
 
 
 def train_settings(wildcards):
@@ -146,7 +129,7 @@ def ensemble_settings(wildcards):
 
 def gpu_request():
     """One GPU for the rules that use it, unless the config pins the CPU."""
-    return 0 if config.get("device", "auto") == "cpu" else 1
+    return 0 if config["device"] == "cpu" else 1
 
 
 def profile_models(wildcards):
@@ -189,7 +172,7 @@ def transfer_pairs(wildcards):
     """(set, measuring model) pairs of Table VI: a set crafted on a member of a transfer group is
     measured on every other member; a set crafted on the ensemble, on each of its members.
     """
-    groups = [list(g) for g in config.get("transfer_groups") or []]
+    groups = [list(g) for g in config["transfer_groups"]]
     if "ensemble" in config["models"]:
         groups.append(["ensemble", *model_settings(config, "ensemble")["members"]])
     pairs = []
@@ -220,7 +203,7 @@ def transfer_models(wildcards):
 
 def measurements():
     return catalog_measurements(
-        ATTACK_SETS, config.get("transfer_groups") or [], config["trajectories"]["n"]
+        ATTACK_SETS, config["transfer_groups"], config["trajectories"]["n"]
     )
 
 
@@ -250,7 +233,7 @@ def aggregated_sets():
 
 def subset_aggregates():
     """Q5's transferable / non-transferable subsets, aggregated beside their sets."""
-    return transfer_subsets(ATTACK_SETS, config.get("transfer_groups") or [])
+    return transfer_subsets(ATTACK_SETS, config["transfer_groups"])
 
 
 def report_params(wildcards):
@@ -273,7 +256,7 @@ def report_params(wildcards):
     study = {k: config.get(k) for k in keys}
     study["mi"] = {  # batch sizes change no result
         "buckets": MI["buckets"],
-        "bias_correction": MI.get("bias_correction", False),
+        "bias_correction": MI["bias_correction"],
     }
     study["attacks"] = {
         a: attack_settings(config, a)

@@ -171,7 +171,7 @@ rule defense_tables:
         settings=lambda w: defense_params(
             "detectors", "compared", "reformer", "fpr", "attacks", "epsilons", "kappas"
         ),
-        resamples=(config.get("report") or {}).get("bootstrap_resamples", 1000),
+        resamples=config["report"]["bootstrap_resamples"],
         seed=config["seed"],
     script:
         "../workflow_scripts/defense_tables.py"

@@ -8,8 +8,10 @@ found, and what is allowed. Imports nothing heavy (the Snakefile calls it while 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,44 @@ def load_schema(path: str | Path) -> dict[str, Any]:
     return schema
 
 
+#: The config's JSON schema: the one home of every run-wide default (its ``default:`` entries).
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_at(path: str) -> dict[str, Any]:
+    return load_schema(path)
+
+
+def _fill_defaults(validator: Any, properties: Mapping[str, Any], instance: Any, schema: Any) -> Any:
+    """JSON Schema's ``properties``, which first sets each left-out property that has a ``default`` (as Snakemake's
+    ``validate`` does; a copy of it, and a section set to null counts as left out)."""
+    if isinstance(instance, dict):
+        for key, subschema in properties.items():
+            if "default" in subschema and instance.get(key) is None:
+                instance[key] = copy.deepcopy(subschema["default"])
+    yield from jsonschema.Draft202012Validator.VALIDATORS["properties"](validator, properties, instance, schema)
+
+
+_DefaultFiller = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"properties": _fill_defaults})
+
+
+def with_defaults(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of ``config`` with every default of the schema (:data:`SCHEMA_PATH`, or ``schema`` as
+    :func:`load_schema` returns it) filled in where the config leaves the key out, nested ones included: the
+    config the workflow's rules read, since Snakemake's ``validate`` fills the same defaults into it. For code
+    that may get a config nobody validated (the report, tests), so that no default is written twice. Nothing is
+    checked here (:func:`check_config` does).
+
+    >>> with_defaults({"seed": 0})["aggregate"]
+    {'grid_step': 0.05}
+    """
+    filled = copy.deepcopy(dict(config))
+    for _ in _DefaultFiller(schema if schema is not None else _schema_at(str(SCHEMA_PATH))).iter_errors(filled):
+        pass
+    return filled
+
+
 def _key(path: Any) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
@@ -121,7 +161,7 @@ def config_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
         return messages
     from advflow.workflow.catalog import trajectories_wanted
 
-    wanted = {**RUN_DEFAULTS["trajectories"], **(config.get("trajectories") or {})}["n"]
+    wanted = with_defaults(config, schema)["trajectories"]["n"]
     attack_sets = {t: list(a) for t, a in (config.get("attack_sets") or {}).items() if a}
     if trajectories_wanted(attack_sets, wanted) and wanted > _inputs_n(config):
         messages.append(f"trajectories.n is {wanted} but the trajectories' seeds are drawn from "
@@ -159,7 +199,7 @@ def _raise(messages: list[str]) -> None:
 
 
 def _inputs_n(config: dict[str, Any]) -> int:
-    return int({**RUN_DEFAULTS["inputs"], **(config.get("inputs") or {})}["n"])
+    return int(with_defaults(config)["inputs"]["n"])
 
 
 def size_errors(config: dict[str, Any], sizes: dict[str, Any] | None) -> list[str]:
@@ -283,9 +323,6 @@ def attack_settings(config: dict[str, Any], attack: str) -> dict[str, Any]:
     return settings
 
 
-#: Run-wide defaults of the keys a config may leave out (the schema fills the others).
-RUN_DEFAULTS: dict[str, Any] = {"inputs": {"n": 50}, "trajectories": {"n": 10}}
-
 #: What the paper states (Ji & Wang, Section IV-A; docs/method.md, "Attacks", "Models"): a run that departs from
 #: any of these says so in its report (:func:`paper_departures`).
 PAPER_SETTINGS: dict[str, Any] = {
@@ -327,13 +364,13 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     resolved_models = {m: model_settings(config, m) for m in models}
     if "distilled" in models:
         resolved_models["distilled_teacher"] = teacher_settings(config)
-    sections = {key: {**copy.deepcopy(RUN_DEFAULTS.get(key, {})), **(config.get(key) or {})}
-                for key in ("inputs", "trajectories", "features", "mi", "aggregate", "report")}
+    filled = with_defaults(config)
+    sections = {key: filled[key] for key in ("inputs", "trajectories", "features", "mi", "aggregate", "report")}
     return canonical({
         "seed": config.get("seed"),
-        "device": config.get("device", "auto"),
+        "device": filled["device"],
         "dataset": config.get("dataset"),
-        "datasets": {config.get("dataset"): (config.get("datasets") or {}).get(config.get("dataset")) or {}},
+        "datasets": {config.get("dataset"): filled["datasets"].get(config.get("dataset")) or {}},
         "models": resolved_models,
         "attacks": {a: attack_settings(config, a) for a in attacks_in_use(config)},
         "attack_sets": {t: list(a) for t, a in (config.get("attack_sets") or {}).items() if a},
@@ -416,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         print("usage: python -m advflow.config CONFIG.yaml [MORE.yaml ...]", file=sys.stderr)
         return 2
-    schema = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+    schema = SCHEMA_PATH
     config: dict[str, Any] = {}
     try:
         for name in files:

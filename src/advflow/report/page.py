@@ -129,14 +129,14 @@ def title(study: Study) -> str:
 
 
 def _run_summary(study: Study) -> list[tuple[str, str]]:
-    config = study.config
+    config, settings = study.config, study.settings
     return [
         ("dataset", study.dataset), ("models", ", ".join(study.models)),
         ("N (inputs per profile)", "?" if study.n is None else str(study.n)), ("seed", str(study.seed)),
         ("transfer groups", "; ".join(", ".join(g) for g in study.transfer_groups) or "none"),
         ("JSMA trajectories (Q1)", str(study.trajectories)),
-        ("MI buckets B", str((config.get("mi") or {}).get("buckets", 8))),
-        ("GP grid step", str((config.get("aggregate") or {}).get("grid_step", 0.05))),
+        ("MI buckets B", str(settings["mi"]["buckets"])),
+        ("GP grid step", str(settings["aggregate"]["grid_step"])),
         ("normal profile", f"{NORMAL} (baseline: {NORMAL_TRAIN})"),
         ("departs from the paper", "; ".join(departures(config)) or "nothing (the paper's settings)"),
         ("generated", datetime.datetime.now().strftime("%Y-%m-%d %H:%M")),

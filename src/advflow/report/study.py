@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advflow.workflow.catalog import MODELS, measurements, q5_attacks, q5_group, trajectories_wanted, trajectory_set
-from advflow.config import ConfigError, attack_settings
+from advflow.config import ConfigError, attack_settings, with_defaults
 
 #: The normal profile the adversarial sets are compared with (the clean attack seeds).
 NORMAL = "normal_test"
@@ -19,10 +19,6 @@ NORMAL = "normal_test"
 NORMAL_TRAIN = "normal_train"
 #: Q1's per-step paths of JSMA crafting trajectories on good_init.
 TRAJECTORY = trajectory_set("good_init")
-#: Bootstrap resamples of every interval when the config's ``report.bootstrap_resamples`` is not set.
-DEFAULT_RESAMPLES = 1000
-#: Figure resolution (PNG) when the config's ``report.dpi`` is not set.
-DEFAULT_DPI = 100
 
 
 def model_order(model: str) -> int:
@@ -54,8 +50,9 @@ class Study:
         attack_sets = {str(t): tuple(a) for t, a in sorted((config.get("attack_sets") or {}).items(),
                                                            key=lambda item: model_order(item[0])) if a}
         groups = tuple(tuple(g) for g in config.get("transfer_groups") or [])
-        n = (config.get("inputs") or {}).get("n")
-        trajectories = int((config.get("trajectories") or {}).get("n", 0) or 0)
+        filled = with_defaults(config)  # the counts the workflow ran, the schema's where the config is silent
+        n = filled["inputs"]["n"]
+        trajectories = int(filled["trajectories"]["n"] or 0)
         models = tuple(sorted(config["models"], key=model_order))  # the catalog's order, however the config is
         return cls(str(config["dataset"]), int(config.get("seed", 0) or 0), None if n is None else int(n), models,
                    attack_sets, groups, trajectories, config)
@@ -63,18 +60,26 @@ class Study:
     def attacks_on(self, target: str) -> tuple[str, ...]:
         return self.attack_sets.get(target, ())
 
+    @functools.cached_property
+    def settings(self) -> dict[str, Any]:
+        """The config with the schema's defaults where it leaves a key out (:func:`advflow.config.with_defaults`),
+        as the workflow ran it."""
+        return with_defaults(self.config)
+
     @property
     def bias_corrected(self) -> bool:
         """Whether the run's paths have the MI of position-shuffled maps subtracted (``mi.bias_correction``)."""
-        return bool((self.config.get("mi") or {}).get("bias_correction", False))
+        return bool(self.settings["mi"]["bias_correction"])
 
     @property
     def resamples(self) -> int:
-        return int((self.config.get("report") or {}).get("bootstrap_resamples", DEFAULT_RESAMPLES))
+        """Resamples of every bootstrap interval (``report.bootstrap_resamples``)."""
+        return int(self.settings["report"]["bootstrap_resamples"])
 
     @property
     def dpi(self) -> int:
-        return int((self.config.get("report") or {}).get("dpi", DEFAULT_DPI))
+        """Figure resolution, PNG (``report.dpi``)."""
+        return int(self.settings["report"]["dpi"])
 
     def measured(self, model: str, set_: str) -> bool:
         """Whether the workflow measures ``set_`` on ``model`` (and so wrote its paths and aggregate)."""
