@@ -32,8 +32,9 @@ from advflow.workflow.catalog import DATASETS, TRAINED_FROM_SCRATCH, locate_data
 from advflow.workflow.catalog import MODELS as MODEL_NAMES
 from advflow.workflow.catalog import measurements as catalog_measurements
 from advflow.workflow.catalog import (
-    CONTROL_PREFIX,
+    control_name,
     is_trajectory,
+    set_name,
     set_path,
     trajectories_wanted,
     transfer_subsets,
@@ -157,7 +158,7 @@ def control_list(dataset):
     """The random-perturbation control beside every measured adversarial set (docs/method.md, "How a finding is
     decided"); the ensemble's sets enter Table VI only and get none."""
     return [
-        f"results/{dataset}/adv/{target}/{CONTROL_PREFIX}{attack}.h5"
+        f"results/{dataset}/adv/{target}/{control_name(attack)}.h5"
         for target, attacks in ATTACK_SETS.items()
         if target != "ensemble"
         for attack in attacks
@@ -325,7 +326,7 @@ def study_sets_on(dataset, model):
     """(name, set file) of the study's adversarial sets crafted on `model` (not the controls), sorted: the
     config's order of keys must not rerun anything."""
     return sorted(
-        (f"{attack}@{model}", f"results/{dataset}/adv/{model}/{attack}.h5")
+        (set_name(attack, model), f"results/{dataset}/adv/{model}/{attack}.h5")
         for attack in ATTACK_SETS.get(model, [])
     )
 
@@ -335,7 +336,7 @@ def perturbation_sets(dataset):
     must not rerun anything) and of the defense sweeps."""
     seeds = f"results/{dataset}/inputs/normal_test.h5"
     out = sorted(
-        (f"{attack}@{target}", f"results/{dataset}/adv/{target}/{attack}.h5", seeds)
+        (set_name(attack, target), f"results/{dataset}/adv/{target}/{attack}.h5", seeds)
         for target, attacks in ATTACK_SETS.items()
         for attack in attacks
     )
