@@ -1,3 +1,6 @@
+# The training rules (advflow.models.recipes), written once: every model is trained by train_model's directives,
+# and the others differ only in their inputs, outputs, logs, settings and script. `use rule ... with:` cannot
+# change `script:`, so the script is a param that the script path names.
 rule train_model:
     input:
         data="data/{dataset}.h5",
@@ -18,16 +21,15 @@ rule train_model:
         runtime=240,
         gpu=gpu_request(),
     params:
+        script="train_model.py",
         code=code("train_model.py"),
         settings=train_settings,
         seed=config["seed"],
     script:
-        "../workflow_scripts/train_model.py"
+        "../workflow_scripts/{params.script}"
 
 
-rule train_distillation_teacher:
-    input:
-        data="data/{dataset}.h5",
+use rule train_model as train_distillation_teacher with:
     output:
         checkpoint="results/{dataset}/models/distilled_teacher.pt",
         record="results/{dataset}/models/distilled_teacher.json",
@@ -35,22 +37,13 @@ rule train_distillation_teacher:
         "results/{dataset}/logs/train/distilled_teacher.log",
     benchmark:
         "results/{dataset}/benchmarks/train/distilled_teacher.tsv"
-    conda:
-        "../envs/advflow.yaml"
-    threads: 4
-    resources:
-        mem_mb=6000,
-        runtime=240,
-        gpu=gpu_request(),
     params:
+        script="train_teacher.py",
         code=code("train_teacher.py"),
         settings=distill_teacher_settings,
-        seed=config["seed"],
-    script:
-        "../workflow_scripts/train_teacher.py"
 
 
-rule distill:
+use rule train_model as distill with:
     input:
         data="data/{dataset}.h5",
         teacher="results/{dataset}/models/distilled_teacher.pt",
@@ -62,22 +55,13 @@ rule distill:
         "results/{dataset}/logs/train/distilled.log",
     benchmark:
         "results/{dataset}/benchmarks/train/distilled.tsv"
-    conda:
-        "../envs/advflow.yaml"
-    threads: 4
-    resources:
-        mem_mb=6000,
-        runtime=240,
-        gpu=gpu_request(),
     params:
+        script="distill.py",
         code=code("distill.py"),
         settings=distilled_settings,
-        seed=config["seed"],
-    script:
-        "../workflow_scripts/distill.py"
 
 
-rule compress:
+use rule train_model as compress with:
     input:
         data="data/{dataset}.h5",
         base="results/{dataset}/models/good_init.pt",
@@ -89,22 +73,13 @@ rule compress:
         "results/{dataset}/logs/train/compressed.log",
     benchmark:
         "results/{dataset}/benchmarks/train/compressed.tsv"
-    conda:
-        "../envs/advflow.yaml"
-    threads: 4
-    resources:
-        mem_mb=6000,
-        runtime=240,
-        gpu=gpu_request(),
     params:
+        script="compress.py",
         code=code("compress.py"),
         settings=compressed_settings,
-        seed=config["seed"],
-    script:
-        "../workflow_scripts/compress.py"
 
 
-rule ensemble:
+use rule train_model as ensemble with:
     input:
         data="data/{dataset}.h5",
         members=ensemble_members,
@@ -115,16 +90,11 @@ rule ensemble:
         "results/{dataset}/logs/train/ensemble.log",
     benchmark:
         "results/{dataset}/benchmarks/train/ensemble.tsv"
-    conda:
-        "../envs/advflow.yaml"
-    threads: 4
     resources:
         mem_mb=4000,
         runtime=60,
         gpu=gpu_request(),
     params:
+        script="ensemble.py",
         code=code("ensemble.py"),
         settings=ensemble_settings,
-        seed=config["seed"],
-    script:
-        "../workflow_scripts/ensemble.py"

@@ -126,8 +126,12 @@ def rule_scripts() -> dict[str, list[Path]]:
     """Each rule file's stage and the workflow scripts its rules run."""
     found = {}
     for smk in sorted((REPO / "rules").glob("*.smk")):
-        scripts = re.findall(r'script:\s*\n?\s*"([^"]+)"', smk.read_text())
+        text = smk.read_text()
+        scripts = [s for s in re.findall(r'script:\s*\n?\s*"([^"]+)"', text) if "{" not in s]
+        # rules written once with `use rule ... with:` name their script in a param the script path reads
+        scripts += [f"../workflow_scripts/{s}" for s in re.findall(r'^\s+script="([^"]+)",', text, re.M)]
         found[smk.stem] = [(smk.parent / s).resolve() for s in scripts]
+        assert all(path.is_file() for path in found[smk.stem]), found[smk.stem]
     return found
 
 
