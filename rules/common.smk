@@ -39,12 +39,12 @@ from advflow.workflow.catalog import (
     trajectories_wanted,
     transfer_subsets,
 )
+from advflow.perturbations.settings import perturbation_settings
 from advflow.defenses.settings import (
     SCORED_BY_SCORES_RULE,
     SWEEP_PATTERN,
     defense_settings,
     judged,
-    perturbation_settings,
     sweeps,
     uses_dropout_vote,
 )

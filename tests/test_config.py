@@ -368,7 +368,7 @@ def test_the_defense_sweeps_epsilons_in_0_1_both_where_the_schema_and_where_the_
 
 @pytest.mark.parametrize("key", ["epsilon", "rel_stepsize"])
 def test_the_grids_epsilon_and_step_must_be_positive(key):
-    from advflow.defenses.settings import perturbation_settings
+    from advflow.perturbations.settings import perturbation_settings
 
     config = tiny_config()
     config["perturbations"]["grid"][key] = 1e-9
@@ -382,7 +382,7 @@ def test_the_grids_epsilon_and_step_must_be_positive(key):
 
 @pytest.mark.parametrize("key", ["m", "steps"])
 def test_the_grids_counts_accept_1_and_refuse_0(key):
-    from advflow.defenses.settings import perturbation_settings
+    from advflow.perturbations.settings import perturbation_settings
 
     config = tiny_config()
     config["perturbations"]["grid"][key] = 1

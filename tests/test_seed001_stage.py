@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from advflow.config import ConfigError
-from advflow.defenses.settings import defense_settings, perturbation_settings
+from advflow.defenses.settings import defense_settings
+from advflow.perturbations.settings import perturbation_settings
 from advflow.report.seed001 import grid_statement, summary_statement, vote_statements
 from conftest import REPO, dry_run_with, snakemake
 

@@ -389,7 +389,7 @@ def _defense(config: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _perturbations(config: dict[str, Any]) -> dict[str, Any] | None:
-    from advflow.defenses.settings import perturbation_settings
+    from advflow.perturbations.settings import perturbation_settings
 
     return perturbation_settings(config)
 
