@@ -172,3 +172,31 @@ def test_the_api_and_the_warm_worker_are_outside_every_workflow_rules_code_diges
         assert "advflow.workflow.worker" not in modules, script.name
         assert "advflow.workflow" in modules, script.name
     assert "advflow.information.mi" not in code_modules(REPO / "workflow_scripts" / "prepare_data.py", REPO / "src" / "advflow")
+
+
+def _h5_of_kind(path, kind: str):
+    """A file holding just what marks one kind of the workflow's files."""
+    import h5py
+
+    marks = {"set": ("adversarial", "labels"), "mi": ("S/conv1", "T/conv1"), "features": ("layers/conv1", "input"),
+             "profile": ("images", "labels"), "data": ("train/images", "test/images")}[kind]
+    with h5py.File(path, "w") as h5:
+        for name in marks:
+            h5[name] = np.zeros(2)
+        h5.attrs["layers"] = '["conv1"]'
+    return path
+
+
+@pytest.mark.parametrize("reader, kind, said", [
+    ("read_mi", "set", r"this is an adversarial set, not an MI file; read it with advflow\.read_set$"),
+    ("read_features", "mi", r"this is an MI file, not a features file; read it with advflow\.read_mi$"),
+    ("read_set", "features", r"this is a features file, not an adversarial set; read it with advflow\.read_features$"),
+    ("read_set", "profile", r"this is an input profile, not an adversarial set$"),
+    ("read_mi", "data", r"this is a prepared dataset, not an MI file$"),
+])
+def test_a_reader_given_another_kind_of_file_says_in_one_line_what_it_is_and_what_reads_it(tmp_path, reader, kind,
+                                                                                           said):
+    path = _h5_of_kind(tmp_path / f"{kind}.h5", kind)
+    with pytest.raises(ValueError, match=said) as error:
+        getattr(advflow, reader)(path)
+    assert "\n" not in str(error.value) and str(path) in str(error.value)

@@ -402,3 +402,16 @@ def test_a_train_size_above_train_less_val_stops_snakemake_before_any_job(tmp_pa
     assert result.returncode != 0
     assert "train_size (for good_init) is 401 but 500 training images less val_size 100 leave 400" in log
     assert planned_jobs(result) == {} and not (tmp_path / "results").exists()
+
+
+def test_the_config_checker_command_has_help_and_names_what_it_needs(capsys):
+    from advflow.config import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m advflow.config [-h] CONFIG.yaml") and "merged in order" in out
+    with pytest.raises(SystemExit) as done:
+        main([])
+    assert done.value.code == 2 and "the following arguments are required: CONFIG.yaml" in capsys.readouterr().err

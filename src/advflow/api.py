@@ -153,6 +153,31 @@ def mutual_information(a: torch.Tensor, b: torch.Tensor, *, buckets: int = DEFAU
     return matrix[0, 0, 0] if dims == 2 else matrix[0] if dims == 3 else matrix
 
 
+#: The workflow's HDF5 files, told apart by what they hold: (kind, the datasets or groups that mark it, its reader).
+_KINDS = (("an adversarial set", ("adversarial",), "read_set"),
+          ("an MI file", ("S", "T"), "read_mi"),
+          ("a features file", ("layers", "input"), "read_features"),
+          ("an input profile", ("images", "labels"), None),
+          ("a prepared dataset", ("train", "test"), None))
+
+
+def _file_kind(h5) -> tuple[str, str | None]:
+    for kind, marks, reader in _KINDS:
+        if all(mark in h5 for mark in marks):
+            return kind, reader
+    return "not a file of the workflow", None
+
+
+def _expect(h5, path: str | Path, reader: str) -> None:
+    """A one-line error when ``path`` holds another kind of file than ``reader`` reads, naming what it holds and
+    the function that reads it."""
+    kind, right = _file_kind(h5)
+    if right != reader:
+        wanted = next(k for k, _, r in _KINDS if r == reader)
+        use = f"; read it with advflow.{right}" if right else ""
+        raise ValueError(f"{path}: this is {kind}, not {wanted}{use}")
+
+
 def _layers_in_order(h5, group: str) -> list[str]:
     names = json.loads(h5.attrs["layers"])
     missing = [n for n in names if f"{group}/{n}" not in h5]
@@ -177,6 +202,7 @@ class Features:
 def read_features(path: str | Path, *, layers: Sequence[str] | None = None) -> Features:
     """Read ``features/{model}/{set}.h5`` (all layers, or those named in ``layers``)."""
     with open_h5(path) as h5:
+        _expect(h5, path, "read_features")
         names = _layers_in_order(h5, "layers")
         wanted = list(layers) if layers is not None else names
         unknown = [n for n in wanted if n not in names]
@@ -206,6 +232,7 @@ class MIFile:
 def read_mi(path: str | Path) -> MIFile:
     """Read ``mi/{model}/{set}.h5``."""
     with open_h5(path) as h5:
+        _expect(h5, path, "read_mi")
         names = _layers_in_order(h5, "S")
         attrs = {k: (json.loads(v) if k == "layers" else v) for k, v in h5.attrs.items()}
         return MIFile({n: h5[f"S/{n}"][:] for n in names}, {n: h5[f"T/{n}"][:] for n in names},
@@ -239,9 +266,7 @@ class AdversarialSet:
 def read_set(path: str | Path) -> AdversarialSet:
     """Read an adversarial (or control) set file of the attack stage."""
     with open_h5(path) as h5:
-        if "adversarial" not in h5:
-            raise ValueError(f"{path}: not an adversarial set (no 'adversarial'); adversarial sets are "
-                             "results/{dataset}/adv/{target}/{attack}.h5")
+        _expect(h5, path, "read_set")
         attrs = {k: h5.attrs[k] for k in h5.attrs}
         if "settings" in attrs:
             attrs["settings"] = json.loads(attrs["settings"])

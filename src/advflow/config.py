@@ -449,10 +449,16 @@ def main(argv: list[str] | None = None) -> int:
     sizes) and print ``FILE: ok`` or every problem. Several files are merged in order, like Snakemake's
     ``--configfile A B``. Snakemake reads ``--configfile`` files itself before the workflow starts, and for a
     file that does not parse says only "Config file is not valid JSON or YAML": this says where."""
-    files = list(sys.argv[1:] if argv is None else argv)
-    if not files:
-        print("usage: python -m advflow.config CONFIG.yaml [MORE.yaml ...]", file=sys.stderr)
-        return 2
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m advflow.config",
+        description="Check config files as the workflow does, without running anything: YAML (with the line and "
+                    "column of an error), the schema, the cross-key rules, and the counts against "
+                    "data/{dataset}.h5 in this folder or the dataset's known sizes. Several files are merged in "
+                    "order, as snakemake --configfile A B merges them. Prints 'FILE: ok' or every problem.")
+    parser.add_argument("files", nargs="+", metavar="CONFIG.yaml", help="a config file (config.yaml, configs/*.yaml)")
+    files = parser.parse_args(sys.argv[1:] if argv is None else argv).files
     schema = SCHEMA_PATH
     config: dict[str, Any] = {}
     try:
