@@ -200,3 +200,16 @@ def test_a_reader_given_another_kind_of_file_says_in_one_line_what_it_is_and_wha
     with pytest.raises(ValueError, match=said) as error:
         getattr(advflow, reader)(path)
     assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+def test_the_api_takes_numpy_arrays_as_it_takes_tensors():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 6, 3),
+                                torch.nn.ReLU())
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 1, 10, 10))  # float64, as NumPy gives it
+    ours = advflow.information_paths(model, x, layers=["1", "3"])
+    theirs = advflow.information_paths(model, torch.as_tensor(x, dtype=torch.float32), layers=["1", "3"])
+    np.testing.assert_array_equal(ours.mu_s, theirs.mu_s)
+    np.testing.assert_array_equal(ours.mu_t, theirs.mu_t)
+    maps = advflow.conv_layer_maps(model, x.tolist(), layers=["3"])  # anything np.asarray takes
+    assert maps["3"].shape == (5, 6, 8, 8) and maps["3"].dtype == torch.float32

@@ -54,7 +54,18 @@ def _default_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 @torch.no_grad()
-def conv_layer_maps(model: nn.Module, x: torch.Tensor, *, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+def _as_input(x: torch.Tensor | np.ndarray, model: nn.Module) -> torch.Tensor:
+    """``x`` (a tensor, a NumPy array or anything ``np.asarray`` takes) as a tensor on the model's device, in its
+    parameters' floating dtype; the values are not rescaled (pass them in the model's input space)."""
+    x = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    parameter = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if parameter is not None:
+        return x.to(device=parameter.device, dtype=parameter.dtype)
+    return x if x.is_floating_point() else x.float()
+
+
+def conv_layer_maps(model: nn.Module, x: torch.Tensor | np.ndarray, *,
+                    layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
     """The maps ``(N, n_k, H_k, W_k)`` of each conv layer for the batch ``x (N, C, H, W)``, in network
     order, captured by forward hooks in one forward pass (the model in eval mode: dropout off; its mode
     is restored). ``layers``: names (as in ``model.named_modules()``) of the modules whose outputs are
@@ -65,6 +76,7 @@ def conv_layer_maps(model: nn.Module, x: torch.Tensor, *, layers: Sequence[str] 
     >>> [tuple(m.shape) for m in conv_layer_maps(model, torch.zeros(2, 1, 8, 8), layers=["1"]).values()]
     [(2, 4, 6, 6)]
     """
+    x = _as_input(x, model)
     if layers is None:
         chosen = _default_layers(model)
     else:
@@ -111,13 +123,14 @@ class Paths:
     mu_t: np.ndarray
 
 
-def information_paths(model: nn.Module, x: torch.Tensor, *, layers: Sequence[str] | None = None,
+def information_paths(model: nn.Module, x: torch.Tensor | np.ndarray, *, layers: Sequence[str] | None = None,
                       buckets: int = DEFAULT_BUCKETS, batch_size: int = 64) -> Paths:
     """The IIP and OIP of each input of ``x (N, C, H, W)`` (in the model's input space) through
     ``model``'s conv layers (:func:`conv_layer_maps`; the last one is the target), in batches.
 
     The workflow's MI stage computes the same numbers from stored maps (tests/test_api.py checks it).
     """
+    x = _as_input(x, model)
     if x.dim() != 4 or len(x) == 0:
         raise ValueError(f"x must be a batch (N, C, H, W) with N >= 1; got shape {tuple(x.shape)}")
     names, mu_s, mu_t = None, [], []
