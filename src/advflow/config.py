@@ -54,18 +54,18 @@ def load_schema(path: str | Path) -> dict[str, Any]:
     """The config's JSON schema with the registries' names filled in: each attack's ``attacks.<name>`` block (of
     the ``$defs`` shape its entry names) and the names ``attack_sets`` may list, the defense sweep's attack names
     and blocks, and the detector names. The file itself lists none of them, so one registry entry adds a name."""
-    attacks, detectors = attack_registry, detector_registry
     with open(path) as fh:
         schema = yaml.safe_load(fh)
-    schema["$defs"]["attack_list"]["items"] = {"enum": list(attacks.names())}
+    schema["$defs"]["attack_list"]["items"] = {"enum": list(attack_registry.names())}
     block = schema["properties"]["attacks"]
-    block["properties"].update({n: {"$ref": f"#/$defs/{attacks.get(n).settings}"} for n in attacks.configurable()})
+    block["properties"].update({n: {"$ref": f"#/$defs/{attack_registry.get(n).settings}"}
+                                for n in attack_registry.configurable()})
     block["additionalProperties"] = False
     defense = schema["properties"]["defense"]["properties"]
-    defense["attacks"]["items"] = {"enum": list(attacks.sweep_attacks())}
-    defense.update({n: {"type": "object"} for n in attacks.sweep_attacks()})
+    defense["attacks"]["items"] = {"enum": list(attack_registry.sweep_attacks())}
+    defense.update({n: {"type": "object"} for n in attack_registry.sweep_attacks()})
     for key in ("detectors", "compared"):
-        defense[key]["items"] = {"enum": list(detectors.names())}
+        defense[key]["items"] = {"enum": list(detector_registry.names())}
     return schema
 
 
@@ -161,12 +161,13 @@ def config_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
         return messages
     from advflow.workflow.catalog import trajectories_wanted
 
-    wanted = with_defaults(config, schema)["trajectories"]["n"]
+    filled = with_defaults(config, schema)
+    wanted, inputs = filled["trajectories"]["n"], int(filled["inputs"]["n"])
     attack_sets = {t: list(a) for t, a in (config.get("attack_sets") or {}).items() if a}
-    if trajectories_wanted(attack_sets, wanted) and wanted > _inputs_n(config):
+    if trajectories_wanted(attack_sets, wanted) and wanted > inputs:
         messages.append(f"trajectories.n is {wanted} but the trajectories' seeds are drawn from "
-                        f"the {_inputs_n(config)} attack seeds (inputs.n); lower trajectories.n to at most "
-                        f"{_inputs_n(config)}")
+                        f"the {inputs} attack seeds (inputs.n); lower trajectories.n to at most "
+                        f"{inputs}")
     models = config["models"]
     if "compressed" in models and "good_init" not in models:
         messages.append("models.compressed is Network Trimming of good_init: add 'good_init' under 'models'")

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from advflow.workflow.registry import Registry
+
 #: The box of the models' input space: every attack keeps its inputs inside it.
 BOUNDS = (-1.0, 1.0)
 NORMS = ("linf", "l2", "l1", "l0")
@@ -58,28 +60,16 @@ class AttackSpec:
         object.__setattr__(self, "sweep_defaults", MappingProxyType(dict(self.sweep_defaults)))
 
 
-ATTACKS: dict[str, AttackSpec] = {}
+ATTACKS: Registry[AttackSpec] = Registry("attack")
+names = ATTACKS.names  # every attack's name, in registration order (the order of tables and of the resolved config)
+get = ATTACKS.lookup  # the attack called ``name``; an unknown name is a ValueError listing the known ones
 
 
 def register(spec: AttackSpec) -> AttackSpec:
-    """Add ``spec`` to :data:`ATTACKS` (a name may be registered once)."""
-    if spec.name in ATTACKS or spec.name in sweep_attacks():
+    """Add ``spec`` to :data:`ATTACKS` (a name may be registered once, and not as another attack's sweep name)."""
+    if spec.name in sweep_attacks():
         raise ValueError(f"attack {spec.name!r} is registered already")
-    ATTACKS[spec.name] = spec
-    return spec
-
-
-def names() -> tuple[str, ...]:
-    """Every attack's name, in registration order (the order of tables and of the config's resolved file)."""
-    return tuple(ATTACKS)
-
-
-def get(name: str) -> AttackSpec:
-    """The attack called ``name``; an unknown name is a ValueError listing the known ones."""
-    try:
-        return ATTACKS[name]
-    except KeyError:
-        raise ValueError(f"unknown attack {name!r}; allowed: {', '.join(ATTACKS)}") from None
+    return ATTACKS.register(spec)
 
 
 def configurable() -> tuple[str, ...]:

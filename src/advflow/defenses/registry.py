@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from advflow.workflow.registry import Registry
+
 #: The rules that score detectors: the scoring jobs (``defense_scores``), or a rule of the detector's own.
 SCORING_RULES = ("defense_scores", "dropout_vote")
 
@@ -51,26 +53,10 @@ class DetectorSpec:
             raise ValueError(f"detector {self.name!r}: the scoring jobs build it (build given) or its own rule scores it")
 
 
-DETECTORS: dict[str, DetectorSpec] = {}
-
-
-def register(spec: DetectorSpec) -> DetectorSpec:
-    if spec.name in DETECTORS:
-        raise ValueError(f"detector {spec.name!r} is registered already")
-    DETECTORS[spec.name] = spec
-    return spec
-
-
-def names() -> tuple[str, ...]:
-    return tuple(DETECTORS)
-
-
-def get(name: str) -> DetectorSpec:
-    """The detector called ``name``; an unknown name is a ValueError listing the known ones."""
-    try:
-        return DETECTORS[name]
-    except KeyError:
-        raise ValueError(f"unknown detector {name!r}; allowed: {', '.join(DETECTORS)}") from None
+DETECTORS: Registry[DetectorSpec] = Registry("detector")
+register = DETECTORS.register  # add a DetectorSpec (a name may be registered once)
+names = DETECTORS.names
+get = DETECTORS.lookup  # the detector called ``name``; an unknown name is a ValueError listing the known ones
 
 
 def scored_by_scores_rule() -> tuple[str, ...]:

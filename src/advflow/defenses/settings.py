@@ -4,7 +4,6 @@ and the allowed values), and the names of its sweep sets. Imports no torch: the 
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -26,24 +25,28 @@ SWEEP_ATTACKS = tuple(attack_registry.sweep_attacks())
 STRENGTH_PREFIX = {"epsilon": "eps", "kappa": "kappa"}
 #: The sweep sets' names as a wildcard pattern (rules/defenses.smk).
 SWEEP_PATTERN = f"({'|'.join(SWEEP_ATTACKS)})_({'|'.join(STRENGTH_PREFIX.values())})[0-9.]+"
-#: Seed 003's settings; the default config scales N_d and the attacks' steps to a 2-core CPU.
-DEFENSE_DEFAULTS: dict[str, Any] = {
-    "classifier": "good_init", "n": 1000, "validation": 1000, "clean": 2000,
-    "detectors": ["magnet_l1", "magnet_l2", "mid"], "reformer": True,
-    # Judged alone beside the defense's detectors (detectors.csv), not part of the defense: seed 001's dropout vote.
-    "compared": ["dropout_vote"],
-    "fpr": detector_registry.default_fprs(),
-    # Seed 001's dropout vote: K passes; rate null = the classifier's own dropout layers at their own rates.
-    "dropout_vote": {"k": 50, "rate": None},
-    "autoencoder": {"epochs": 100, "batch_size": 256, "lr": 0.001, "noise": 0.1, "train_size": None},
-    "mine": {"hidden": 64, "layers": 2, "steps": 1000, "batch_size": 512, "lr": 0.002, "ema_rate": 0.01,
-             "references": 256, "train_size": 10000},
-    "attacks": list(SWEEP_ATTACKS),
-    "epsilons": [round(0.05 * i, 2) for i in range(1, 11)],
-    "kappas": [5 * i for i in range(9)],
-    **{name: dict(spec.sweep_defaults) for name, spec in attack_registry.sweep_attacks().items()},
-    "batch_size": 100,
-}
+
+
+def defense_defaults() -> dict[str, Any]:
+    """Seed 003's settings (the default config scales N_d and the attacks' steps to a 2-core CPU), with the FPRs and
+    sweep blocks of whatever the registries hold when it is called."""
+    return {
+        "classifier": "good_init", "n": 1000, "validation": 1000, "clean": 2000,
+        "detectors": ["magnet_l1", "magnet_l2", "mid"], "reformer": True,
+        # Judged alone beside the defense's detectors (detectors.csv), not part of the defense: seed 001's dropout vote.
+        "compared": ["dropout_vote"],
+        "fpr": detector_registry.default_fprs(),
+        # Seed 001's dropout vote: K passes; rate null = the classifier's own dropout layers at their own rates.
+        "dropout_vote": {"k": 50, "rate": None},
+        "autoencoder": {"epochs": 100, "batch_size": 256, "lr": 0.001, "noise": 0.1, "train_size": None},
+        "mine": {"hidden": 64, "layers": 2, "steps": 1000, "batch_size": 512, "lr": 0.002, "ema_rate": 0.01,
+                 "references": 256, "train_size": 10000},
+        "attacks": list(attack_registry.sweep_attacks()),
+        "epsilons": [round(0.05 * i, 2) for i in range(1, 11)],
+        "kappas": [5 * i for i in range(9)],
+        **{name: dict(spec.sweep_defaults) for name, spec in attack_registry.sweep_attacks().items()},
+        "batch_size": 100,
+    }
 
 
 def _fail(key: str, problem: str) -> None:
@@ -51,18 +54,16 @@ def _fail(key: str, problem: str) -> None:
 
 
 def defense_settings(config: dict[str, Any]) -> dict[str, Any] | None:
-    """The run's ``defense`` block over :data:`DEFENSE_DEFAULTS`, checked; None when the config has none (the
+    """The run's ``defense`` block over :func:`defense_defaults`, checked; None when the config has none (the
     stage does not run). Errors name the key and the allowed values."""
     block = config.get("defense")
     if block is None:
         return None
     if not isinstance(block, dict):
         _fail("", f"must be a mapping of settings; got {block!r}")
-    settings = copy.deepcopy(DEFENSE_DEFAULTS)
+    settings = defense_defaults()
     # what the registries know now (a detector or sweep attack registered after this module was imported too)
     detectors, sweeps = detector_registry.names(), tuple(attack_registry.sweep_attacks())
-    settings["fpr"] = detector_registry.default_fprs()
-    settings.update({n: dict(s.sweep_defaults) for n, s in attack_registry.sweep_attacks().items() if n not in settings})
     for key, value in block.items():
         if key not in settings:
             _fail(key, f"unknown key; allowed: {', '.join(settings)}")

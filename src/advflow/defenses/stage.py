@@ -160,15 +160,17 @@ def craft_sweep_set(attack: str, strength: float, classifier_path: str | Path, s
     library_attack, own = attack_settings(settings, attack, strength)
     name = f"{attack}_{strength_name(attack, strength)}"
 
+    kept: dict[str, np.ndarray] = {}
+
     def records(x: torch.Tensor, labels: torch.Tensor, outcome: Any) -> dict[str, np.ndarray]:
-        return {"margin": margins(outcome.logits, labels),
+        kept["margin"], kept["success"] = margins(outcome.logits, labels), outcome.success.numpy()
+        return {"margin": kept["margin"],
                 "control": random_control(name, library_attack, x, outcome.adversarial, seed=seed)}
 
     row = craft_set(library_attack, classifier_path, seeds_path, own, seed=seed, device=device, out_path=out,
                     batch_size=int(settings["batch_size"]), records=records,
                     attrs={"attack": attack, "strength": float(strength)})
-    with open_h5(out) as h5:
-        success, margin = h5["success"][:].astype(bool), h5["extra/margin"][:]
+    success, margin = kept["success"], kept["margin"]
     reached = int((margin >= strength).sum()) if attack in KAPPA_ATTACKS else int(success.sum())
     log.info("%s: success %d / %d; margin >= κ on %d", name, int(success.sum()), len(success), reached)
     return {**row, "success": int(success.sum())}
