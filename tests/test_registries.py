@@ -185,3 +185,23 @@ def test_one_registry_entry_adds_a_detector_everywhere(monkeypatch):
 
     built = build_detectors(["toy"], MeanLogits(), {}, None, settings, seed=0)
     assert isinstance(built["toy"], _Constant)
+
+
+def test_a_name_is_registered_once_and_not_as_another_attacks_sweep_name():
+    import dataclasses
+
+    with pytest.raises(ValueError, match="attack 'fgsm' is registered already"):
+        attacks.register(attacks.get("fgsm"))
+    with pytest.raises(ValueError, match="attack 'bim' is registered already"):  # IGSM's sweep name
+        attacks.register(dataclasses.replace(attacks.get("fgsm"), name="bim"))
+    with pytest.raises(ValueError, match="detector 'mid' is registered already"):
+        detectors.register(detectors.get("mid"))
+    assert "bim" not in attacks.ATTACKS and len(detectors.DETECTORS) == len(detectors.names())
+
+
+def test_the_defense_stage_defaults_to_seed_003s_sweeps_in_its_tables_order():
+    settings = defense_settings({**BASE, "defense": {}})
+    assert settings["attacks"] == ["pgd", "bim", "cw", "ead_l1", "ead_en"]
+    assert settings["pgd"] == {"steps": 40, "rel_stepsize": 0.025} and settings["bim"] == {"steps": 10, "rel_stepsize": 0.1}
+    assert settings["cw"] == {"binary_search_steps": 9, "steps": 1000, "stepsize": 0.01, "c": 0.001}
+    assert settings["ead_en"] == {"binary_search_steps": 9, "steps": 1000, "stepsize": 0.01, "c": 0.001, "beta": 0.1}
