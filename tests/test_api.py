@@ -38,6 +38,18 @@ def test_readme_example_runs_as_written():
     assert "['1', '4'] (4, 2) (4, 2)" in result.stdout
 
 
+def test_readme_verdict_example_runs_as_written_and_decides_holds():
+    """The README's second block (from paths to a verdict) continues the first, as a reader would run them."""
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text[text.index("## Python API"):], re.S)
+    result = subprocess.run([sys.executable, "-c", blocks[0] + blocks[1]], capture_output=True, text=True,
+                            cwd=REPO, env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin",
+                                           "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"[-0-9.e]+ \[[-0-9.e]+, [-0-9.e]+\] holds", last), result.stdout
+
+
 def test_import_advflow_is_light_and_exposes_the_api():
     code = "import sys, advflow; assert 'torch' not in sys.modules; print(sorted(advflow.__all__))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -86,7 +98,7 @@ def test_conv_layer_maps_of_any_module_are_the_named_outputs_in_network_order():
     first = torch.max_pool2d(torch.relu(model[0](x)), 2)
     torch.testing.assert_close(maps["2"], first)
     torch.testing.assert_close(maps["4"], torch.relu(model[3](first)))
-    assert list(advflow.conv_layer_maps(model, x)) == ["0", "3"]  # default: every Conv2d
+    assert list(advflow.conv_layer_maps(model, x)) == ["2", "4"]  # default: each conv's run up to its pool or ReLU
     with pytest.raises(ValueError, match="no module named 'nine'"):
         advflow.conv_layer_maps(model, x, layers=["nine"])
     relu = torch.nn.ReLU()

@@ -1,5 +1,6 @@
-"""The Python API: information paths of any ``torch.nn.Module``, MI of feature maps, and readers for the
-files the workflow writes. ``import advflow`` exposes every name here (loaded on first use).
+"""The Python API: information paths of any ``torch.nn.Module``, MI of feature maps, the aggregates, shifts and
+verdicts the report decides its findings with, and readers for the files the workflow writes. ``import advflow``
+exposes every name here (loaded on first use).
 
 Example (the README's; ``tests/test_api.py`` runs it)::
 
@@ -12,45 +13,128 @@ Example (the README's; ``tests/test_api.py`` runs it)::
     paths.layers, paths.mu_s.shape, paths.mu_t.shape         # ['1', '4'], (4, 2), (4, 2)
     advflow.mutual_information(x[0, 0], x[0, 0])             # MI of a map with itself, in nats
 
-Conventions (docs/method.md, "Information flow"): a conv layer's maps are its output after the ReLU and the
-max-pool that directly follows it; S^(k) is the MI of each map of layer k with each input channel and
-T^(k) with each map of the last measured layer (the target); mu_s^(k) and mu_t^(k) are their means
-(the input and output information paths, IIP and OIP). MI is the plug-in estimate over positions with
-B equal-width buckets per map (:mod:`advflow.information.mi`), in nats; two maps of different sizes are compared
-at the smaller size (the larger one max-pooled down).
+From paths to a verdict (the README's second example; ``tests/test_api_layers.py`` runs it as a doctest): the
+paths of clean inputs, of their adversarial versions (here a stand-in: each input blurred) and of the random
+control (each input plus noise of the same L2 size), with the default layers; the GP aggregate of a set; the
+paired, standardized OIP shift with its 95 % bootstrap interval; the attack's shift beyond its control's and the
+verdict on "the attack shifts the OIP more than random noise of its size does":
+
+>>> import torch, advflow
+>>> _ = torch.manual_seed(0)
+>>> model = torch.nn.Sequential(
+...     torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+...     torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU()).eval()
+>>> x = torch.rand(32, 1, 16, 16) * 2 - 1                      # clean inputs, in the model's input space
+>>> adversarial = torch.nn.functional.avg_pool2d(x, 3, 1, 1)    # a stand-in for an attack's outputs, paired with x
+>>> noise = torch.randn_like(x)                                # the control: random noise of the same size per input
+>>> size = (adversarial - x).flatten(1).norm(dim=1) / noise.flatten(1).norm(dim=1)
+>>> control = x + noise * size.view(-1, 1, 1, 1)
+>>> clean, adv, ctrl = (advflow.information_paths(model, v) for v in (x, adversarial, control))
+>>> clean.layers                                               # the default layers: conv + BN + ReLU (+ pool) each
+['3', '6']
+>>> oip = advflow.aggregate(clean)["oip"]                      # GP aggregate: oip.mean, oip.lower, oip.upper (K,)
+>>> shift = advflow.path_shift(adv, clean)                     # standardized paired OIP shift [95 % interval]
+>>> beyond = advflow.shift_difference(adv, ctrl, clean)        # the attack's shift minus its control's
+>>> advflow.verdict(beyond)                                    # holds: the interval lies above 0
+'holds'
+
+Conventions (docs/method.md, "Information flow"): a conv layer's maps are the output of the convolution with the
+normalization, activation and pooling that directly follow it, or of a residual block (after its addition);
+:func:`default_layers` says which modules they are for a model and warns where it cannot tell (pass ``layers=``
+to choose). S^(k) is the MI of each map of layer k with each input channel and T^(k) with each map of the last
+measured layer (the target); mu_s^(k) and mu_t^(k) are their means (the input and output information paths, IIP
+and OIP). MI is the plug-in estimate over positions with B equal-width buckets per map
+(:mod:`advflow.information.mi`), in nats; two maps of different sizes are compared at the smaller size (the larger
+one max-pooled down). Shifts and verdicts: docs/method.md, "How a finding is decided".
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from advflow.workflow.io import open_h5
+from advflow.information import shifts as _shifts
+from advflow.information.layers import LayerChoice, LayerChoiceWarning
+from advflow.information.layers import default_layers as _layer_rule
 from advflow.information.mi import DEFAULT_BUCKETS, mi_against
 from advflow.information.paths import information_paths as _paths_of
+from advflow.information.shifts import Interval
 
-__all__ = ["Paths", "conv_layer_maps", "information_paths", "mutual_information", "Features", "read_features",
-           "MIFile", "read_mi", "AdversarialSet", "read_set"]
+if TYPE_CHECKING:
+    from advflow.information.aggregate import AggregatedPath
+
+__all__ = ["Paths", "conv_layer_maps", "information_paths", "mutual_information", "default_layers", "LayerChoice",
+           "LayerChoiceWarning", "aggregate", "AggregatedPath", "path_shift", "shift_difference", "verdict",
+           "Interval", "Features", "read_features", "MIFile", "read_mi", "AdversarialSet", "read_set"]
+
+_log = logging.getLogger(__name__)
+
+#: Fewest inputs a shift's bootstrap interval means something on (as the report's, advflow.report.evidence.MIN_INPUTS).
+MIN_INPUTS = 5
+PATHS = ("iip", "oip")
 
 
-def _default_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The modules whose outputs are the conv layers' maps: an advflow ConvNet's blocks (conv, ReLU,
-    pool), or else every ``nn.Conv2d`` (whose output is before any activation: pass ``layers`` to
-    measure after it)."""
-    blocks = getattr(model, "blocks", None)
-    if isinstance(blocks, nn.ModuleList) and all(hasattr(b, "output_maps") for b in blocks):
-        return [(f"conv{i + 1}", b) for i, b in enumerate(blocks)]
-    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ValueError(f"{type(model).__name__} has no nn.Conv2d; pass layers= the names of the modules whose "
-                         "outputs are the maps to measure")
-    return convs
+def __getattr__(name: str) -> Any:
+    # The GP aggregate pulls in GPyTorch: loaded when first used, not with the API.
+    if name == "AggregatedPath":
+        from advflow.information.aggregate import AggregatedPath
+
+        return AggregatedPath
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def default_layers(model: nn.Module, x: torch.Tensor | np.ndarray | None = None) -> LayerChoice:
+    """Which modules' outputs the API measures as ``model``'s conv layers when not given ``layers=``
+    (:mod:`advflow.information.layers`): ``names``, ``module_names``, ``modules``, a ``reasons`` line each, the
+    ``warnings`` (also issued as :class:`LayerChoiceWarning`) and ``describe()``. ``x``: an input ``(C, H, W)`` or
+    a batch (its first item is traced), in the model's input space; not needed for an advflow ConvNet.
+
+    >>> model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+    ...                       nn.Conv2d(4, 8, 3), nn.ReLU())
+    >>> default_layers(model, torch.zeros(1, 1, 12, 12)).names   # each conv's run up to its pool or ReLU
+    ['3', '5']
+    """
+    if x is not None:
+        x = _as_input(x, model)
+        x = x.unsqueeze(0) if x.dim() == 3 else x
+    return _choice(model, x, stacklevel=3)
+
+
+def _choice(model: nn.Module, x: torch.Tensor | None, stacklevel: int = 4) -> LayerChoice:
+    """The default layers, their warnings issued at the API's caller (``stacklevel``: frames up from here)."""
+    choice = _layer_rule(model, None if x is None else x[:1], warn=False)
+    for text in choice.warnings:
+        warnings.warn(LayerChoiceWarning(text), stacklevel=stacklevel)
+    return choice
+
+
+def _chosen(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None
+            ) -> tuple[list[tuple[str, nn.Module]], list[str], list[str]]:
+    """(layer name, module) of each layer to measure, the modules' names and the choice's warnings; logged."""
+    if layers is None:
+        choice = _choice(model, x)
+        chosen, names, doubts = choice.pairs(), choice.module_names, choice.warnings
+    else:
+        modules = dict(model.named_modules())
+        unknown = [name for name in layers if name not in modules]
+        if unknown:
+            raise ValueError(f"no module named {', '.join(map(repr, unknown))} in {type(model).__name__}; names are "
+                             f"those of model.named_modules(), e.g. {', '.join(list(modules)[1:6])}")
+        chosen, names, doubts = [(name, modules[name]) for name in layers], list(layers), []
+    labels = [name for name, _ in chosen]
+    _log.info("measuring layers: %s%s%s", ", ".join(labels),
+              f" (modules {', '.join(names)})" if names != labels else "",
+              "" if layers is not None else " (default rule)")
+    return chosen, names, doubts
 
 
 @torch.no_grad()
@@ -69,23 +153,20 @@ def conv_layer_maps(model: nn.Module, x: torch.Tensor | np.ndarray, *,
     """The maps ``(N, n_k, H_k, W_k)`` of each conv layer for the batch ``x (N, C, H, W)``, in network
     order, captured by forward hooks in one forward pass (the model in eval mode: dropout off; its mode
     is restored). ``layers``: names (as in ``model.named_modules()``) of the modules whose outputs are
-    the maps; default: an advflow ConvNet's conv blocks (``conv1``, ``conv2``, ...), else every
-    ``nn.Conv2d``.
+    the maps; default: :func:`default_layers` (an advflow ConvNet's conv blocks ``conv1``, ``conv2``, ...;
+    for any other model each conv with the normalization, activation and pooling after it, and each residual
+    block's output), logged at INFO.
 
     >>> model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
     >>> [tuple(m.shape) for m in conv_layer_maps(model, torch.zeros(2, 1, 8, 8), layers=["1"]).values()]
     [(2, 4, 6, 6)]
     """
     x = _as_input(x, model)
-    if layers is None:
-        chosen = _default_layers(model)
-    else:
-        modules = dict(model.named_modules())
-        unknown = [name for name in layers if name not in modules]
-        if unknown:
-            raise ValueError(f"no module named {', '.join(map(repr, unknown))} in {type(model).__name__}; names are "
-                             f"those of model.named_modules(), e.g. {', '.join(list(modules)[1:6])}")
-        chosen = [(name, modules[name]) for name in layers]
+    chosen, _, _ = _chosen(model, x, layers)
+    return _maps(model, x, chosen)
+
+
+def _maps(model: nn.Module, x: torch.Tensor, chosen: list[tuple[str, nn.Module]]) -> dict[str, torch.Tensor]:
     captured: dict[str, torch.Tensor] = {}
 
     def hook(name: str):
@@ -100,7 +181,8 @@ def conv_layer_maps(model: nn.Module, x: torch.Tensor | np.ndarray, *,
     was_training = model.training
     try:
         model.eval()
-        model(x)
+        with torch.no_grad():
+            model(x)
     finally:
         model.train(was_training)
         for handle in handles:
@@ -116,11 +198,15 @@ def conv_layer_maps(model: nn.Module, x: torch.Tensor | np.ndarray, *,
 
 @dataclass(frozen=True)
 class Paths:
-    """Per-input information paths: ``mu_s``, ``mu_t`` ``(N, K)`` float64 (nats), layer k of ``layers``."""
+    """Per-input information paths: ``mu_s``, ``mu_t`` ``(N, K)`` float64 (nats), layer k of ``layers``;
+    ``modules``: the names (in ``model.named_modules()``) of the modules measured, and ``warnings``: the
+    default choice's doubts (:func:`default_layers`; empty when ``layers=`` was given)."""
 
     layers: list[str]
     mu_s: np.ndarray
     mu_t: np.ndarray
+    modules: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def information_paths(model: nn.Module, x: torch.Tensor | np.ndarray, *, layers: Sequence[str] | None = None,
@@ -133,16 +219,122 @@ def information_paths(model: nn.Module, x: torch.Tensor | np.ndarray, *, layers:
     x = _as_input(x, model)
     if x.dim() != 4 or len(x) == 0:
         raise ValueError(f"x must be a batch (N, C, H, W) with N >= 1; got shape {tuple(x.shape)}")
+    chosen, modules, doubts = _chosen(model, x, layers)
     names, mu_s, mu_t = None, [], []
     for start in range(0, len(x), batch_size):
         batch = x[start:start + batch_size]
-        maps = conv_layer_maps(model, batch, layers=layers)
+        maps = _maps(model, batch, chosen)
         names = list(maps)
         stacks = [m.float() for m in maps.values()]
         s, t = _paths_of(mi_against(stacks, batch.float(), buckets), mi_against(stacks, stacks[-1], buckets))
         mu_s.append(s.double().cpu().numpy())
         mu_t.append(t.double().cpu().numpy())
-    return Paths(names or [], np.concatenate(mu_s), np.concatenate(mu_t))
+    order = {label: module for (label, _), module in zip(chosen, modules)}
+    return Paths(names or [], np.concatenate(mu_s), np.concatenate(mu_t), [order[n] for n in names or []],
+                 list(doubts))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Aggregates, shifts and verdicts (docs/method.md, "Aggregated paths" and "How a finding is decided")
+
+
+def _mu(paths: Any, path: str, what: str) -> np.ndarray:
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {', '.join(PATHS)}; got {path!r}")
+    mu = getattr(paths, "mu_s" if path == "iip" else "mu_t", None)
+    if mu is None:
+        raise TypeError(f"{what} must be paths with mu_s and mu_t (N, K) (advflow.information_paths); got "
+                        f"{type(paths).__name__}")
+    mu = np.asarray(mu, dtype=np.float64)
+    if mu.ndim != 2 or mu.shape[0] == 0 or mu.shape[1] == 0:
+        raise ValueError(f"{what}: paths must have shape (N, K) with N, K >= 1; got {mu.shape}")
+    return mu
+
+
+def aggregate(paths: Any, *, seed: int = 0, grid_step: float = 0.05) -> dict[str, AggregatedPath]:
+    """The GP aggregates of a set's paths (docs/method.md, "Aggregated paths"), as the workflow's aggregate stage
+    fits them (:func:`advflow.information.aggregate.aggregate_frame`, layers numbered 1 ... K): ``{"iip": ...,
+    "oip": ...}``, each an ``AggregatedPath`` with ``layers``, ``mean``, ``lower``, ``upper`` (the 95 % band of
+    the aggregated path) and the same on a fine ``grid``. ``paths``: a :class:`Paths` (or anything with
+    ``mu_s``, ``mu_t`` (N, K), e.g. :func:`advflow.information.paths.read_input_paths`)."""
+    from advflow.information.aggregate import aggregate_frame
+
+    mu_s, mu_t = _mu(paths, "iip", "paths"), _mu(paths, "oip", "paths")
+    n, k = mu_s.shape
+    layers = np.tile(np.arange(1, k + 1, dtype=np.float64), n)
+    return aggregate_frame(layers, mu_s.reshape(-1), mu_t.reshape(-1), seed=seed, grid_step=grid_step)
+
+
+def _deltas(changed: Any, clean: Any, normal: Any, path: str, what: str) -> np.ndarray:
+    """(N, K) standardized paired differences of ``changed`` against ``clean`` (the report's
+    :func:`advflow.information.shifts.standardized` over :func:`~advflow.information.shifts.layer_scale`)."""
+    a, c = _mu(changed, path, what), _mu(clean, path, "clean")
+    if a.shape != c.shape:
+        raise ValueError(f"{what} and clean must be paired: the same inputs, in the same order, through the same "
+                         f"layers; got paths of shapes {a.shape} and {c.shape}")
+    for other, name in ((changed, what), (normal, "normal")):
+        theirs, ours = getattr(other, "layers", None), getattr(clean, "layers", None)
+        if other is not None and theirs is not None and ours is not None and list(theirs) != list(ours):
+            raise ValueError(f"{name} and clean went through different layers: {list(theirs)} and {list(ours)}")
+    reference = c if normal is None else np.concatenate([_mu(normal, path, "normal"), c])
+    if reference.shape[1] != c.shape[1]:
+        raise ValueError(f"normal has {reference.shape[1]} layers where clean has {c.shape[1]}")
+    scale = _shifts.layer_scale(reference)
+    if not np.isfinite(scale).any():
+        warnings.warn(f"the {path.upper()} does not vary over the normal inputs at any layer (no information): its "
+                      f"shift is NaN and every verdict on it inconclusive", UserWarning, stacklevel=3)
+    return _shifts.standardized(a, c, scale)
+
+
+def _few(n: int) -> None:
+    if n < MIN_INPUTS:
+        warnings.warn(f"{n} paired input(s): with fewer than {MIN_INPUTS}, a bootstrap interval means little (the "
+                      f"report calls such a case 'premise not met')", UserWarning, stacklevel=3)
+
+
+def path_shift(adversarial: Any, clean: Any, normal: Any = None, *, path: str = "oip", resamples: int = 1000,
+               seed: int = 0) -> Interval:
+    """The standardized paired shift of ``adversarial``'s paths from ``clean``'s (each input against its own
+    seed: the same inputs in the same order), with its 95 % paired-bootstrap interval, as the report computes it
+    (docs/method.md, "How a finding is decided"): (1/K') sum_k |mean_i (mu_k(adv_i) - mu_k(clean_i)) / sigma_k|,
+    sigma_k the spread of mu_k over the normal inputs, ``normal`` (e.g. clean training inputs) together with
+    ``clean`` (``clean`` alone when ``normal`` is None), layers without spread left out. ``path``: "oip" or
+    "iip". Returns an ``Interval`` (``estimate``, ``lower``, ``upper``, ``text()``), in normal spreads."""
+    deltas = _deltas(adversarial, clean, normal, path, "adversarial")
+    _few(len(deltas))
+    return _shifts.paired_bootstrap(lambda i: {"shift": _shifts.shift(deltas[i])}, len(deltas),
+                                    resamples=resamples, seed=seed)["shift"]
+
+
+def shift_difference(a: Any, b: Any, clean: Any, normal: Any = None, *, path: str = "oip", path_b: str | None = None,
+                     resamples: int = 1000, seed: int = 0) -> Interval:
+    """The shift of ``a`` minus the shift of ``b`` (each as :func:`path_shift`, both paired with ``clean``) with
+    its 95 % interval from one paired bootstrap (one resample of the inputs serves both, which keeps the
+    pairing). An attack against its random control: ``shift_difference(adversarial, control, clean)``; OIP
+    against IIP: ``shift_difference(adversarial, adversarial, clean, path="oip", path_b="iip")``. The claim
+    "a shifts more than b" is :func:`verdict` of it."""
+    deltas_a = _deltas(a, clean, normal, path, "a")
+    deltas_b = _deltas(b, clean, normal, path_b or path, "b")
+    _few(len(deltas_a))
+    return _shifts.paired_bootstrap(
+        lambda i: {"difference": _shifts.shift(deltas_a[i]) - _shifts.shift(deltas_b[i])}, len(deltas_a),
+        resamples=resamples, seed=seed)["difference"]
+
+
+def verdict(interval: Interval, *more: Interval) -> str:
+    """The verdict on the claim "the quantity is > 0" (docs/method.md, "How a finding is decided"): "holds" when
+    the interval lies above 0, "fails" when below, "inconclusive" when it contains 0 (or is not finite). Several
+    intervals: a claim of parts, which holds when every part holds and fails when any fails.
+
+    >>> verdict(Interval(0.4, 0.1, 0.7)), verdict(Interval(0.1, -0.2, 0.4)), verdict(Interval(-0.3, -0.5, -0.1))
+    ('holds', 'inconclusive', 'fails')
+    """
+    for item in (interval, *more):
+        if not isinstance(item, Interval):
+            raise TypeError(f"verdict takes Interval(s) (path_shift, shift_difference); got {type(item).__name__}")
+    if not more:
+        return _shifts.decide(interval)
+    return _shifts.combine([_shifts.decide(i) for i in (interval, *more)])
 
 
 def mutual_information(a: torch.Tensor, b: torch.Tensor, *, buckets: int = DEFAULT_BUCKETS) -> torch.Tensor:
