@@ -15,9 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 LIBRARY = REPO / "src" / "advflow"
 
 #: Each top-level part of the library and its floor: a module imports only from its own part and lower floors.
-#: The plumbing is the ground floor; the config checks know every stage's settings, so they sit above the stages.
+#: The plumbing is the ground floor; the config checks know every stage's settings, so they sit above the stages;
+#: the command line (cli, and python -m advflow's __main__ on it) is the top.
 FLOORS = {"advflow": 0, "workflow": 0, "data": 1, "models": 2, "attacks": 3, "information": 4, "defenses": 5,
-          "perturbations": 5, "config": 6, "report": 7, "api": 8}
+          "perturbations": 5, "config": 6, "report": 7, "api": 8, "cli": 9, "__main__": 10}
 #: The rule file of each stage package (rules/<name>.smk runs advflow.<name>).
 STAGES = ("data", "models", "attacks", "information", "defenses", "perturbations", "report")
 

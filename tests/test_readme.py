@@ -99,10 +99,18 @@ def _benchmark_help(command: str, tmp_path: Path) -> None:
     run([sys.executable, command.split()[1], "--help"], cwd=REPO)
 
 
+def _advflow(command: str, tmp_path: Path) -> None:
+    # as `python -m advflow ...`; `run` as a dry run in a temporary folder (argparse keeps the last -d)
+    tokens = command.split()[1:]
+    extra = ["--dry-run", "-d", str(tmp_path / "work")] if tokens[:1] == ["run"] else []
+    run([sys.executable, "-m", "advflow", *tokens, *extra], cwd=REPO)
+
+
 #: Cheap forms: (does it apply to the command, run it). Each takes seconds and writes only under tmp_path.
 CHEAP_FORMS: list[tuple[Callable[[list[str]], bool], Callable[[str, Path], None]]] = [
     (lambda t: t[:3] == ["python3", "-m", "venv"], _venv),
     (lambda t: t[0] == "make", _make),
+    (lambda t: t[0] == "advflow", _advflow),
     (lambda t: t[0] == "snakemake", _snakemake),
     (lambda t: t[0] in ("python", "python3") and t[1:3] == ["-m", "advflow.config"], _config_check),
     (lambda t: t[0] in ("python", "python3") and len(t) > 1 and t[1].startswith("benchmarks/"), _benchmark_help),

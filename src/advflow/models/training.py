@@ -7,6 +7,7 @@ so a whole dataset fits in memory at a quarter of its float size.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -107,8 +108,19 @@ class ClassifierModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
+def duration(seconds: float) -> str:
+    """``seconds`` as ``m:ss`` or ``h:mm:ss``."""
+    minutes, secs = divmod(int(round(max(seconds, 0.0))), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 class ProgressLog(L.Callback):
-    """Periodic progress lines for a rule's log file (a bar would be unreadable there)."""
+    """Periodic progress lines for a rule's log file (a bar would be unreadable there): every ``every`` batches the
+    epoch, the batch, the loss, the images per second so far and the time left at that rate; each epoch's
+    validation accuracy; and a last line when training ends, logged with ``extra={"console": True}``. A job of a
+    local run also shows them on Snakemake's console, at most one line every few seconds and always the last
+    (:func:`advflow.workflow.console_progress`)."""
 
     def __init__(self, every: int) -> None:
         self.every = max(1, every)
@@ -131,10 +143,18 @@ class ProgressLog(L.Callback):
         self.seen += len(batch[0])
         total = trainer.num_training_batches
         if (batch_idx + 1) % self.every == 0 or batch_idx + 1 == total:
-            rate = self.seen / max(time.perf_counter() - self.start, 1e-9)
+            elapsed = max(time.perf_counter() - self.start, 1e-9)
             loss = float(outputs["loss"]) if isinstance(outputs, dict) else float(outputs)
-            log.info("epoch %d/%d batch %d/%d loss %.4f (%.0f img/s)", trainer.current_epoch + 1,
-                     trainer.max_epochs, batch_idx + 1, total, loss, rate)
+            done = trainer.current_epoch * total + batch_idx + 1
+            left = elapsed / done * (trainer.max_epochs * total - done) if math.isfinite(total) else float("nan")
+            log.info("epoch %d/%d batch %d/%d loss %.4f (%.0f img/s, %s left)", trainer.current_epoch + 1,
+                     trainer.max_epochs, batch_idx + 1, total, loss, self.seen / elapsed,
+                     duration(left) if math.isfinite(left) else "?")
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        log.info("trained %d epoch(s) of %d batches in %s (%.0f img/s)", trainer.current_epoch,
+                 trainer.num_training_batches, duration(elapsed), self.seen / elapsed, extra={"console": True})
 
 
 def make_loader(images: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor, batch_size: int,

@@ -1,4 +1,5 @@
-"""What every workflow script does first: send its output to the rule's log, set threads and device."""
+"""What every workflow script does first: send its output to the rule's log (training's progress to Snakemake's
+console too), set threads and device."""
 
 from __future__ import annotations
 
@@ -11,13 +12,19 @@ import warnings
 from typing import Any
 
 _IMPORTED = time.time()  # process_age's fallback where the process's start time cannot be read
+#: Loggers whose lines a job also writes to Snakemake's console (the job's stderr before :func:`start` sends it to the
+#: rule's log): training's progress (advflow.models.training.ProgressLog, also the autoencoders' of the defense stage).
+CONSOLE_LOGGERS = ("advflow.models.training",)
+#: At most one of those lines per this many seconds reaches the console (all of them reach the rule's log).
+CONSOLE_INTERVAL = 10.0
 #: The log line :func:`ready` writes, read by ``benchmarks/stage_times.py``.
 STARTUP_LINE = "start-up: %.2f s (interpreter, Snakemake's script preamble, imports and set-up before the work)"
 
 
 def start(snakemake: Any) -> Any:
-    """Route stdout/stderr (including C-level output) to ``snakemake.log[0]``, configure logging,
-    use ``snakemake.threads`` threads, and return the torch device of the config's ``device``.
+    """Route stdout/stderr (including C-level output) to ``snakemake.log[0]``, configure logging, keep showing
+    training's progress on the job's own stderr (Snakemake's console: :func:`console_progress`), use
+    ``snakemake.threads`` threads, and return the torch device of the config's ``device``.
 
     Where the run has a warm worker (:mod:`advflow.workflow.worker`), this process hands its script to a child of the
     worker, which has torch imported already, and exits with the child's status: the script's lines after this
@@ -30,13 +37,18 @@ def start(snakemake: Any) -> Any:
         status = worker.delegate(script, process_age())
         if status is not None:
             os._exit(status)
+    console = None
     if snakemake.log:
+        # Snakemake's console (a local run's terminal; a Slurm job's output file), kept for training's progress
+        console = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
         log_file = open(snakemake.log[0], "a", buffering=1)
         os.dup2(log_file.fileno(), 1)
         os.dup2(log_file.fileno(), 2)
         sys.stdout = sys.stderr = log_file
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    if console is not None:
+        console_progress(console, job_label(snakemake))
     import torch
 
     from advflow.workflow.device import resolve_device
@@ -63,6 +75,51 @@ def start(snakemake: Any) -> Any:
     if "SLURM_JOB_ID" in os.environ:  # which cluster job ran this, to find it in sacct/squeue
         log.info("Slurm job %s on %s", os.environ["SLURM_JOB_ID"], os.environ.get("SLURMD_NODENAME", "?"))
     return device
+
+
+def job_label(snakemake: Any) -> str:
+    """The rule and its wildcards but the dataset (one per run): ``train_model model=good_init``."""
+    try:
+        wildcards = [f"{k}={v}" for k, v in snakemake.wildcards.items() if k != "dataset"]
+    except AttributeError:  # no wildcards
+        wildcards = []
+    return " ".join([str(snakemake.rule), *wildcards])
+
+
+class _ConsoleFilter(logging.Filter):
+    """Passes a record when ``interval`` seconds have passed since the last one it passed (the first always), and
+    every record logged with ``extra={"console": True}`` (the end of a training)."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self.interval, self.last = interval, -float("inf")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if getattr(record, "console", False) or now - self.last >= self.interval:
+            self.last = now
+            return True
+        return False
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """The handler :func:`console_progress` adds (so that a second call replaces it)."""
+
+
+def console_progress(stream: Any, label: str, interval: float = CONSOLE_INTERVAL) -> logging.Handler:
+    """Also write the lines of :data:`CONSOLE_LOGGERS` to ``stream`` (Snakemake's console), as ``advflow LABEL:
+    message``, at most one per ``interval`` seconds: a local run then shows each training's epoch, batch, images per
+    second and time left while it trains, not only in the rule's log. Replaces an earlier call's handler."""
+    handler = _ConsoleHandler(stream)
+    handler.setLevel(logging.INFO)
+    handler.addFilter(_ConsoleFilter(interval))
+    handler.setFormatter(logging.Formatter("advflow " + label.replace("%", "%%") + ": %(message)s"))
+    for name in CONSOLE_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if isinstance(h, _ConsoleHandler)]:
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+    return handler
 
 
 def process_age() -> float:
