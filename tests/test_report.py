@@ -687,6 +687,38 @@ def test_tiny_run_report_holds_everything_and_renders_in_chromium(tiny_run, repo
     for section in ("defense", "seed001"):  # the defense stage's and seed 001's sections, rendered with the rest
         assert f'<section id="{section}"' in page
     assert_renders_cleanly(out / "report.html", out / "screenshot.png")
+    assert_summary_is_the_first_screen(page, out)
+
+
+def assert_summary_is_the_first_screen(page: str, out: Path) -> None:
+    """The first screen at 1400 px holds the summary (every question's verdict and numbers, the smoke-test warning),
+    and the summary and findings.json carry the defenses, seed 001 and the provenance."""
+    head = page[:page.index('<section id="q1"')]
+    assert 'data-warning="smoke-test"' in head and "N = 6" in head
+    assert 'data-table="detector_matrix"' in head and "<h3>Seed 001</h3>" in head
+    assert 'data-summary="provenance"' in head
+    record = json.loads((out / "findings.json").read_text())
+    assert record["defenses"]["clean_accuracy"]["n"] > 0 and record["defenses"]["detectors"]
+    assert record["seed001"]["grid"]["attempts"] > 0 and record["seed001"]["dropout_vote"]["clean"]["n"] > 0
+    assert record["provenance"]["device"] == "cpu" and record["provenance"]["advflow"]
+    # Where each question's summary sits on a 1400 x 1000 screen, measured by Chromium.
+    layout = """<script>window.addEventListener("load", function () { var out = [];
+      document.querySelectorAll("#summary ol.summary > li").forEach(function (li) {
+        out.push(li.dataset.question + ":" + Math.round(li.getBoundingClientRect().bottom)); });
+      document.body.dataset.layout = out.join(" "); });</script>"""
+    probe = out / "first_screen.html"
+    probe.write_text(page.replace("</body>", layout + "</body>"))
+    common = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+              "--window-size=1400,1000"]
+    dom = subprocess.run([*common, "--virtual-time-budget=5000", "--dump-dom", probe.resolve().as_uri()],
+                         check=True, capture_output=True, text=True, timeout=180).stdout
+    bottoms = dict(item.split(":") for item in re.search(r'data-layout="([^"]*)"', dom).group(1).split())
+    assert list(bottoms) == ["q1", "q2", "q3", "q4", "q5"]
+    assert all(int(bottom) <= 1000 for bottom in bottoms.values()), bottoms
+    shot = out / "first_screen.png"
+    subprocess.run([*common, f"--screenshot={shot}", (out / "report.html").resolve().as_uri()], check=True,
+                   capture_output=True, timeout=180)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_report_fits_no_gaussian_process(tmp_path, monkeypatch):

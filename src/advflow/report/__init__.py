@@ -38,14 +38,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from advflow.report import defense, diagnostics, seed001
+from advflow.report import defense, diagnostics, seed001, summary
 from advflow.report.findings import Finding, statistical
 from advflow.report.evidence import overall
-from advflow.report.page import departures, figure_html, html_table, render_html
+from advflow.report.page import departures, figure_html, render_html
 from advflow.report.plotting import Figure, band_limits
 from advflow.report.questions import QUESTIONS, Question
 from advflow.report.results import ResultFiles, RunResults
@@ -89,7 +90,8 @@ def compute_findings(tables: Tables) -> tuple[dict[str, Finding], dict[str, Find
 def findings_record(tables: Tables, found: Mapping[str, Finding], literal: Mapping[str, Finding],
                     study: Study) -> dict[str, Any]:
     """The findings as data (``findings.json`` beside the report): per question its verdict and text, the
-    paper's literal comparison, every case with its verdict and every interval it was decided from."""
+    paper's literal comparison, every case with its verdict and every interval it was decided from. The report
+    adds the summary, the defenses, seed 001 and the provenance (:func:`advflow.report.summary.record`)."""
     cases = diagnostics.verdict_rows(tables.cases)
     intervals = tables.rows.get("intervals.csv", [])
     return {
@@ -101,6 +103,10 @@ def findings_record(tables: Tables, found: Mapping[str, Finding], literal: Mappi
         "departs_from_paper": departures(study.config),
         "bootstrap_resamples": study.resamples,
     }
+
+
+def _relative(folder: Path, start: Path) -> str:
+    return Path(os.path.relpath(folder.resolve(), start.resolve())).as_posix()
 
 
 def build_report(results: Path, config: Mapping[str, Any], *, out_html: Path, tables_dir: Path, figures_dir: Path,
@@ -132,18 +138,21 @@ def build_report(results: Path, config: Mapping[str, Any], *, out_html: Path, ta
         if not (results / "defense" / "tables").is_dir():
             raise FileNotFoundError(f"{results / 'defense' / 'tables'}: no such folder; the config has a defense "
                                     f"block, so the report needs the defense stage's tables (rule defense_tables)")
-        extra.append((defense.KEY, defense.TITLE, defense.section(study, results / "defense", html_table, figure_html)))
+        extra.append((defense.KEY, defense.TITLE,
+                      lambda place: defense.section(study, results / "defense", place, figure_html)))
     if config.get("perturbations") is not None and not (results / "seed001" / "grid").is_dir():
         raise FileNotFoundError(f"{results / 'seed001' / 'grid'}: no such folder; the config has a perturbations "
                                 f"block, so the report needs seed 001's grid (rule average_grid)")
-    seed001_html = seed001.section(results, html_table, figure_html)
-    if seed001_html:
-        extra.append((seed001.KEY, seed001.TITLE, seed001_html))
+    if seed001.made(results):
+        extra.append((seed001.KEY, seed001.TITLE, lambda place: seed001.section(results, place, figure_html)))
+    data = summary.record(_questions(), tables.cases, found, literal, study, results)
     page = render_html(study, run, _questions(), tables, TABLES, found, literal, figures, tuple(diagnostics.TABLES),
-                       extra)
+                       extra, data, links={"tables": _relative(tables_dir, out_html.parent),
+                                           "results": _relative(results, out_html.parent)})
     write_file(out_html, page)
     write_file(out_html.with_name("findings.json"),
-           json.dumps(findings_record(tables, found, literal, study), indent=1, allow_nan=True) + "\n")
+               json.dumps({**findings_record(tables, found, literal, study), **data}, indent=1, allow_nan=True)
+               + "\n")
     for key in found:
         log.info("%s: %s", key, found[key].text)
         log.info("%s (literal): %s", key, literal[key].text)

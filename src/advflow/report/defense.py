@@ -182,8 +182,15 @@ def section(study: Study, root: Path, html_table: Any, figure_html: Any) -> str:
     for name in TABLES:
         if (tables / name).is_file():
             rows = read_rows(tables / name)
-            shown, columns = display_rows(name, rows)
-            parts.append(html_table(f"defense_{name}", shown, columns, CAPTIONS[name]))
+            caption = CAPTIONS[name]
+            kept = rows
+            if name == "detectors.csv":  # a row over no successful input says only that; one sentence says it once
+                kept = [r for r in rows if not (r.get("over") == "successful" and not r.get("n_adversarial"))]
+                if len(kept) < len(rows):
+                    caption += (f" Left out here (in the CSV): {len(rows) - len(kept)} rows over the successful "
+                                f"inputs of sets where no input fooled the undefended classifier.")
+            shown, columns = display_rows(name, kept)
+            parts.append(html_table(f"defense_{name}", shown, columns, caption, href=f"results:defense/tables/{name}"))
             if name.startswith("table1"):
                 statements += comparison(rows, "ε")
             elif name.startswith("table2"):

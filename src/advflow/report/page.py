@@ -1,8 +1,11 @@
-"""The report page: one self-contained HTML file (figures as base64 data URIs, inline CSS), with a verdict
-summary, a table of contents, one section per question (setting, notes, figures, tables, statistical finding with
-its intervals, the paper's literal comparison) and the estimator diagnostics. A small script records on load how
-many images decoded (``data-images-decoded`` / ``data-images-total`` on ``<body>``) for a headless browser to
-check; tables print whole (no scroll boxes in print)."""
+"""The report page: one self-contained HTML file (figures as base64 data URIs, inline CSS) that reads like a paper:
+a summary first (:mod:`advflow.report.summary`: each question's claim, verdict, deciding intervals and N; the
+defenses and seed 001 in a few lines; provenance), then the run's settings and a table of contents, one section per
+question (setting, notes, figures, short tables, the statistical finding as a short list of cases, and the paper's
+raw comparison, visibly secondary), the defense and seed 001 sections, and an appendix with every long table (each
+table's CSV is linked beside it). A small script records on load how many images decoded
+(``data-images-decoded`` / ``data-images-total`` on ``<body>``) for a headless browser to check; tables print
+whole (no scroll boxes in print)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from advflow.report import findings as fx
 from advflow.report.findings import Finding
 from advflow.report.plotting import Figure
 from advflow.report.results import RunResults
+from advflow.report.summary import OUTSIDE, case_summary, outside, quantity_words, summary_html
 from advflow.report.study import NORMAL, NORMAL_TRAIN, Study
 from advflow.report.tables import TableSpec, Tables
 
@@ -39,7 +43,18 @@ figcaption { font-size: 0.92em; color: #444; } .finding { padding: 0.7em 1em; bo
 .finding.fails { background: #fdecea; border-left: 5px solid #c62828; }
 .finding.unknown { background: #f1f1f1; border-left: 5px solid #888; }
 .finding.part { background: #fff8e1; border-left: 5px solid #b08800; }
-.finding[data-kind="literal"] { font-size: 0.92em; opacity: 0.9; }
+.finding.literal { background: #fafafa; border-left: 3px dotted #aaa; color: #555; font-size: 0.9em; }
+.finding ul { margin: 0.4em 0 0; padding-left: 1.3em; } .finding li { margin: 0.15em 0; }
+.badge { display: inline-block; font-weight: bold; text-transform: uppercase; font-size: 0.8em; padding: 0 0.45em;
+       border-radius: 3px; margin: 0 0.45em; background: #e0e0e0; color: #333; }
+.badge.holds { background: #c8e6c9; color: #1b5e20; } .badge.fails { background: #ffcdd2; color: #b71c1c; }
+.badge.part { background: #ffecb3; color: #7a5b00; }
+#summary ol.summary { padding-left: 1.2em; } #summary ol.summary > li { margin: 0.5em 0; }
+#summary ol.summary ul { margin: 0.15em 0; font-size: 0.92em; } .n { color: #555; }
+.literal-note { display: block; color: #777; font-size: 0.85em; }
+.warning { color: #7a3b00; background: #ffe9d6; border-left: 5px solid #d9822b; padding: 0.5em 0.9em; }
+.provenance { color: #555; font-size: 0.85em; border-top: 1px solid #ddd; padding-top: 0.4em; }
+.appendix-ref { color: #555; font-size: 0.9em; }
 .verdict { font-weight: bold; text-transform: uppercase; font-size: 0.85em; margin-right: 0.5em; }
 .scroll { max-height: 28em; overflow: auto; display: inline-block; }
 nav.contents { background: #f6f8fa; padding: 0.5em 1.2em; display: inline-block; font-size: 0.95em; }
@@ -72,18 +87,40 @@ COLUMN_HEADERS = {
     "oip_distance": "OIP distance", "average_distance": "average distance", "success_rate": "success rate",
     "distortion_l2": "distortion (L2)", "iip_deviation": "IIP deviation", "oip_deviation": "OIP deviation",
     "test_accuracy": "test accuracy", "parameter_ratio": "parameter ratio", "inputs": "inputs",
+    "n_adversarial": "adversarial inputs", "n_clean": "clean inputs", "auc": "ROC AUC", "control_auc": "control's AUC",
+    "vs_control": "vs control", "tpr_at_1": "TPR at 1 % FPR", "tpr_at_5": "TPR at 5 % FPR",
+    "control_tpr_at_5": "control's TPR at 5 % FPR", "defense_rate_attacked": "defense rate (attacked)",
+    "defense_rate_successful": "defense rate (successful)", "control_flagged": "control flagged",
+    "seed003": "seed 003 (%)", "reached_kappa": "reached κ", "mean_spread": "mean vote spread",
+    "control_mean_spread": "control's mean vote spread", "undefended_accuracy": "undefended accuracy",
+    "with_defense": "with defense", "lost_to_detectors": "lost to detectors", "lost_to_reformer": "lost to reformer",
+    "gained_by_reformer": "gained by reformer",
 }
+
+#: Columns that hold counts: printed as integers even when a CSV reader made them floats.
+COUNT_COLUMNS = {"n", "inputs", "successful", "attempted", "successes", "seed", "step", "input", "label",
+                 "prediction", "original", "adversarial", "parameters", "reached_kappa", "layers"}
+#: Columns that hold rates in [0, 1]: printed as percentages, as the findings write them.
+RATE_COLUMNS = {"success_rate", "transferability", "test_accuracy", "dead_share", "accuracy", "accuracy_low",
+                "accuracy_high", "undefended_accuracy", "restored", "restored_low", "restored_high", "without",
+                "with_defense", "lost_to_detectors", "lost_to_reformer", "gained_by_reformer", "flagged",
+                "control_flagged"}
+#: Longer tables than this go to the appendix; the section says where.
+INLINE_ROWS = 20
 
 
 def format_cell(value: Any, column: str) -> str:
     if isinstance(value, bool) or value is None:
         return html.escape(str(value if value is not None else ""))
+    counts = column in COUNT_COLUMNS or column.startswith("n_")
+    if isinstance(value, float) and counts and math.isfinite(value) and value == int(value):
+        value = int(value)
     if isinstance(value, int):
         return f"{value:,}" if column == "parameters" else str(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             return "–"
-        if column in ("success_rate", "transferability", "test_accuracy", "dead_share"):
+        if column in RATE_COLUMNS or column.startswith("tpr_") or column.startswith("control_tpr_"):
             return fx.percent(value)  # rates as the findings' text writes them
         if column in ("confidence", "parameter_ratio"):
             return f"{value:.4f}"
@@ -91,27 +128,91 @@ def format_cell(value: Any, column: str) -> str:
     return html.escape(str(value))
 
 
-def html_table(name: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str], caption: str) -> str:
-    """An HTML table of rows (numbers formatted), tagged ``data-table="{name}"``."""
+def _label(value: Any, column: str) -> Any:
+    """A code name shown as a row label in words (the intervals' quantities)."""
+    if column == "quantity" and isinstance(value, str) and value:
+        return quantity_words(value)
+    return value
+
+
+def html_table(name: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str], caption: str, *,
+               href: str | None = None) -> str:
+    """An HTML table of rows (numbers formatted), tagged ``data-table="{name}"``; ``href``: its CSV, linked."""
     head = "".join(f'<th class="{"num" if rows and isinstance(rows[0].get(c), (int, float)) else "text"}">'
                    f"{html.escape(COLUMN_HEADERS.get(c, c.replace('_', ' ')))}</th>" for c in columns)
     body = []
     for row in rows:
         cells = "".join(f'<td class="{"text" if isinstance(row.get(c), str) else "num"}">'
-                        f"{format_cell(row.get(c), c)}</td>"
+                        f"{format_cell(_label(row.get(c), c), c)}</td>"
                         for c in columns)
         body.append(f"<tr>{cells}</tr>")
     wrapper = ' class="scroll"' if len(rows) > 25 else ""
+    link = f' <a href="{html.escape(href)}">CSV</a>' if href else ""
     return (f'<div{wrapper}><table data-table="{html.escape(name)}"><caption>{html.escape(caption)} '
-            f"<code>{html.escape(name)}</code></caption><thead><tr>{head}</tr></thead><tbody>{''.join(body)}"
+            f"<code>{html.escape(name)}</code>{link}</caption><thead><tr>{head}</tr></thead><tbody>{''.join(body)}"
             f"</tbody></table></div>")
 
 
-def finding_html(finding: Finding, kind: str = "statistical") -> str:
+class Placer:
+    """Puts a short table where it is asked for and a long one (more than :data:`INLINE_ROWS` rows) in the
+    appendix, leaving a line that says where it went; callable like :func:`html_table`."""
+
+    def __init__(self, links: Mapping[str, str] | None = None) -> None:
+        self.appendix: list[str] = []
+        self.links = dict(links or {})
+
+    def href(self, where: str | None) -> str | None:
+        """``"tables:NAME.csv"`` (the report's tables folder) or ``"results:PATH"`` (the run's results folder) as a
+        link relative to the page; None without ``links`` for it."""
+        if not where:
+            return None
+        base, _, path = where.partition(":")
+        return f"{self.links[base]}/{path}" if base in self.links else None
+
+    def __call__(self, name: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str], caption: str, *,
+                 href: str | None = None, inline: bool | None = None) -> str:
+        href = self.href(href)
+        table = html_table(name, rows, columns, caption, href=href)
+        if inline if inline is not None else len(rows) <= INLINE_ROWS:
+            return table
+        anchor = f"appendix-{name}".replace(".", "-")
+        self.appendix.append(f'<div id="{html.escape(anchor)}">{table}</div>')
+        link = f' (<a href="{html.escape(href)}">CSV</a>)' if href else ""
+        return (f'<p class="appendix-ref">{html.escape(caption.split(":")[0].split(".")[0])}: {len(rows)} rows, in '
+                f'the <a href="#{html.escape(anchor)}">appendix</a>{link}.</p>')
+
+
+def finding_html(finding: Finding, kind: str = "statistical", cases: Sequence[Any] = ()) -> str:
+    """The statistical finding (coloured by its verdict; its cases as a short list) or the paper's raw comparison
+    (``kind="literal"``: grey whatever its verdict, below the statistical one)."""
+    esc = html.escape
+    if kind == "literal":
+        return (f'<div class="finding literal" data-kind="literal" data-verdict="{esc(finding.verdict)}" '
+                f'data-holds="{str(finding.holds).lower()}"><span class="verdict">paper\'s raw comparison: '
+                f"{esc(finding.verdict)}</span>{esc(finding.text)}</div>")
     css = VERDICT_CSS.get(finding.verdict, "unknown")
-    return (f'<div class="finding {css}" data-kind="{kind}" data-verdict="{html.escape(finding.verdict)}" '
+    if cases:
+        marker = f": {finding.verdict} ("
+        cut = finding.text.find(marker)
+        head = finding.text[:cut + len(marker) - 2] if cut >= 0 else finding.text.split(". ", 1)[0]
+        tally: dict[str, int] = {}
+        for case in cases:
+            tally[case.verdict] = tally.get(case.verdict, 0) + 1
+        head += f" ({', '.join(f'{v} {k}' for k, v in tally.items())})"
+        items = []
+        for case in cases:
+            said = case_summary(case)
+            detail = "; ".join(d["text"] for d in said["deciding"]) or "; ".join(said["notes"])
+            notes = "; ".join(said["notes"]) if said["deciding"] and said["notes"] else ""
+            items.append(f'<li data-case-verdict="{esc(case.verdict)}">{esc(case.case)}: <b>{esc(case.verdict)}</b>, '
+                         f"n = {case.inputs}" + (f" — {esc(detail)}" if detail else "")
+                         + (f" [{esc(notes)}]" if notes else "") + "</li>")
+        text = f"{esc(head)}.<ul>{''.join(items)}</ul>"
+    else:
+        text = esc(finding.text)
+    return (f'<div class="finding {css}" data-kind="{kind}" data-verdict="{esc(finding.verdict)}" '
             f'data-holds="{str(finding.holds).lower()}"><span class="verdict">'
-            f"{html.escape(finding.verdict)}</span>{html.escape(finding.text)}</div>")
+            f"{esc(finding.verdict)}</span>{text}</div>")
 
 
 def departures(config: Mapping[str, Any]) -> list[str]:
@@ -154,16 +255,21 @@ def figure_html(figure: Figure) -> str:
 def render_html(study: Study, results: RunResults, questions: Sequence[ModuleType], tables: Tables,
                 specs: Mapping[str, TableSpec], found: Mapping[str, Finding], literal: Mapping[str, Finding],
                 figures: Mapping[str, Sequence[Figure]], diagnostics: Sequence[str],
-                extra: Sequence[tuple[str, str, str]] = ()) -> str:
+                extra: Sequence[tuple[str, str, Any]] = (), summary: Mapping[str, Any] | None = None,
+                links: Mapping[str, str] | None = None) -> str:
     """The self-contained report page; ``figures`` and the sections follow ``questions`` (each a module of
     :mod:`advflow.report` with ``KEY``, ``TITLE``, ``TABLES`` and ``setting``); ``extra`` sections ``(key, title,
-    html)`` follow the questions (the defense stage's)."""
+    section)`` follow the questions (the defense stage's, seed 001's), each ``section(place)`` returning its HTML
+    with its tables placed by ``place`` (a :class:`Placer`); ``summary`` is :func:`advflow.report.summary.record`'s
+    data, shown first; ``links`` ``{"tables": ..., "results": ...}`` the folders' paths relative to the page, for the
+    CSV links."""
     esc = html.escape
+    place = Placer(links)
+    generated = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     models_rows = [{"model": m, "parameters": int(r.get("parameters", 0)),
                     "test_accuracy": float(r.get("test_accuracy", math.nan))}
                    for m in study.models if results.files.model_record(m).is_file() for r in [results.record(m)]]
     sets_rows = [{"target": t, "attacks": ", ".join(a)} for t, a in study.attack_sets.items()]
-    intervals_caption = specs["intervals.csv"].caption
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">', '<link rel="icon" href="data:,">',
@@ -171,22 +277,23 @@ def render_html(study: Study, results: RunResults, questions: Sequence[ModuleTyp
         f"<script>{IMAGE_CHECK}</script></head><body>",
         f"<h1>{esc(title(study))}</h1>",
         ('<p class="meta">A reproduction of Ji &amp; Wang, “On the Dynamics of Adversarial Input Attacks”, Section '
-         'IV. Distances are (1/K) Σ<sub>k</sub> |μ<sub>1</sub><sup>(k)</sup> − μ<sub>2</sub><sup>(k)</sup>| between '
-         "GP-aggregated paths (posterior means at the conv layers).</p>"),
+         'IV, on ' + esc(study.dataset) + ' with N = ' + esc("?" if study.n is None else str(study.n))
+         + ' inputs per profile. Distances are (1/K) Σ<sub>k</sub> |μ<sub>1</sub><sup>(k)</sup> − '
+         'μ<sub>2</sub><sup>(k)</sup>| between GP-aggregated paths (posterior means at the conv layers).</p>'),
+    ]
+    if summary is not None:
+        parts.append(summary_html(summary, generated))
+    parts += [
+        "<h2>Run settings</h2>",
         '<table data-summary="run"><tbody>' + "".join(
             f'<tr><th class="text">{esc(k)}</th><td class="text">{esc(v)}</td></tr>' for k, v in _run_summary(study))
         + "</tbody></table>",
-        "<h2>Verdicts</h2>",
-        html_table("verdict_summary", [{"question": q.TITLE.split(":")[0], "verdict": found[q.KEY].verdict,
-                                        "literal (paper's comparison)": literal[q.KEY].verdict} for q in questions],
-                   ("question", "verdict", "literal (paper's comparison)"),
-                   f"Each question's verdict from paired, standardized shifts with 95 % bootstrap intervals "
-                   f"({study.resamples} resamples) beside random-perturbation controls; beside it the paper's own raw "
-                   f"comparison of aggregated distances, which carries no uncertainty."),
         '<nav class="contents" aria-label="Contents"><b>Contents</b><ol>'
+        + '<li><a href="#summary">Summary</a></li>'
         + "".join(f'<li><a href="#{q.KEY}">{esc(q.TITLE)}</a></li>' for q in questions)
         + "".join(f'<li><a href="#{key}">{esc(name)}</a></li>' for key, name, _ in extra)
-        + '<li><a href="#diagnostics">Estimator diagnostics</a></li></ol></nav>',
+        + '<li><a href="#diagnostics">Estimator diagnostics</a></li><li><a href="#appendix">Appendix: full '
+          'tables</a></li></ol></nav>',
         "<h3>Models</h3>",
         html_table("models", models_rows, ("model", "parameters", "test_accuracy"),
                    "Models of this run (parameters, accuracy on the whole test split)."),
@@ -201,18 +308,29 @@ def render_html(study: Study, results: RunResults, questions: Sequence[ModuleTyp
             parts.append(f'<p class="setting"><b>Setting.</b> {setting}</p>')
         parts += [f'<p class="note">Note: {esc(note)}</p>' for note in tables.notes.get(key, [])]
         parts += [figure_html(figure) for figure in figures.get(key, [])]
-        parts += [html_table(name, tables.rows[name], spec.columns, spec.caption)
+        parts += [place(name, tables.rows[name], spec.columns, spec.caption, href=f"tables:{name}")
                   for name, spec in question.TABLES.items() if name in tables.rows]
-        parts.append("<h3>Finding</h3>" + finding_html(found[key]))
-        mine = [r for r in tables.rows.get("intervals.csv", []) if r["question"] == key]
-        if mine:
-            parts.append(html_table(f"intervals_{key}", mine, specs["intervals.csv"].columns[1:], intervals_caption))
-        parts.append("<h3>The paper's literal comparison</h3>" + finding_html(literal[key], "literal"))
+        cases = tables.cases.get(key, [])
+        parts.append("<h3>Finding</h3>" + finding_html(found[key], cases=cases))
+        if any(outside(i) for case in cases for i in case.intervals.values()):
+            parts.append(f'<p class="note">† {esc(OUTSIDE)}.</p>')
+        if any(r["question"] == key for r in tables.rows.get("intervals.csv", [])):
+            parts.append('<p class="appendix-ref">Every interval of this question: <a href="#appendix-intervals-csv">'
+                         'intervals</a> in the appendix (CSV: intervals.csv).</p>')
+        untested = found[key].verdict not in ("holds", "fails", "holds in part", "inconclusive")
+        caveat = (f'<p class="appendix-ref">The statistical verdict is “{esc(found[key].verdict)}”, so this raw '
+                  f"comparison does not test the claim either; it is shown for comparison with the paper.</p>"
+                  if untested else "")
+        parts.append("<h3>The paper's raw comparison (secondary: one number against another, no uncertainty)</h3>"
+                     + caveat + finding_html(literal[key], "literal"))
         parts.append("</section>")
-    parts += [body for _, _, body in extra]
+    parts += [section(place) for _, _, section in extra]
     parts.append('<section id="diagnostics" data-question="diagnostics"><h2>Estimator diagnostics</h2>')
     parts += [f'<p class="note">{esc(note)}</p>' for note in tables.notes.get("diagnostics", [])]
-    parts += [html_table(name, tables.rows[name], specs[name].columns, specs[name].caption) for name in diagnostics
-              if name in tables.rows]
-    parts.append("</section></body></html>")
+    parts += [place(name, tables.rows[name], specs[name].columns, specs[name].caption, href=f"tables:{name}")
+              for name in diagnostics if name in tables.rows]
+    parts.append("</section>")
+    parts.append('<section id="appendix" data-question="appendix"><h2>Appendix: full tables</h2>'
+                 '<p class="meta">The long per-set tables of the sections above; every table is also a CSV beside the '
+                 'report.</p>' + "\n".join(place.appendix) + "</section></body></html>")
     return "\n".join(parts)

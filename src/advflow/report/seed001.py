@@ -101,11 +101,20 @@ def vote_statements(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _parts(results: Path) -> tuple[Path, Path, Path]:
+    return results / "seed001" / "grid", results / "seed001" / "perturbations", results / "defense" / "dropout"
+
+
+def made(results: Path) -> bool:
+    """Whether the run made any of seed 001's outputs (the grid, the statistics, the dropout vote)."""
+    return any(p.is_dir() for p in _parts(results))
+
+
 def section(results: Path, html_table: Any, figure_html: Any) -> str:
-    """The section's HTML (empty when the run made none of seed 001's outputs)."""
-    grid, stats, dropout = results / "seed001" / "grid", results / "seed001" / "perturbations", \
-        results / "defense" / "dropout"
-    if not any(p.is_dir() for p in (grid, stats, dropout)):
+    """The section's HTML (empty when the run made none of seed 001's outputs); ``html_table`` places each table
+    (called like :func:`advflow.report.page.html_table`, with ``href`` its CSV)."""
+    grid, stats, dropout = _parts(results)
+    if not made(results):
         return ""
     parts = [f'<section id="{KEY}" data-question="{KEY}"><h2>{html.escape(TITLE)}</h2>',
              '<p class="setting"><b>Setting.</b> Seed 001 ("Exploring Adversarial Input Spaces for Convolutional '
@@ -128,7 +137,7 @@ def section(results: Path, html_table: Any, figure_html: Any) -> str:
         parts.append(html_table("seed001_summary.csv", rows, tuple(rows[0]) if rows else (),
                                 "Seed 001's statistics per set: mean, std, max and min of the successful adversarial "
                                 "images, of their perturbations and of their originals (pixel units); per class pair "
-                                "in class_pairs.csv beside it."))
+                                "in class_pairs.csv beside it.", href="results:seed001/perturbations/summary.csv"))
         statements.append(summary_statement(rows))
     if dropout.is_dir():
         parts.append(_figure(dropout, "votes.png", figure_html))
@@ -137,7 +146,7 @@ def section(results: Path, html_table: Any, figure_html: Any) -> str:
                                 "The dropout vote per set: its accuracy, and over the inputs the attack fooled the "
                                 "undefended classifier on, the share whose true label it restores (seed 001's "
                                 "measure), each with its 95 % Wilson interval; the mean vote spread of the set and of "
-                                "its random control."))
+                                "its random control.", href="results:defense/dropout/dropout_vote.csv"))
         statements += vote_statements(rows)
     parts.append("<h3>What the numbers show</h3><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in statements)
                  + "</ul></section>")

@@ -1,0 +1,144 @@
+"""The report's first screen (advflow.report.summary) and how the page reads: the verdict before the paper's raw
+comparison, the numbers that decided it, a smoke-test warning, the defenses and seed 001 in a few lines, the
+provenance, long tables in an appendix, counts as integers and rates as percentages."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from advflow.information.shifts import Interval
+from advflow.report import summary
+from advflow.report.page import Placer, format_cell
+from advflow.report.study import Study
+
+from test_report import SYNTHETIC_CONFIG, synthetic_report  # noqa: F401 (the fixture)
+
+
+def first_screen(page: str) -> str:
+    """The page from its start to the first question's section."""
+    return page[:page.index('<section id="q1"')]
+
+
+def test_the_summary_comes_first_with_each_questions_claim_verdict_interval_and_n(synthetic_report):
+    page = synthetic_report["html"].read_text()
+    record = json.loads((synthetic_report["html"].parent / "findings.json").read_text())
+    head = first_screen(page)
+    assert head.index('<section id="summary"') < head.index('data-summary="run"')  # before the run's settings
+    items = re.findall(r'<li data-question="(q\d)">(.*?)</li>\s*(?=<li data-question|</ol>)', head, re.S)
+    assert [k for k, _ in items] == ["q1", "q2", "q3", "q4", "q5"]
+    for (key, item), data in zip(items, record["summary"]["questions"]):
+        question = record["questions"][key]
+        assert f'data-verdict="{question["verdict"]}"' in item
+        assert re.search(r"n = \d+", item), item
+        assert data["verdict"] == question["verdict"] and data["cases"] == len(question["cases"])
+        for case in data["said"]:
+            for deciding in case["deciding"]:  # the deciding interval in words, with its reading
+                assert re.search(r"\[[-0-9.e]+, [-0-9.e]+\]: (above 0|below 0|contains 0)", deciding["text"])
+                assert deciding["words"] != deciding["quantity"]  # words, not the code name
+                assert deciding["text"].split(" [")[0].rsplit(" ", 1)[0] == deciding["words"]
+
+
+def test_no_raw_comparison_is_styled_above_its_verdict(synthetic_report):
+    page = synthetic_report["html"].read_text()
+    head = first_screen(page)
+    for item in re.findall(r'<li data-question="q\d">.*?</span></li>', head, re.S):
+        assert item.index('class="badge') < item.index('class="literal-note"')  # the verdict first
+        literal = item[item.index('class="literal-note"'):]
+        assert "badge" not in literal and "holds" not in re.findall(r'class="([^"]*)"', literal)[0]
+    for key in ("q1", "q2", "q3", "q4", "q5"):
+        section = re.search(rf'<section id="{key}".*?</section>', page, re.S).group(0)
+        statistical = section.index('data-kind="statistical"')
+        literal = section.index('data-kind="literal"')
+        assert statistical < literal
+        assert re.findall(r'<div class="([^"]*)" data-kind="literal"', section) == ["finding literal"]
+
+
+def test_findings_json_has_the_summary_defenses_seed001_and_provenance(synthetic_report):
+    record = json.loads((synthetic_report["html"].parent / "findings.json").read_text())
+    assert {"summary", "defenses", "seed001", "provenance"} <= set(record)
+    provenance = record["provenance"]
+    import advflow
+    assert provenance["advflow"] == advflow.__version__
+    assert provenance["commit"] and provenance["torch"] and provenance["python"]
+    assert record["defenses"] is None and record["seed001"] is None  # the synthetic run has neither stage
+    assert 'data-summary="provenance"' in first_screen(synthetic_report["html"].read_text())
+
+
+def test_a_smoke_test_is_said_below_a_useful_n():
+    small = Study.from_config({**SYNTHETIC_CONFIG, "inputs": {"n": 6}})
+    large = Study.from_config({**SYNTHETIC_CONFIG, "inputs": {"n": summary.USEFUL_N}})
+    assert any("Smoke test" in w and "N = 6" in w for w in summary.smoke_warnings(small))
+    assert summary.smoke_warnings(large) == []
+
+
+def test_an_estimate_outside_its_interval_is_marked_and_explained():
+    inside, off = Interval(0.2, 0.1, 0.3), Interval(0.095, 0.105, 0.28)
+    assert not summary.outside(inside) and summary.outside(off)
+    assert summary.interval_words("control_oip_shift", off).endswith("†")
+    assert "†" not in summary.interval_words("oip_shift", inside, "holds")
+    assert "resampling adds spread" in summary.OUTSIDE
+
+
+def test_quantities_read_as_words_not_code_names():
+    assert summary.quantity_words("excess_over_control_difference") == \
+        "adaptive − regular JSMA's excess over its control"
+    assert summary.quantity_words("oip_gap_good_init") == "OIP gap on good_init"
+    assert "_" not in summary.quantity_words("some_new_minus_thing")
+
+
+def test_counts_print_as_integers_and_rates_as_percentages():
+    assert format_cell(60.0, "n") == "60" and format_cell(60.0, "n_adversarial") == "60"
+    assert format_cell(1.0, "accuracy") == "100.0 %" and format_cell(0.25, "tpr_at_5") == "25.0 %"
+    assert format_cell(0.5, "auc") == "0.5000"
+
+
+def test_a_long_table_goes_to_the_appendix_with_a_line_that_says_where():
+    place = Placer({"tables": "tables"})
+    rows = [{"a": i} for i in range(30)]
+    short = place("short.csv", rows[:3], ("a",), "Short: three rows.", href="tables:short.csv")
+    long = place("long.csv", rows, ("a",), "Long: thirty rows.", href="tables:long.csv")
+    assert 'data-table="short.csv"' in short and 'href="tables/short.csv"' in short
+    assert 'data-table="long.csv"' not in long and "30 rows" in long and 'href="#appendix-long-csv"' in long
+    assert len(place.appendix) == 1 and 'data-table="long.csv"' in place.appendix[0]
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def detector_row(detector, attack, strength, over, n, auc, vs_control):
+    return {"detector": detector, "attack": attack, "strength": strength, "over": over, "n_adversarial": n,
+            "auc": auc, "auc_low": auc - 0.1, "auc_high": auc + 0.1, "vs_control": vs_control}
+
+
+def test_the_detector_matrix_takes_the_largest_budget_and_counts_sets_above_their_control(tmp_path):
+    rows = [detector_row("mid", "pgd", 0.1, "attacked", 20, 0.55, "inconclusive"),
+            detector_row("mid", "pgd", 0.3, "attacked", 20, 0.80, "above control"),
+            detector_row("mid", "pgd", 0.1, "successful", 3, 0.60, "inconclusive"),
+            detector_row("mid", "pgd", 0.3, "successful", 12, 0.90, "above control"),
+            detector_row("mid", "cw", 10, "attacked", 20, 0.50, "inconclusive"),
+            detector_row("mid", "cw", 10, "successful", 0, math.nan, "n/a")]
+    write_csv(tmp_path / "tables" / "detectors.csv", rows)
+    write_csv(tmp_path / "tables" / "clean_accuracy.csv",
+              [{"defense": "mid", "n": 60, "without": 1.0, "with_defense": 0.9, "lost_to_detectors": 0.1,
+                "lost_to_reformer": 0.0, "gained_by_reformer": 0.0}])
+    record = summary.defense_record(tmp_path)
+    cells = {c["attack"]: c for c in record["detectors"]}
+    assert cells["pgd"]["strength"] == 0.3 and cells["pgd"]["auc"] == pytest.approx(0.80)
+    assert (cells["pgd"]["sets_above_control"], cells["pgd"]["sets_judged"]) == (1, 2)
+    assert cells["cw"]["sets_judged"] == 0
+    text = summary.defense_html(record)
+    assert "0.80 [0.70, 0.90]" in text and "above control on 1 of 2" in text and "no successful input" in text
+    assert "ε = 0.3" in text and "κ = 10" in text
+    assert "100.0 %" in text and "90.0 %" in text  # clean accuracy without and with the defense
+    assert "oblivious" in text  # the threat model is said
