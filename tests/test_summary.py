@@ -142,3 +142,20 @@ def test_the_detector_matrix_takes_the_largest_budget_and_counts_sets_above_thei
     assert "ε = 0.3" in text and "κ = 10" in text
     assert "100.0 %" in text and "90.0 %" in text  # clean accuracy without and with the defense
     assert "oblivious" in text  # the threat model is said
+
+
+def test_many_untested_cases_read_as_one_line_and_decided_cases_one_each():
+    from advflow.report.evidence import Case
+    from advflow.report.findings import Finding
+    from advflow.report.page import finding_html
+
+    decided = Case("q5", "cw: itself vs other", "holds", 12, {"itself_minus_other": Interval(0.5, 0.1, 0.9)},
+                   {"itself_minus_other": "holds"})
+    untested = [Case("q5", f"fgsm case {i}", "premise not met", 1, notes=["1 seed successful"]) for i in range(6)]
+    finding = Finding("Q5: claim: holds in part (1 holds, 6 premise not met; ...). details", False, {}, "holds in part")
+    text = finding_html(finding, cases=[decided, *untested])
+    assert text.count("<li") == 2
+    assert "OIP shift targeting itself − targeting the other model 0.5 [0.1, 0.9]: above 0" in text
+    assert "6 cases <b>premise not met</b>" in text and "fgsm case 5 (n = 1)" in text
+    few = finding_html(finding, cases=[decided, *untested[:2]])
+    assert few.count("<li") == 3 and "1 seed successful" in few

@@ -105,6 +105,8 @@ RATE_COLUMNS = {"success_rate", "transferability", "test_accuracy", "dead_share"
                 "accuracy_high", "undefended_accuracy", "restored", "restored_low", "restored_high", "without",
                 "with_defense", "lost_to_detectors", "lost_to_reformer", "gained_by_reformer", "flagged",
                 "control_flagged"}
+#: A finding lists its untested cases (premise not met, no information) one by one up to this many, else in one line.
+UNTESTED_LISTED = 4
 #: Longer tables than this go to the appendix; the section says where.
 INLINE_ROWS = 20
 
@@ -200,13 +202,24 @@ def finding_html(finding: Finding, kind: str = "statistical", cases: Sequence[An
             tally[case.verdict] = tally.get(case.verdict, 0) + 1
         head += f" ({', '.join(f'{v} {k}' for k, v in tally.items())})"
         items = []
-        for case in cases:
+        tested = [c for c in cases if c.verdict in ("holds", "fails", "inconclusive")]
+        untested = [c for c in cases if c not in tested]
+        listed = cases if len(untested) <= UNTESTED_LISTED else tested
+        for case in listed:
             said = case_summary(case)
             detail = "; ".join(d["text"] for d in said["deciding"]) or "; ".join(said["notes"])
             notes = "; ".join(said["notes"]) if said["deciding"] and said["notes"] else ""
             items.append(f'<li data-case-verdict="{esc(case.verdict)}">{esc(case.case)}: <b>{esc(case.verdict)}</b>, '
                          f"n = {case.inputs}" + (f" — {esc(detail)}" if detail else "")
                          + (f" [{esc(notes)}]" if notes else "") + "</li>")
+        if listed is tested and untested:
+            by_verdict: dict[str, list[Any]] = {}
+            for case in untested:
+                by_verdict.setdefault(case.verdict, []).append(case)
+            for verdict, group in by_verdict.items():
+                items.append(f'<li data-case-verdict="{esc(verdict)}">{len(group)} cases <b>{esc(verdict)}</b> '
+                             f"(each case's reason in the appendix's verdicts table): "
+                             + "; ".join(f"{esc(c.case)} (n = {c.inputs})" for c in group) + "</li>")
         text = f"{esc(head)}.<ul>{''.join(items)}</ul>"
     else:
         text = esc(finding.text)
