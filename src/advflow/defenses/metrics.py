@@ -467,46 +467,65 @@ def _sizes(counts: Sequence[int]) -> str:
 
 def defense_rate_figure(table1: Sequence[Mapping[str, Any]], table2: Sequence[Mapping[str, Any]], dpi: int) -> Any:
     """Defense rate (%) over all attacked inputs vs ε (PGD, BIM; :func:`table1_rows`) and vs κ (C&W, EAD;
-    :func:`table2_rows`), one colour per attack; seed 003's numbers dashed with crosses in the same colour."""
-    from advflow.workflow.figures import Figure, new_figure, palette, render, style
+    :func:`table2_rows`), one colour per attack, and per attack its own line style and marker, drawn narrower
+    than the attack before it (equal rates stay in sight; a line equal to another's says so in the legend);
+    seed 003's numbers thin, dotted and lighter, with crosses, in the same colour."""
+    from advflow.workflow.figures import (LEGEND_SIZE, Figure, identical_labels, lighter, line_style, new_figure,
+                                          palette, render, style)
 
     colors = dict(zip(ATTACK_LABELS, palette(len(ATTACK_LABELS))))
+    seed_markers = ("x", "+", "1", "2", "3")
     panels = ((table1, "epsilon", "ε (pixels in [0, 1])", SEED_TABLE1),
               (table2, "kappa", "κ (logit margin)", SEED_TABLE2))
     with style():
-        figure = new_figure(10.0, 3.8)
+        figure = new_figure(12.0, 5.0)
         for ax, (rows, strength, xlabel, seed) in zip(figure.subplots(1, 2), panels):
-            for attack in [a for a in ATTACK_LABELS if any(row["attack"] == a for row in rows)]:
+            attacks = [a for a in ATTACK_LABELS if any(row["attack"] == a for row in rows)]
+            lines = []
+            for attack in attacks:
                 ours = sorted((row[strength], 100 * row["defense_rate_attacked"],
                                100 * row.get("defense_rate_attacked_low", math.nan),
                                100 * row.get("defense_rate_attacked_high", math.nan)) for row in rows
                               if row["attack"] == attack)
-                x, rate, low, high = (np.array(v, dtype=np.float64) for v in zip(*ours))
-                ax.plot(x, rate, color=colors[attack], lw=1.6, marker="o", ms=3.5,
-                        label=f"{ATTACK_LABELS[attack]} (ours)")
-                ax.fill_between(x, low, high, color=colors[attack], alpha=0.15, lw=0)
+                lines.append(tuple(np.array(v, dtype=np.float64) for v in zip(*ours)))
+            names = [ATTACK_LABELS[a] for a in attacks]
+            labels = [f"{name} (ours{equal[len(name):].replace(' (', '; ').rstrip(')')})" for name, equal
+                      in zip(names, identical_labels(names, [line[:2] for line in lines]))]
+            for i, (attack, (x, rate, low, high), label) in enumerate(zip(attacks, lines, labels)):
+                dashes, marker = line_style(i)
+                ax.fill_between(x, low, high, color=colors[attack], alpha=0.12, lw=0)
+                ax.plot(x, rate, color=colors[attack], ls=dashes, lw=max(2.8 - 0.6 * i, 1.2), marker=marker,
+                        ms=max(8.0 - 1.5 * i, 4.0), alpha=0.9, zorder=3 + 0.01 * i, label=label)
+            for i, attack in enumerate(attacks):
                 if seed.get(attack):
-                    ax.plot(*zip(*sorted(seed[attack].items())), color=colors[attack], ls="--", lw=1.0, marker="x",
-                            ms=4.5, label=f"{ATTACK_LABELS[attack]} (seed 003)")
+                    ax.plot(*zip(*sorted(seed[attack].items())), color=lighter(colors[attack], 0.3), ls=":", lw=1.2,
+                            marker=seed_markers[i % len(seed_markers)], ms=6, mew=1.3, zorder=2,
+                            label=f"{ATTACK_LABELS[attack]} (seed 003)")
             if not rows:
                 ax.text(0.5, 0.5, "no sets", transform=ax.transAxes, ha="center", va="center")
             ax.set(xlabel=xlabel, ylabel="defense rate (%)", ylim=(0, 100))
-            ax.legend(fontsize=7, loc="best", frameon=False)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=LEGEND_SIZE, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+                          frameon=False)
         image = render(figure, dpi)
     caption = (f"Defense rate (%): the share of all attacked inputs of each set "
                f"({_sizes([int(row['inputs']) for row in (*table1, *table2)])}, whether or not the attack fooled the "
                "undefended classifier; seed 003's denominator) that a detector flags or that the classifier gets "
                "right after the reformer, with its 95 % Wilson band, vs ε (PGD, BIM; pixel units) and vs κ (C&W-L2, "
-               "EAD-L1, EAD-EN). Dashed "
+               "EAD-L1, EAD-EN); each attack has its own colour, line style and marker (equal rates: the later "
+               "attack's narrower line on top, and \"identical to\" in the legend). Thin, dotted and lighter, "
                f"with crosses: seed 003's Fashion-MNIST Tables 1 and 2; {SEED_TABLE1_CAVEAT}.")
     return Figure("defense_rate.png", image, caption)
 
 
 def roc_figure(clean_scores: Mapping[str, Any], sets: Mapping[tuple[str, float], Mapping[str, Any]],
                detectors: Sequence[str], dpi: int) -> Any:
-    """One ROC panel per detector: each set's attacked inputs (positives) against ``clean_scores`` (negatives),
-    only each attack's strongest set when there are more than :data:`MAX_ROC_CURVES` sets; chance dotted."""
-    from advflow.workflow.figures import Figure, new_figure, palette, render, style
+    """One ROC panel per detector, three to a row: each set's attacked inputs (positives) against ``clean_scores``
+    (negatives), only each attack's strongest set when there are more than :data:`MAX_ROC_CURVES` sets; chance
+    dotted. Each set has its own colour, line style and marker, drawn narrower than the set before it, so that
+    sets that score alike stay in sight; a curve equal to an earlier one says so in the legend."""
+    from advflow.workflow.figures import (LEGEND_SIZE, Figure, identical_labels, line_style, new_figure, palette,
+                                          render, style)
 
     if not detectors:
         raise ValueError("roc_figure needs at least one detector; pass the detectors of the defense config")
@@ -514,22 +533,37 @@ def roc_figure(clean_scores: Mapping[str, Any], sets: Mapping[tuple[str, float],
     strongest = len(keys) > MAX_ROC_CURVES
     if strongest:
         keys = [key for key in keys if key == max((k for k in keys if k[0] == key[0]), key=lambda k: float(k[1]))]
+    columns = min(3, len(detectors))
+    rows = math.ceil(len(detectors) / columns)
     with style():
-        figure = new_figure(3.8 * len(detectors) + 1.5, 3.8)
-        for ax, detector in zip(figure.subplots(1, len(detectors), squeeze=False)[0], detectors):
+        figure = new_figure(4.4 * columns, (4.2 + 0.2 * len(keys)) * rows)
+        axes = figure.subplots(rows, columns, squeeze=False).ravel()
+        for ax in axes[len(detectors):]:
+            ax.set_axis_off()
+        for ax, detector in zip(axes, detectors):
             ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1.0)
-            for color, (attack, strength) in zip(palette(len(keys)), keys):
+            curves, names = [], []
+            for attack, strength in keys:
                 fpr, tpr = roc_curve(clean_scores, sets[attack, strength], detector)
                 auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))  # the full curve's area = rank AUC
                 name = "ε" if attack in EPSILON_ATTACKS else "κ" if attack in KAPPA_ATTACKS else "strength"
-                ax.plot(fpr, tpr, color=color, lw=1.3,
-                        label=f"{ATTACK_LABELS.get(attack, attack)} {name}={float(strength):g} (AUC {auc:.3f})")
+                curves.append((fpr, tpr))
+                names.append((f"{ATTACK_LABELS.get(attack, attack)} {name}={float(strength):g}", auc))
+            same = identical_labels([n for n, _ in names], curves)
+            for i, (color, (fpr, tpr), (label, auc), equal) in enumerate(zip(palette(len(keys)), curves, names, same)):
+                dashes, marker = line_style(i)
+                note = equal[len(label):]  # " (identical to …)" or ""
+                ax.plot(fpr, tpr, color=color, ls=dashes, lw=max(3.0 - 0.5 * i, 1.1), marker=marker,
+                        ms=max(7.5 - 1.0 * i, 3.5), markevery=(0.02 + 0.04 * i, 0.22), alpha=0.9,
+                        zorder=3 + 0.01 * i, label=f"{label}: AUC {auc:.3f}{note}")
             ax.set(title=detector, xlabel="false-positive rate (clean)", ylabel="true-positive rate (attacked)",
                    xlim=(0, 1), ylim=(0, 1.01))
-            ax.legend(fontsize=6.5, loc="lower right", frameon=False)
+            ax.legend(fontsize=LEGEND_SIZE, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
         image = render(figure, dpi)
     sizes = _sizes([np.asarray(sets[key]["index"]).size for key in keys])
     drawn = "; only each attack's strongest set is drawn" if strongest else ""
     caption = (f"ROC of each detector: negatives = the {np.asarray(clean_scores['index']).size} clean inputs, "
-               f"positives = all attacked inputs of each set ({sizes}, successful or not){drawn}; dotted: chance.")
+               f"positives = all attacked inputs of each set ({sizes}, successful or not){drawn}; dotted: chance. "
+               f"Each set has its own colour, line style and marker; sets whose scores give the same curve are "
+               f"marked \"identical to\" in the legend (the later one's narrower line drawn on top).")
     return Figure("defense_roc.png", image, caption)

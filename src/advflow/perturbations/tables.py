@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from advflow.workflow.figures import Figure, new_figure, palette, render, save, style
+from advflow.workflow.figures import LEGEND_SIZE, Figure, line_style, new_figure, palette, render, save, style
 from advflow.perturbations.statistics import PAIR_COLUMNS, SUMMARY_COLUMNS, PerturbationStats
 from advflow.workflow.tabular import write_table
 
@@ -55,19 +55,20 @@ def perturbation_tables(sets: Sequence[tuple[str, str | Path, str | Path]], out_
 
 
 def norm_figure(norms: Mapping[str, Mapping[str, np.ndarray]]) -> Figure:
-    """Histograms of ‖r‖₁ and ‖r‖₂ (pixel units), one outline per set."""
+    """Histograms of ‖r‖₁ and ‖r‖₂ (pixel units), one outline per set, each in its own colour and line style (the
+    later ones narrower, so outlines that coincide stay in sight)."""
     colors = palette(len(norms))
     with style():
         figure = new_figure(10.0, 3.6)
         for ax, key, label in zip(figure.subplots(1, 2), ("l1", "l2"), ("‖r‖₁", "‖r‖₂")):
-            for color, (name, values) in zip(colors, norms.items()):
+            for i, (color, (name, values)) in enumerate(zip(colors, norms.items())):
                 if len(values[key]):
-                    ax.hist(values[key], bins=20, histtype="step", lw=1.4, color=color,
-                            label=f"{name} (n = {len(values[key])})")
+                    ax.hist(values[key], bins=20, histtype="step", lw=max(2.6 - 0.35 * i, 1.1), ls=line_style(i)[0],
+                            color=color, alpha=0.9, label=f"{name} (n = {len(values[key])})")
             if not any(len(v[key]) for v in norms.values()):
                 ax.text(0.5, 0.5, "no successful adversarial input", transform=ax.transAxes, ha="center")
             ax.set(xlabel=f"{label} (pixel units)", ylabel="inputs")
-            ax.legend(fontsize=7, frameon=False)
+            ax.legend(fontsize=LEGEND_SIZE, frameon=False)
         image = render(figure, DPI)
     return Figure("norms.png", image, "Seed 001: histograms of the perturbations' L1 and L2 norms (pixels in [0, 1]) "
                                       "of the successful inputs of each set.")
@@ -79,7 +80,7 @@ def _show(ax: Any, image: np.ndarray | None, *, signed: bool, limit: float = 1.0
     ax.set_xticks([])
     ax.set_yticks([])
     if image is None or not np.isfinite(image).all():
-        ax.text(0.5, 0.5, "none", transform=ax.transAxes, ha="center", va="center", fontsize=7)
+        ax.text(0.5, 0.5, "none", transform=ax.transAxes, ha="center", va="center", fontsize=8)
         return
     picture = image.transpose(1, 2, 0)
     if picture.shape[-1] == 1:
@@ -104,11 +105,11 @@ def grid_figure(grid: Mapping[str, np.ndarray], classes: Sequence[str], *, pertu
                 ax = axes[i][j]
                 cell = grid[key][i, j]
                 _show(ax, None if grid["successes"][i, j] == 0 else cell, signed=perturbation, limit=limit)
-                ax.set_title(f"{int(grid['successes'][i, j])}/{int(grid['attempted'][i, j])}", fontsize=6, pad=1)
+                ax.set_title(f"{int(grid['successes'][i, j])}/{int(grid['attempted'][i, j])}", fontsize=8, pad=1)
                 if j == 0:
-                    ax.set_ylabel(str(classes[i]), fontsize=7)
+                    ax.set_ylabel(str(classes[i]), fontsize=8)
                 if i == k - 1:
-                    ax.set_xlabel(str(classes[j]), fontsize=7)
+                    ax.set_xlabel(str(classes[j]), fontsize=8)
         figure.supylabel("original class i")
         figure.supxlabel("adversarial class j")
         image = render(figure, DPI)

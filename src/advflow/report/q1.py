@@ -25,7 +25,8 @@ from advflow.report.evidence import (INCONCLUSIVE, MIN_INPUTS, NO_INFORMATION, C
                                      no_information, premise)
 from advflow.report import findings as fx
 from advflow.report.findings import Finding, Row
-from advflow.report.plotting import Figure, PANEL_LABELS, integer_ticks, new_figure, palette, render, style
+from advflow.report.plotting import (LEGEND_SIZE, MARKERS, PANEL_LABELS, Figure, direction_arrows, integer_ticks,
+                                     label_layers, new_figure, note_if_constant, palette, render, style)
 from advflow.report.results import RunResults
 from advflow.report.study import TRAJECTORY, Study
 from advflow.report.tables import TableSpec, Tables
@@ -95,8 +96,10 @@ def setting(study: Study) -> str:
 
 
 def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list[Figure]:
-    """Fig. 3: per-step IIP, OIP, IOC of one seed (dark = step 0, light = the adversarial input), and every
-    seed's IIP and OIP deviation from step 0 against the step."""
+    """Fig. 3: per-step IIP, OIP, IOC of one seed (dark = step 0, light = the adversarial input; in the IOC,
+    step 0's points numbered by layer and arrowheads towards the deeper layer on step 0 and the last step), and
+    every seed's IIP and OIP deviation from step 0 against the step (one colour and marker per seed). A panel
+    whose values are one constant says it carries no information."""
     if "q1_trajectory.csv" not in tables.rows:
         return []
     import seaborn as sns
@@ -128,28 +131,41 @@ def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list
             step = int(paths.step[i])
             color = "black" if step == 0 else cmap(norm(step))
             width = 2.0 if step in (0, last) else 1.0
-            top[0].plot(paths.layers, paths.mu_s[i], color=color, lw=width)
-            top[1].plot(paths.layers, paths.mu_t[i], color=color, lw=width)
-            top[2].plot(paths.mu_s[i], paths.mu_t[i], color=color, lw=width, marker="o", ms=2.5)
+            order = 3 if step in (0, last) else 2  # the seed and the final input above the steps between
+            top[0].plot(paths.layers, paths.mu_s[i], color=color, lw=width, zorder=order)
+            top[1].plot(paths.layers, paths.mu_t[i], color=color, lw=width, zorder=order)
+            top[2].plot(paths.mu_s[i], paths.mu_t[i], color=color, lw=width, marker="o", ms=2.5, zorder=order)
+        for i, color in ((mine[-1], cmap(norm(last))), (mine[0], "black")):
+            direction_arrows(top[2], paths.mu_s[i], paths.mu_t[i], color)
+        label_layers(top[2], paths.mu_s[mine[0]], paths.mu_t[mine[0]], np.asarray(paths.layers), "black")
         for ax in top[:2]:
             integer_ticks(ax)
+        every = "at every layer for every step"
+        note_if_constant(top[0], "IIP", [paths.mu_s[mine]], every)
+        note_if_constant(top[1], "OIP", [paths.mu_t[mine]], every)
+        for name, values in (("OIP", paths.mu_t[mine]), ("IIP", paths.mu_s[mine])):
+            if note_if_constant(top[2], name, [values], every):
+                break
         figure.colorbar(ScalarMappable(norm=Normalize(0, last), cmap=cmap), ax=top[2], label="step i")
-        for color, seed in zip(palette(len(steps_of)), steps_of):
+        for n, (color, seed) in enumerate(zip(palette(len(steps_of)), steps_of)):
             mine_rows = sorted((r for r in rows if r["seed"] == seed), key=lambda r: r["step"])
             steps = [r["step"] for r in mine_rows]
             for ax, key in zip(bottom, ("iip_deviation", "oip_deviation")):
-                ax.plot(steps, [r[key] for r in mine_rows], color=color, marker="o", ms=3,
-                        lw=2.0 if seed == shown else 1.2, label=f"seed {seed}")
+                ax.plot(steps, [r[key] for r in mine_rows], color=color, marker=MARKERS[n % len(MARKERS)],
+                        ms=max(5.0 - 0.4 * n, 3.0), alpha=0.9, lw=2.0 if seed == shown else 1.2, label=f"seed {seed}")
         for ax, name in zip(bottom, ("IIP", "OIP")):
             ax.set_title(f"{name} deviation from step 0")
             ax.set_xlabel("step i")
             ax.set_ylabel(f"distance of {name}(x_i) from {name}(x_0)")
             integer_ticks(ax)
-        bottom[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+            note_if_constant(ax, f"{name} deviation", [np.array([r[f"{name.lower()}_deviation"] for r in rows])],
+                             "at every step of every seed")
+        bottom[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=LEGEND_SIZE, frameon=False)
         image = render(figure, dpi)
     caption = (f"Q1 (cf. Fig. 3): JSMA crafting on good_init. Top: IIP, OIP and IOC of seed {shown} at each of its "
                f"{last + 1} steps (black: the seed, step 0; lighter: later steps, up to the final input at step "
-               f"{last}). Bottom: distance of each step's IIP and OIP from step 0's, for all {len(steps_of)} "
+               f"{last}; in the IOC, step 0's points are numbered by conv layer k, arrowheads point towards deeper "
+               f"layers). Bottom: distance of each step's IIP and OIP from step 0's, for all {len(steps_of)} "
                f"recorded seeds.")
     return [Figure("q1_trajectory.png", image, caption)]
 

@@ -20,7 +20,7 @@ from advflow.report import findings as fx
 from advflow.report.evidence import (INCONCLUSIVE, MIN_INPUTS, NO_INFORMATION, PREMISE, Case, Evidence, decided,
                                      no_information, premise)
 from advflow.report.findings import Finding, Row
-from advflow.report.plotting import TRAIN_COLOR, Curve, Figure, normal_curve, palette, rows_figure
+from advflow.report.plotting import TRAIN_COLOR, Curve, Figure, lighter, normal_curve, palette, rows_figure
 from advflow.report.results import RunResults
 from advflow.report.study import NORMAL, NORMAL_TRAIN, Study
 from advflow.report.tables import TableSpec, Tables, attack_rows, distance_from_normal, success_rate, without_controls
@@ -90,7 +90,7 @@ def families(attacks: Iterable[str]) -> list[tuple[str, list[str]]]:
 
 def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list[Figure]:
     """Fig. 4: normal and each attack's aggregated paths on good_init, one row per attack family (each
-    attack keeps one colour across rows and its control is dotted in that colour)."""
+    attack keeps one colour across rows and its control is dotted in a lighter shade of it)."""
     if "table3_distance_from_normal.csv" not in tables.rows:
         return []
     attacks = study.attacks_on(MODEL)
@@ -103,13 +103,13 @@ def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list
         for a in members:
             curves.append(Curve(a, results.aggregate(MODEL, set_name(a, MODEL)), colors[a]))
             curves.append(Curve(f"{a} control", results.aggregate(MODEL, set_name(control_name(a), MODEL)),
-                                colors[a], ":", band=False, ioc=False))
+                                lighter(colors[a]), ":", band=False, ioc=False))
         rows.append((f"{family} on {MODEL}", curves))
     caption = (f"Q2 (cf. Fig. 4): aggregated IIP, OIP and IOC on {MODEL}, one row per attack family, of the clean "
                f"seeds ({NORMAL}, black), the normal training inputs ({NORMAL_TRAIN}, dashed grey) and the adversarial "
                f"sets of {', '.join(attacks)} (GP posterior mean at each conv layer, shaded 95 % band), each with its "
-               f"random control of the same size per input (dotted, same colour, no band; left out of the IOC "
-               f"panel).")
+               f"random control of the same size per input (dotted, a lighter shade of its colour, no band; left out "
+               f"of the IOC panel, whose numbers are the conv layers k of {NORMAL}).")
     return [Figure("q2_attacks.png", rows_figure(rows, dpi), caption)]
 
 

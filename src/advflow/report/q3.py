@@ -19,7 +19,7 @@ from advflow.report import findings as fx
 from advflow.report.evidence import (INCONCLUSIVE, MIN_INPUTS, NO_INFORMATION, Case, Evidence, decided,
                                      no_information, premise)
 from advflow.report.findings import Finding, Row
-from advflow.report.plotting import Curve, Figure, normal_curve, palette, rows_figure
+from advflow.report.plotting import MARKERS, Curve, Figure, normal_curve, palette, rows_figure
 from advflow.report.results import RunResults
 from advflow.report.study import Study
 from advflow.report.tables import TableSpec, Tables, distance_from_normal, model_rows
@@ -116,10 +116,12 @@ def setting(study: Study) -> str:
 
 def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list[Figure]:
     """Figs. 5, 8, 9: per attack, on each of good_init and compressed (one row each), normal and the sets
-    targeting the inference model (solid) and the other model (dashed)."""
+    targeting the inference model (solid) and the other model (dashed); each set has the colour of its target
+    model (and its marker), the same in both rows."""
     if "table5_complexity.csv" not in tables.rows:
         return []
-    colors = dict(zip(study.q3_attacks, palette(len(study.q3_attacks))))
+    colors = dict(zip(MODELS, palette(len(MODELS))))
+    markers = dict(zip(MODELS, MARKERS[1:]))  # MARKERS[0] is normal's
     out = []
     for attack in study.q3_attacks:
         rows = []
@@ -128,12 +130,12 @@ def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list
             for target, style in ((model, "-"), (_other(model), "--")):
                 if study.measured(model, set_name(attack, target)):
                     curves.append(Curve(f"{attack} → {target}", results.aggregate(model, set_name(attack, target)),
-                                        colors[attack], style))
+                                        colors[target], style, marker=markers[target]))
             rows.append((f"{attack} on {model}", curves))
         cited = f" (cf. {PAPER_FIGURES[attack]})" if attack in PAPER_FIGURES else ""
         caption = (f"Q3{cited}: aggregated IPs on {MODELS[0]} (top) and {MODELS[1]} (bottom) of normal inputs and of "
-                   f"{attack}'s sets targeting the inference model (solid) or the other model (dashed); 'a → t' is "
-                   f"attack a crafted on model t.")
+                   f"{attack}'s sets targeting the inference model (solid) or the other model (dashed), each in the "
+                   f"colour of its target model; 'a → t' is attack a crafted on model t.")
         out.append(Figure(f"q3_complexity_{attack}.png", rows_figure(rows, dpi), caption))
     return out
 

@@ -23,7 +23,7 @@ from advflow.report import findings as fx
 from advflow.report.evidence import (INCONCLUSIVE, MIN_INPUTS, NO_INFORMATION, PREMISE, Case, Evidence, decided,
                                      no_information, premise)
 from advflow.report.findings import Finding, Row
-from advflow.report.plotting import Curve, Figure, normal_curve, palette, rows_figure
+from advflow.report.plotting import Curve, Figure, lighter, normal_curve, palette, rows_figure
 from advflow.report.results import RunResults
 from advflow.report.study import NORMAL, Study
 from advflow.report.tables import TableSpec, Tables, distance_from_normal, without_controls
@@ -116,11 +116,11 @@ def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list
     curves = [normal_curve(results, MODEL)]
     for a, c in zip(attacks, palette(len(ATTACKS))):
         curves.append(Curve(a, results.aggregate(MODEL, set_name(a, MODEL)), c))
-        curves.append(Curve(f"{a} control", results.aggregate(MODEL, set_name(control_name(a), MODEL)), c, ":",
-                            band=False, ioc=False))
+        curves.append(Curve(f"{a} control", results.aggregate(MODEL, set_name(control_name(a), MODEL)), lighter(c),
+                            ":", band=False, ioc=False))
     caption = (f"Q4 (cf. Fig. 6): aggregated IPs on the defensively distilled model of normal inputs and of the "
                f"adversarial inputs (successful and failed) of {' and '.join(attacks)}, each with its random control "
-               f"(dotted; left out of the IOC panel).")
+               f"(dotted, a lighter shade of its colour; left out of the IOC panel).")
     return [Figure("q4_defense.png", rows_figure([(MODEL, curves)], dpi), caption)]
 
 

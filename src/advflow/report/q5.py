@@ -24,7 +24,7 @@ from advflow.report import findings as fx
 from advflow.report.evidence import (INCONCLUSIVE, MIN_INPUTS, NO_INFORMATION, Case, Evidence, decided,
                                      no_information, premise)
 from advflow.report.findings import Finding, Row
-from advflow.report.plotting import Curve, Figure, normal_curve, palette, rows_figure
+from advflow.report.plotting import MARKERS, Curve, Figure, lighter, normal_curve, palette, rows_figure
 from advflow.report.q2 import ATTACK_COLUMNS
 from advflow.report.results import RunResults
 from advflow.report.study import NORMAL, Study
@@ -120,11 +120,15 @@ def _cited(attack: str) -> str:
 
 def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list[Figure]:
     """Per attack (the paper's Fig. 7 for JSMA, 10 for FGSM, 11 for C&W): on each model of the group, normal
-    and the sets targeting each model; and the transferable (solid) and non-transferable (dotted) inputs of the
-    sets crafted on the other models."""
+    and the sets targeting each model (the colour of its target); and the transferable (solid) and
+    non-transferable (dotted, a lighter shade) inputs of the sets crafted on the other models."""
     if "table9_transfer.csv" not in tables.rows:
         return []
-    colors = dict(zip(study.q5_group, palette(len(study.q5_group))))
+    group = list(study.q5_group)
+    colors = dict(zip(group, palette(len(group))))
+    # Each target's marker, the same in every row (MARKERS[0] is normal's); its non-transferable subset another.
+    markers = {(t, s): MARKERS[(1 + i + len(group) * j) % len(MARKERS)] for i, t in enumerate(group)
+               for j, s in enumerate(TRANSFER_SUBSETS)}
     counts = {(r["attack"], r["target"], r["measured_on"], r["subset"]): r["inputs"]
               for r in tables.rows.get("q5_transferable.csv", [])}
     out = []
@@ -135,7 +139,8 @@ def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list
             for target in study.q5_group:
                 if study.measured(model, set_name(attack, target)):
                     curves.append(Curve(f"{attack} → {target}", results.aggregate(model, set_name(attack, target)),
-                                        colors[target], "-" if target == model else "--"))
+                                        colors[target], "-" if target == model else "--",
+                                        marker=markers[target, TRANSFER_SUBSETS[0]]))
                 for subset, style in zip(TRANSFER_SUBSETS, ("-", ":")):
                     count = counts.get((attack, target, model, subset))
                     if count is None:
@@ -145,20 +150,21 @@ def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list
                     if aggregated is None:
                         missing.append(f"{name} {attack} → {target} on {model} (n={count})")
                     else:
-                        subsets.append(Curve(f"{attack} → {target}, {name} (n={count})", aggregated, colors[target],
-                                             style))
+                        shade = colors[target] if subset == TRANSFER_SUBSETS[0] else lighter(colors[target])
+                        subsets.append(Curve(f"{attack} → {target}, {name} (n={count})", aggregated, shade, style,
+                                             marker=markers[target, subset]))
             rows.append((f"{attack} on {model}", curves))
             split.append((f"{attack} on {model}", subsets))
         out.append(Figure(
             f"q5_transfer_{attack}.png", rows_figure(rows, dpi),
             f"Q5{_cited(attack)}: aggregated IPs on each of {', '.join(study.q5_group)} (one row per inference model) "
-            f"of normal inputs and of {attack}'s sets targeting each model (solid: the inference model itself; "
-            f"dashed: another model)."))
+            f"of normal inputs and of {attack}'s sets targeting each model, in the colour of the target (solid: the "
+            f"inference model itself; dashed: another model)."))
         out.append(Figure(
             f"q5_transferable_{attack}.png", rows_figure(split, dpi),
-            f"Q5: aggregated IPs on each inference model of the transferable (solid) and non-transferable (dotted) "
-            f"inputs of {attack}'s sets crafted on the other models (successful on their target; transferable: also "
-            f"misclassified by the inference model), with normal inputs."
+            f"Q5: aggregated IPs on each inference model of the transferable (solid) and non-transferable (dotted, "
+            f"lighter) inputs of {attack}'s sets crafted on the other models (successful on their target; "
+            f"transferable: also misclassified by the inference model), with normal inputs."
             + (f" Not shown (fewer than {MIN_SUBSET} inputs): {'; '.join(missing)}." if missing else "")))
     return out
 

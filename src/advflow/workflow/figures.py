@@ -30,6 +30,46 @@ class Figure:
     caption: str
 
 
+#: Legend text (points). The widest figures are about 13.5 in and shown at most 1320 px wide, so 1 pt is at least
+#: 1.36 px on screen and a 9 pt legend at least 12 px.
+LEGEND_SIZE = 9
+#: Line styles and markers given in turn to the curves of a panel that can coincide (ROC curves of attacks that
+#: score alike, rates that are equal), so that a curve drawn over another leaves it in sight.
+LINE_STYLES: tuple[tuple[Any, str], ...] = (("-", "o"), ((0, (5, 2)), "s"), ((0, (1, 1.5)), "^"), ("-.", "D"),
+                                            ((0, (3, 1, 1, 1, 1, 1)), "v"), ((0, (8, 2)), "P"), ((0, (2, 2)), "X"),
+                                            ((0, (6, 1.5, 1, 1.5)), "h"))
+
+
+def line_style(i: int) -> tuple[Any, str]:
+    """The ``i``-th curve's (line style, marker) of :data:`LINE_STYLES`."""
+    return LINE_STYLES[i % len(LINE_STYLES)]
+
+
+def lighter(color: Any, amount: float = 0.4) -> tuple[float, float, float]:
+    """``color`` mixed with ``amount`` of white: a reference's or a control's shade of its set's colour."""
+    from matplotlib.colors import to_rgb
+
+    return tuple(float(c + (1.0 - c) * amount) for c in to_rgb(color))  # type: ignore[return-value]
+
+
+def identical_labels(labels: list[str], curves: list[tuple[Any, ...]]) -> list[str]:
+    """``labels`` with " (identical to X)" after each whose curve (a tuple of arrays) equals an earlier one's, X
+    the first such earlier label."""
+    out = []
+    for i, (label, curve) in enumerate(zip(labels, curves)):
+        same = next((labels[j] for j in range(i) if _equal(curves[j], curve)), None)
+        out.append(f"{label} (identical to {same})" if same else label)
+    return out
+
+
+def _equal(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    import numpy as np
+
+    return len(a) == len(b) and all(np.shape(x) == np.shape(y) and np.array_equal(np.asarray(x), np.asarray(y),
+                                                                                  equal_nan=True)
+                                    for x, y in zip(a, b))
+
+
 def palette(n: int) -> list[Any]:
     """``n`` distinct colours, none of them grey: seaborn's "deep" without its grey (9 colours), then evenly
     spaced HUSL hues for more."""
