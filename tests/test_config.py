@@ -211,6 +211,16 @@ def test_a_config_file_that_does_not_parse_gives_its_path_and_line(tmp_path, tex
     assert main([str(tmp_path / "bad.yaml")]) == 1  # python -m advflow.config: what to run on Snakemake's message
 
 
+def test_a_binary_file_given_as_a_config_is_one_line_naming_it(tmp_path, capsys):
+    from advflow.config import load_config_file, main
+
+    (tmp_path / "set.h5").write_bytes(b"\x89HDF\r\n\x1a\n\xff\xfe" + bytes(range(256)))
+    with pytest.raises(ConfigError, match=r"set\.h5: not a text file \(byte \d+ is not UTF-8\)"):
+        load_config_file(tmp_path / "set.h5")
+    assert main([str(tmp_path / "set.h5")]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_the_config_checker_command_passes_the_shipped_configs_and_names_a_bad_key(tmp_path, capsys):
     from advflow.config import main
 

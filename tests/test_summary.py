@@ -96,6 +96,9 @@ def test_counts_print_as_integers_and_rates_as_percentages():
     assert format_cell(60.0, "n") == "60" and format_cell(60.0, "n_adversarial") == "60"
     assert format_cell(1.0, "accuracy") == "100.0 %" and format_cell(0.25, "tpr_at_5") == "25.0 %"
     assert format_cell(0.5, "auc") == "0.5000"
+    assert format_cell(60.0, "validation_images") == "60" and format_cell(10.0, "kappa") == "10"
+    assert format_cell(0.1, "epsilon") == "0.1" and format_cell(0.001, "fpr") == "0.1 %"
+    assert format_cell(93.0, "seed003") == "93.0"
 
 
 def test_a_long_table_goes_to_the_appendix_with_a_line_that_says_where():

@@ -262,6 +262,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"{path}: cannot be read ({error.strerror or error})") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a text file (byte {error.start} is not UTF-8); a config is a YAML file "
+                          f"(see README.md, 'Config keys')") from error
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as error:

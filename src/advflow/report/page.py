@@ -104,7 +104,9 @@ COUNT_COLUMNS = {"n", "inputs", "successful", "attempted", "successes", "seed", 
 RATE_COLUMNS = {"success_rate", "transferability", "test_accuracy", "dead_share", "accuracy", "accuracy_low",
                 "accuracy_high", "undefended_accuracy", "restored", "restored_low", "restored_high", "without",
                 "with_defense", "lost_to_detectors", "lost_to_reformer", "gained_by_reformer", "flagged",
-                "control_flagged"}
+                "control_flagged", "fpr"}
+#: Settings (budgets, strengths) printed as they are written in a config: 0.1, 10.
+SETTING_COLUMNS = {"epsilon", "kappa", "strength", "theta", "gamma", "temperature"}
 #: A finding lists its untested cases (premise not met, no information) one by one up to this many, else in one line.
 UNTESTED_LISTED = 4
 #: Longer tables than this go to the appendix; the section says where.
@@ -114,7 +116,7 @@ INLINE_ROWS = 20
 def format_cell(value: Any, column: str) -> str:
     if isinstance(value, bool) or value is None:
         return html.escape(str(value if value is not None else ""))
-    counts = column in COUNT_COLUMNS or column.startswith("n_")
+    counts = column in COUNT_COLUMNS or column.startswith("n_") or column.endswith(("_images", "_inputs"))
     if isinstance(value, float) and counts and math.isfinite(value) and value == int(value):
         value = int(value)
     if isinstance(value, int):
@@ -124,6 +126,10 @@ def format_cell(value: Any, column: str) -> str:
             return "–"
         if column in RATE_COLUMNS or column.startswith("tpr_") or column.startswith("control_tpr_"):
             return fx.percent(value)  # rates as the findings' text writes them
+        if column in SETTING_COLUMNS:
+            return f"{value:g}"
+        if column == "seed003":  # the seed's published rates, in % as it prints them
+            return f"{value:.1f}"
         if column in ("confidence", "parameter_ratio"):
             return f"{value:.4f}"
         return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.2e}"
