@@ -49,6 +49,7 @@ from advflow.defenses.settings import (
     uses_dropout_vote,
 )
 from advflow.attacks import registry as attack_registry
+from advflow.defenses import registry as detector_registry
 from advflow.config import (
     resolve,
     write_resolved,
@@ -280,6 +281,11 @@ def defense_classifier(wildcards):
     return f"results/{wildcards.dataset}/models/{DEFENSE['classifier']}.pt"
 
 
+# Detectors fitted on clean training images by rule fit_detector; those whose scoring loads a saved state.
+FITTED_BY_RULE = detector_registry.fitted_by_rule()
+WITH_STATE = detector_registry.with_state()
+
+
 # Each sweep set's file name -> (attack, strength): the rules pass the values, never parse the name.
 SWEEPS = sweeps(DEFENSE) if DEFENSE else {}
 
@@ -301,8 +307,11 @@ def defense_score_inputs(wildcards):
             else f"{root}/adv/{scored}.h5"
         ),
     }
-    if "mid" in judged(DEFENSE):
-        inputs["mid"] = f"{root}/detectors/mid.pt"
+    for detector in defense_scored_detectors():
+        if (
+            detector in WITH_STATE
+        ):  # MID (rule fit_mid) and the detectors of rule fit_detector
+            inputs[detector] = f"{root}/detectors/{detector}.pt"
     return inputs
 
 
@@ -409,8 +418,9 @@ def intermediate_targets():
         root = f"{RESULTS}/defense"
         targets += [f"{root}/inputs/{n}.h5" for n in ("seeds", "validation", "clean")]
         targets += [f"{root}/autoencoders/{ae}.pt" for ae in ("ae_i", "ae_ii")]
-        if "mid" in judged(DEFENSE):
-            targets.append(f"{root}/detectors/mid.pt")
+        targets += [
+            f"{root}/detectors/{d}.pt" for d in judged(DEFENSE) if d in WITH_STATE
+        ]
         targets += [f"{root}/adv/{s}.h5" for s in defense_sweeps()]
         targets += [
             f"{root}/scores/{s}.csv" for s in ["validation", "clean", *defense_sweeps()]

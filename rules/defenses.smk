@@ -83,6 +83,33 @@ rule fit_mid:
         "../workflow_scripts/fit_mid.py"
 
 
+rule fit_detector:
+    input:
+        data="data/{dataset}.h5",
+        classifier=defense_classifier,
+    output:
+        "results/{dataset}/defense/detectors/{detector}.pt",
+    log:
+        "results/{dataset}/logs/defense/{detector}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/defense/{detector}.tsv"
+    wildcard_constraints:
+        detector="|".join(FITTED_BY_RULE),
+    conda:
+        "../envs/advflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=120,
+        gpu=gpu_request(),
+    params:
+        code=code("fit_detector.py"),
+        settings=lambda w: defense_params(w.detector),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/fit_detector.py"
+
+
 rule defense_attack:
     input:
         classifier=defense_classifier,
@@ -133,7 +160,15 @@ rule defense_scores:
     params:
         code=code("defense_scores.py"),
         settings=lambda w: canonical(
-            {"detectors": defense_scored_detectors(), "mine": DEFENSE["mine"]}
+            {
+                "detectors": defense_scored_detectors(),
+                "mine": DEFENSE["mine"],
+                **{
+                    d: DEFENSE[d]
+                    for d in defense_scored_detectors()
+                    if d in FITTED_BY_RULE
+                },
+            }
         ),
         seed=config["seed"],
     script:

@@ -36,7 +36,11 @@ def test_a_config_without_a_defense_block_runs_no_defense_stage():
     ({"fpr": {"mid": math.nan}}, r"defense\.fpr\.mid: .*\(0, 1\); got nan"),
     ({"fpr": {"mid": "a"}}, r"defense\.fpr\.mid: .*\(0, 1\)"),
     ({"fpr": {"magnet_l3": 0.01}}, r"defense\.fpr\.magnet_l3: unknown detector; allowed: magnet_l1, magnet_l2"),
-    ({"detectors": ["mid", "lid"]}, r"defense\.detectors: unknown lid; allowed: magnet_l1, .*mid"),
+    ({"detectors": ["mid", "odin"]}, r"defense\.detectors: unknown odin; allowed: magnet_l1, .*mid"),
+    ({"lid": {"k": 0}}, r"defense\.lid\.k: must be a positive integer; got 0"),
+    ({"lid": {"k": 20, "references": 20}}, r"defense\.lid\.references: .*must exceed k \(20\)"),
+    ({"infopath": {"bins": 8}}, r"defense\.infopath\.bins: unknown key; allowed: train_size, buckets"),
+    ({"mahalanobis": {"train_size": 1.5}}, r"defense\.mahalanobis\.train_size: must be a positive integer"),
     ({"detectors": []}, r"defense\.detectors: must be a non-empty list"),
     ({"attacks": ["pgd", "fgsm"]}, r"defense\.attacks: unknown fgsm; allowed: pgd, bim, cw, ead_l1, ead_en"),
     ({"epsilons": []}, r"defense\.epsilons: must be a non-empty list"),
@@ -137,7 +141,9 @@ def test_a_bad_defense_block_stops_the_workflow_before_any_job(tmp_path):
 
 
 DEFENSE_TABLES = ("thresholds.csv", "table1_defense_rate.csv", "table2_defense_rate.csv", "clean_accuracy.csv",
-                  "detectors.csv")
+                  "detectors.csv", "worst_case.csv", "ranking.csv", "detector_pairs.csv", "infopath_layers.csv")
+#: The detectors the tiny config judges: the defense's and the ones compared beside it.
+TINY_DETECTORS = ("magnet_l1", "magnet_l2", "magnet_jsd_T10", "mid", "dropout_vote", "infopath", "mahalanobis", "lid")
 
 
 @pytest.mark.slow
@@ -145,7 +151,7 @@ def test_tiny_run_writes_every_defense_table_and_figure_and_the_report_section(t
     root = tiny_run / "results" / "synthetic" / "defense"
     for name in DEFENSE_TABLES:
         assert (root / "tables" / name).is_file(), name
-    for name in ("defense_rate", "defense_roc"):
+    for name in ("defense_rate", "defense_roc", "infopath_layers"):
         assert (root / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert (root / "figures" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
     page = (tiny_run / "results" / "synthetic" / "report.html").read_text()
@@ -153,6 +159,14 @@ def test_tiny_run_writes_every_defense_table_and_figure_and_the_report_section(t
     for name in DEFENSE_TABLES:
         assert f'data-table="defense_{name}"' in page
     assert "Against seed 003" in page
+    # Every detector side by side: in the detector table, ranked on every set, and in the worst case over attacks.
+    import csv
+    for name in ("detectors.csv", "ranking.csv", "worst_case.csv"):
+        with open(root / "tables" / name, newline="") as handle:
+            assert {r["detector"] for r in csv.DictReader(handle)} == set(TINY_DETECTORS), name
+    for detector in ("infopath", "mahalanobis", "lid"):
+        assert (root / "detectors" / f"{detector}.pt").is_file()
+    assert "Detectors side by side" in page and "infopath vs mahalanobis:" in page
 
 
 SCORED = 2 + 10  # validation, clean and the tiny config's 10 sweep sets
@@ -170,6 +184,9 @@ SCORED = 2 + 10  # validation, clean and the tiny config's 10 sweep sets
     (lambda c: c["defense"]["mine"].update(steps=30),
      {"fit_mid": 1, "defense_scores": SCORED, "defense_tables": 1, "report": 1, "all": 1}),
     # An autoencoder setting retrains both autoencoders and what uses them, and crafts nothing.
+    # A baseline's setting refits that detector alone and rescores (its settings are the scoring jobs' too).
+    (lambda c: c["defense"]["lid"].update(k=10),
+     {"fit_detector": 1, "defense_scores": SCORED, "defense_tables": 1, "report": 1, "all": 1}),
     (lambda c: c["defense"]["autoencoder"].update(epochs=3),
      {"train_autoencoder": 2, "fit_mid": 1, "defense_scores": SCORED, "defense_tables": 1, "report": 1, "all": 1}),
 ])
@@ -276,12 +293,13 @@ def test_build_detectors_refuses_an_unknown_detector_naming_it_and_the_known_one
 
     autoencoders = {"ae_i": constant_autoencoder("ae_i", AE_I_PIXEL),
                     "ae_ii": constant_autoencoder("ae_ii", AE_II_PIXEL)}
-    for unknown in ("lid", "magnet_l3"):
+    for unknown in ("odin", "magnet_l3"):
         with pytest.raises(ValueError, match=rf"unknown detector '{unknown}'; allowed: magnet_l1, magnet_l2.*mid"):
             build_detectors(["magnet_l1", unknown], MeanLogits(), autoencoders, None, {}, seed=0)
     # the dropout vote is known, but scored by its own rule: the scoring jobs refuse it, naming the ones they score
     with pytest.raises(ValueError, match=r"'dropout_vote' is scored by its own rule \(dropout_vote\).*scoring jobs "
-                                         r"know: magnet_l1, magnet_l2, magnet_jsd_T10, magnet_jsd_T40, mid$"):
+                                         r"know: magnet_l1, magnet_l2, magnet_jsd_T10, magnet_jsd_T40, mid, infopath, "
+                                         r"mahalanobis, lid$"):
         build_detectors(["dropout_vote"], MeanLogits(), autoencoders, None, {}, seed=0)
 
 
@@ -327,7 +345,7 @@ def test_build_detectors_mid_scores_minus_the_pointwise_mi_computed_by_hand():
                     "ae_ii": constant_autoencoder("ae_ii", AE_II_PIXEL)}
     references = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
     w_a, w_b = np.array([0.7, -1.1, 0.4]), np.array([1.5, -2.0, 0.5])
-    detector = build_detectors(["mid"], MeanLogits(), autoencoders, planted_mid_state(references, w_a, w_b),
+    detector = build_detectors(["mid"], MeanLogits(), autoencoders, {"mid": planted_mid_state(references, w_a, w_b)},
                                MID_SETTINGS, seed=0)["mid"]
     pixels = planted_pixels()
     scores = detector.score(torch.as_tensor(2.0 * pixels - 1.0, dtype=torch.float32))
@@ -422,3 +440,65 @@ def test_a_sweep_set_is_crafted_as_every_set_with_its_values_json_settings_margi
     seeds = torch.as_tensor(images, dtype=torch.float32) / 127.5 - 1
     assert np.abs(adversarial - seeds.numpy()).max() <= 0.2 + 1e-5  # within 2ε of the seeds in model space
     assert row["attacked"] == 6 and 0 <= row["success"] <= 6
+
+
+class LayeredScore(MeanScore):
+    """A planted detector that scores layer by layer: two layers (the mean and minus the mean), the score their sum."""
+
+    name = "layered"
+
+    def scores_and_layers(self, x: torch.Tensor) -> tuple[np.ndarray, list[str], np.ndarray]:
+        mean = x.flatten(1).mean(1).double().numpy()
+        values = np.stack([mean, -2 * mean], axis=1)
+        return values.sum(1), ["first", "second"], values
+
+
+def test_score_set_stores_a_layered_detectors_per_layer_values_beside_its_score(tmp_path):
+    from advflow.attacks.sets import write_set
+    from advflow.defenses.metrics import layer_values
+    from advflow.defenses.stage import score_set
+
+    x = torch.as_tensor(np.random.default_rng(3).uniform(-0.2, 0.2, (4, 1, 6, 6)), dtype=torch.float32)
+    write_set(tmp_path / "pgd_eps0.1.h5", x=x, adversarial=x + 0.3, labels=np.zeros(4, int), indices=np.arange(4),
+              before=np.zeros(4, int), logits=MeanLogits()(x + 0.3), attrs={"attack": "pgd"},
+              extra={"margin": np.zeros(4), "control": (x - 0.3).numpy()})
+    columns = score_set(tmp_path / "pgd_eps0.1.h5", {"layered": LayeredScore()}, MeanLogits(), NegatingReformer(),
+                        torch.device("cpu"))
+    names, values = layer_values(columns, "layered")
+    mean = (x + 0.3).flatten(1).mean(1).double().numpy()
+    assert names == ["first", "second"]
+    np.testing.assert_allclose(values, np.stack([mean, -2 * mean], axis=1))
+    np.testing.assert_allclose(columns["score_layered"], values.sum(1))
+    control_names, control = layer_values({k.removeprefix("control_"): v for k, v in columns.items()
+                                           if k.startswith("control_") or k == "index"}, "layered")
+    np.testing.assert_allclose(control[:, 0], (x - 0.3).flatten(1).mean(1).double().numpy())
+
+
+def test_the_clean_fitted_detectors_build_from_their_saved_state_and_score_as_fitted(tmp_path):
+    """rule fit_detector saves a state (weights_only); the scoring jobs build each detector from it: same scores."""
+    from advflow.defenses import registry
+    from advflow.defenses.settings import defense_defaults
+    from advflow.defenses.stage import build_detectors, load_detector_state
+
+    assert registry.fitted_by_rule() == ("infopath", "mahalanobis", "lid")
+    assert set(registry.with_state()) == {"mid", "infopath", "mahalanobis", "lid"}
+    torch.manual_seed(0)
+    classifier = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                     torch.nn.Conv2d(4, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                     torch.nn.Linear(6 * 4 * 4, 3)).eval()
+    x = torch.rand(120, 1, 8, 8) * 2 - 1
+    labels = torch.arange(120) % 3
+    settings = {**defense_defaults(), "lid": {"train_size": 100, "k": 5, "references": 30}}
+    states, fitted = {}, {}
+    for name in registry.fitted_by_rule():
+        detector = registry.build(name, registry.Built(classifier, {}, {}, settings, 0))
+        detector.fit(x[:100], labels[:100].numpy()) if registry.get(name).labels else detector.fit(x[:100])
+        torch.save(detector.state_dict(), tmp_path / f"{name}.pt")
+        states[name] = load_detector_state(name, tmp_path / f"{name}.pt")
+        fitted[name] = detector.score(x[100:])
+    built = build_detectors(list(registry.fitted_by_rule()), classifier, {}, states, settings, seed=0)
+    for name, detector in built.items():
+        np.testing.assert_allclose(detector.score(x[100:]), fitted[name])
+    (tmp_path / "broken.pt").write_bytes(b"not a state")
+    with pytest.raises(Exception, match="broken.pt.*rule fit_detector"):
+        load_detector_state("lid", tmp_path / "broken.pt")

@@ -118,13 +118,31 @@ class MeanLogits(torch.nn.Module):
         return torch.stack([8 * m, -8 * m, torch.zeros_like(m)], dim=1)
 
 
-def _context(states: dict | None = None) -> detectors.Built:
+class ConvLogits(torch.nn.Module):
+    """A small conv classifier (fixed weights): the detectors that read conv layers need some."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                                            torch.nn.MaxPool2d(2), torch.nn.Conv2d(4, 4, 3, padding=1),
+                                            torch.nn.ReLU())
+        self.head = torch.nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+def _context(states: dict | None = None, classifier: torch.nn.Module | None = None) -> detectors.Built:
     from advflow.defenses.magnet import autoencoder
 
     torch.manual_seed(0)
     settings = {"mine": {"hidden": 8, "layers": 1, "steps": 5, "batch_size": 16, "lr": 0.002, "ema_rate": 0.01,
-                         "references": 5, "train_size": 20}}
-    return detectors.Built(MeanLogits(), {"ae_i": autoencoder("ae_i", 1).eval(), "ae_ii": autoencoder("ae_ii", 1).eval()},
+                         "references": 5, "train_size": 20},
+                "infopath": {"train_size": 24, "buckets": 4}, "mahalanobis": {"train_size": 24},
+                "lid": {"train_size": 24, "k": 5, "references": 20}}
+    return detectors.Built(classifier or MeanLogits(),
+                           {"ae_i": autoencoder("ae_i", 1).eval(), "ae_ii": autoencoder("ae_ii", 1).eval()},
                            states or {}, settings, 0)
 
 
@@ -132,17 +150,18 @@ def _context(states: dict | None = None) -> detectors.Built:
 def test_every_detector_the_scoring_jobs_build_fits_on_clean_data_and_scores_every_input(name):
     spec = detectors.get(name)
     assert 0 < spec.fpr < 1 and spec.autoencoder in (None, "ae_i", "ae_ii")
-    detector = detectors.build(name, _context())
+    classifier = ConvLogits().eval() if spec.fitted else None
+    detector = detectors.build(name, _context(classifier=classifier))
     assert isinstance(detector, Detector)
     clean = torch.rand(24, 1, 8, 8) * 2 - 1
-    if spec.state is not None:  # fitted by a rule of its own (MID: fit_mid); MagNet's are fitted as autoencoders
-        detector.fit(clean)
+    if spec.state is not None:  # fitted by a rule of its own (fit_mid, fit_detector); MagNet's as autoencoders
+        detector.fit(clean, (torch.arange(24) % 3).numpy()) if spec.labels else detector.fit(clean)
     scores = detector.score(clean)
     assert scores.shape == (24,) and np.isfinite(scores).all()
     limit = threshold(scores, 0.25)
     assert flagged(scores, limit).mean() <= 0.25  # the threshold flags at most the share it is set for
     if spec.state is not None:  # a saved state rebuilds the same detector
-        again = detectors.build(name, _context({spec.state: detector.state_dict()}))
+        again = detectors.build(name, _context({spec.state: detector.state_dict()}, classifier))
         np.testing.assert_allclose(again.score(clean), scores, rtol=1e-5, atol=1e-6)
 
 
@@ -153,8 +172,8 @@ def test_every_detector_has_a_default_fpr_in_the_defense_settings():
 
 @pytest.mark.parametrize("key", ["detectors", "compared"])
 def test_an_unknown_detector_is_refused_when_the_config_is_checked(key):
-    found = errors({**BASE, "defense": {key: ["magnet_l1", "lid"]}})
-    assert len(found) == 1 and f"defense.{key}" in found[0] and "lid" in found[0], found
+    found = errors({**BASE, "defense": {key: ["magnet_l1", "odin"]}})
+    assert len(found) == 1 and f"defense.{key}" in found[0] and "odin" in found[0], found
 
 
 class _Constant(Detector):

@@ -162,3 +162,26 @@ def test_many_untested_cases_read_as_one_line_and_decided_cases_one_each():
     assert "6 cases <b>premise not met</b>" in text and "fgsm case 5 (n = 1)" in text
     few = finding_html(finding, cases=[decided, *untested[:2]])
     assert few.count("<li") == 3 and "1 seed successful" in few
+
+
+def test_the_detectors_section_says_where_the_information_path_detector_wins_ties_and_loses():
+    from advflow.report.defense import anchor_statement, ranking_statements
+
+    def pair(attack, a, b, verdict):
+        return {"attack": attack, "strength": 0.3, "over": "attacked", "detector": a, "other": b, "verdict": verdict}
+
+    pairs = [pair("pgd", "mahalanobis", "infopath", "better"),   # infopath worse on pgd
+             pair("bim", "infopath", "mahalanobis", "better"),   # infopath better on bim
+             pair("cw", "infopath", "mahalanobis", "tied within the interval"),
+             pair("pgd", "infopath", "magnet_l1", "tied within the interval"),
+             {**pair("pgd", "infopath", "lid", "better"), "over": "successful"}]  # another denominator: not counted
+    said = ranking_statements(pairs)
+    assert said[0] == ("infopath vs mahalanobis: better on 1, tied within the interval on 1, worse on 1 of 3 sets "
+                       "(better against bim; worse against pgd).")
+    assert said[1] == "infopath vs magnet_l1: better on 0, tied within the interval on 1, worse on 0 of 1 sets."
+    assert len(said) == 2
+    rows = [{"detector": "lid", "attack": "pgd", "strength": 0.3, "over": "attacked", "auc": 0.62},
+            {"detector": "mahalanobis", "attack": "bim", "strength": 0.5, "over": "attacked", "auc": 0.97}]
+    anchor = anchor_statement(rows)
+    assert "lid 0.62 on pgd ε = 0.3" in anchor and "below the published anchors" in anchor
+    assert "near the published anchors" in anchor_statement(rows[1:])

@@ -6,7 +6,7 @@ device = start(sm)
 
 from advflow.defenses.magnet import Reformer, load_autoencoder  # noqa: E402
 from advflow.defenses.metrics import write_scores  # noqa: E402
-from advflow.defenses.stage import build_detectors, load_mid_state, score_set  # noqa: E402
+from advflow.defenses.stage import build_detectors, load_detector_state, score_set  # noqa: E402
 from advflow.models.architectures import load_checkpoint  # noqa: E402
 
 ready()
@@ -14,7 +14,7 @@ ready()
 settings = dict(sm.params.settings)
 classifier = load_checkpoint(sm.input.classifier, device)
 autoencoders = {name: load_autoencoder(sm.input[name], device) for name in ("ae_i", "ae_ii")}
-mid_state = load_mid_state(sm.input.mid) if "mid" in sm.input.keys() else None
-detectors = build_detectors(list(settings["detectors"]), classifier, autoencoders, mid_state, settings,
+states = {name: load_detector_state(name, sm.input[name]) for name in settings["detectors"] if name in sm.input.keys()}
+detectors = build_detectors(list(settings["detectors"]), classifier, autoencoders, states, settings,
                             seed=sm.params.seed)
 write_scores(sm.output[0], score_set(sm.input.set, detectors, classifier, Reformer(autoencoders["ae_i"]), device))

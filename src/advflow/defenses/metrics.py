@@ -41,6 +41,8 @@ INTEGER_COLUMNS = ("index", "label", "prediction", "reformed_prediction", "contr
 #: Percentile bootstrap of the detectors' AUC and TPRs: resamples (clean and adversarial inputs apart).
 RESAMPLES = 1000
 DENOMINATORS = ("attacked", "successful")
+#: A score table's per-layer columns of a detector that scores layer by layer: ``layer_<detector>_<layer>``.
+LAYER_COLUMN_PREFIX = "layer_"
 NO_INPUT_NOTES = {"attacked": "n/a (no adversarial input)", "successful": "n/a (no successful adversarial input)"}
 ATTACK_LABELS = {name: attack_registry.labels()[name] for name in SWEEP_ATTACKS}
 MAX_ROC_CURVES = 8
@@ -567,3 +569,14 @@ def roc_figure(clean_scores: Mapping[str, Any], sets: Mapping[tuple[str, float],
                f"Each set has its own colour, line style and marker; sets whose scores give the same curve are "
                f"marked \"identical to\" in the legend (the later one's narrower line drawn on top).")
     return Figure("defense_roc.png", image, caption)
+
+
+def layer_values(table: Mapping[str, Any], detector: str) -> tuple[list[str], np.ndarray]:
+    """A detector's per-layer columns of a score table (``layer_<detector>_<layer>``): the layer names and an
+    ``(N, L)`` array; no columns: ``([], (N, 0))``."""
+    prefix = f"{LAYER_COLUMN_PREFIX}{detector}_"
+    names = [name for name in table if name.startswith(prefix)]
+    n = len(np.asarray(table["index"]))
+    values = np.stack([np.asarray(table[name], dtype=np.float64) for name in names], axis=1) if names else \
+        np.zeros((n, 0))
+    return [name[len(prefix):] for name in names], values

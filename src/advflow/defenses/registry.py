@@ -45,12 +45,20 @@ class DetectorSpec:
     autoencoder: str | None = None  # the MagNet autoencoder it reads (ae_i or ae_ii), if any
     state: str | None = None  # the fitted state it loads, saved by a rule of its own (``mid``: rule fit_mid)
     scored_by: str = "defense_scores"
+    #: Fitted on clean training images by rule ``fit_detector`` (its state saved as ``detectors/{name}.pt``), with
+    #: the settings block ``defense.{name}`` (these defaults, ``train_size`` included: how many training images).
+    fitted: bool = False
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    labels: bool = False  # its fit takes the training images' labels too (Mahalanobis' class means)
 
     def __post_init__(self) -> None:
         if not 0 < self.fpr < 1 or self.scored_by not in SCORING_RULES:
             raise ValueError(f"detector {self.name!r}: fpr in (0, 1) and scored_by one of {SCORING_RULES}")
         if (self.build is None) != (self.scored_by != "defense_scores"):
             raise ValueError(f"detector {self.name!r}: the scoring jobs build it (build given) or its own rule scores it")
+        if self.fitted and (self.state != self.name or "train_size" not in self.defaults):
+            raise ValueError(f"detector {self.name!r}: a detector fitted by rule fit_detector keeps its state under "
+                             f"its own name and has a train_size default")
 
 
 DETECTORS: Registry[DetectorSpec] = Registry("detector")
@@ -66,6 +74,16 @@ def scored_by_scores_rule() -> tuple[str, ...]:
 
 def default_fprs() -> dict[str, float]:
     return {n: s.fpr for n, s in DETECTORS.items()}
+
+
+def fitted_by_rule() -> tuple[str, ...]:
+    """The detectors rule ``fit_detector`` fits on clean training images (MID has its own rule, fit_mid)."""
+    return tuple(n for n, s in DETECTORS.items() if s.fitted)
+
+
+def with_state() -> tuple[str, ...]:
+    """The detectors the scoring jobs load a saved state for (``detectors/{name}.pt``)."""
+    return tuple(n for n, s in DETECTORS.items() if s.state)
 
 
 def build(name: str, context: Built) -> Any:
@@ -111,6 +129,35 @@ def _mid(c: Built) -> Any:
     return detector
 
 
+def _loaded(detector: Any, c: Built) -> Any:
+    """The detector with the state its fit rule saved, where the scoring jobs pass one (not while it is fitted)."""
+    if c.states.get(detector.name):
+        detector.load_state_dict(c.states[detector.name])
+    return detector
+
+
+# Our information-path detector and the published baselines (Lee et al. 2018; Ma et al. 2018), each fitted on clean
+# training images only (unsupervised: layers combined on the clean scale); docs/method.md, "Defenses and detectors".
+
+def _infopath(c: Built) -> Any:
+    from advflow.defenses.infopath import InfoPathDetector
+
+    return _loaded(InfoPathDetector(c.classifier, buckets=int(c.settings["infopath"]["buckets"])), c)
+
+
+def _mahalanobis(c: Built) -> Any:
+    from advflow.defenses.mahalanobis import MahalanobisDetector
+
+    return _loaded(MahalanobisDetector(c.classifier), c)
+
+
+def _lid(c: Built) -> Any:
+    from advflow.defenses.lid import LIDDetector
+
+    block = c.settings["lid"]
+    return _loaded(LIDDetector(c.classifier, k=int(block["k"]), references=int(block["references"]), seed=c.seed), c)
+
+
 register(DetectorSpec("magnet_l1", 0.001, _reconstruction(1, "ae_ii"), autoencoder="ae_ii"))
 register(DetectorSpec("magnet_l2", 0.001, _reconstruction(2, "ae_i"), autoencoder="ae_i"))
 register(DetectorSpec("magnet_jsd_T10", 0.001, _jsd(10.0), autoencoder="ae_i"))
@@ -118,3 +165,9 @@ register(DetectorSpec("magnet_jsd_T40", 0.001, _jsd(40.0), autoencoder="ae_i"))
 register(DetectorSpec("mid", 0.005, _mid, autoencoder="ae_i", state="mid"))
 #: Seed 001's vote spread (1 − plurality share of K passes with dropout on), scored by rule dropout_vote.
 register(DetectorSpec("dropout_vote", 0.005, None, scored_by="dropout_vote"))
+register(DetectorSpec("infopath", 0.005, _infopath, state="infopath", fitted=True,
+                      defaults={"train_size": 1000, "buckets": 8}))
+register(DetectorSpec("mahalanobis", 0.005, _mahalanobis, state="mahalanobis", fitted=True, labels=True,
+                      defaults={"train_size": 2000}))
+register(DetectorSpec("lid", 0.005, _lid, state="lid", fitted=True, defaults={"train_size": 1000, "k": 20,
+                                                                               "references": 100}))

@@ -46,6 +46,8 @@ def defense_defaults() -> dict[str, Any]:
         "kappas": [5 * i for i in range(9)],
         **{name: dict(spec.sweep_defaults) for name, spec in attack_registry.sweep_attacks().items()},
         "batch_size": 100,
+        # The detectors rule fit_detector fits on clean training images: their settings blocks (train_size: how many).
+        **{name: dict(detector_registry.get(name).defaults) for name in detector_registry.fitted_by_rule()},
     }
 
 
@@ -101,6 +103,18 @@ def defense_settings(config: dict[str, Any]) -> dict[str, Any] | None:
                              not (math.isfinite(rate) and 0 <= rate < 1)):
         _fail("dropout_vote.rate", f"a dropout rate must be a number in [0, 1) or null (the classifier's own "
                                    f"dropout layers at their rates); got {rate!r}")
+    for name in detector_registry.fitted_by_rule():
+        block = settings[name]
+        for key, value in block.items():
+            if key not in detector_registry.get(name).defaults:
+                _fail(f"{name}.{key}", f"unknown key; allowed: {', '.join(detector_registry.get(name).defaults)}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                _fail(f"{name}.{key}", f"must be a positive integer; got {value!r}")
+    if "lid" in settings and settings["lid"]["references"] <= settings["lid"]["k"]:
+        _fail("lid.references", f"LID needs more clean references than neighbours: references "
+                                f"({settings['lid']['references']}) must exceed k ({settings['lid']['k']})")
+    if "infopath" in settings and settings["infopath"]["buckets"] < 2:
+        _fail("infopath.buckets", f"the MI estimate needs at least 2 buckets; got {settings['infopath']['buckets']}")
     for key, low, high in (("epsilons", 0.0, 1.0), ("kappas", 0.0, math.inf)):
         grid = settings[key]
         if not isinstance(grid, list) or not grid:

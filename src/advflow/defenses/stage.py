@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from advflow.defenses.magnet import (
     load_autoencoder,
     save_autoencoder,
 )
-from advflow.defenses.metrics import CONTROL_COLUMN_PREFIX
+from advflow.defenses.metrics import CONTROL_COLUMN_PREFIX, LAYER_COLUMN_PREFIX
 from advflow.defenses.mine import MIDDetector
 from advflow.defenses.settings import (
     KAPPA_ATTACKS,
@@ -192,13 +193,58 @@ def load_mid_state(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def load_detector_state(name: str, path: str | Path) -> dict[str, Any]:
+    """The state rule ``fit_detector`` (or ``fit_mid``) saved for detector ``name``, loaded with
+    ``weights_only=True``; a missing, truncated or foreign file is an error naming it and the rule that remakes it."""
+    if name == "mid":
+        return load_mid_state(path)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; run the workflow's fit_detector rule")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a damaged file
+        raise quarantine(path, f"not a readable {name} state: {type(error).__name__}: {error}",
+                         rebuilt_by="rule fit_detector") from error
+    if not isinstance(state, dict) or not state:
+        raise quarantine(path, f"not a {name} state (no fitted tensors)", rebuilt_by="rule fit_detector")
+    return state
+
+
 def build_detectors(names: list[str], classifier: torch.nn.Module, autoencoders: dict[str, torch.nn.Module],
-                    mid_state: dict[str, Any] | None, settings: dict[str, Any], *, seed: int) -> dict[str, Detector]:
-    """The configured detectors as the registry (:mod:`advflow.defenses.registry`) builds them, fitted (MID from
-    its saved state). A name the registry does not know, or one scored by a rule of its own (the dropout vote), is
-    a ValueError naming the detectors the scoring jobs know."""
-    context = registry.Built(classifier, autoencoders, {"mid": mid_state}, settings, seed)
+                    states: dict[str, dict[str, Any]] | None, settings: dict[str, Any], *,
+                    seed: int) -> dict[str, Detector]:
+    """The configured detectors as the registry (:mod:`advflow.defenses.registry`) builds them, fitted (MID and
+    the detectors of rule fit_detector from their saved ``states``, by name). A name the registry does not know,
+    or one scored by a rule of its own (the dropout vote), is a ValueError naming the detectors the scoring jobs
+    know."""
+    context = registry.Built(classifier, autoencoders, dict(states or {}), settings, seed)
     return {name: registry.build(name, context) for name in names}
+
+
+def fit_detector(name: str, data_path: str | Path, classifier_path: str | Path, settings: dict[str, Any], *,
+                 seed: int, device: torch.device, out: str | Path) -> None:
+    """Fit detector ``name`` (one of :func:`advflow.defenses.registry.fitted_by_rule`) on ``defense.{name}.train_size``
+    clean training images (a seeded draw) and save its state, loadable with ``weights_only=True``."""
+    spec = registry.get(name)
+    if not spec.fitted:
+        raise ValueError(f"detector {name!r} is not fitted by rule fit_detector; it fits: "
+                         f"{', '.join(registry.fitted_by_rule())}")
+    train = load_prepared(data_path).train
+    size = min(int(settings[name]["train_size"]), len(train.images))
+    chosen = np.sort(np.random.default_rng([seed, 11, registry.names().index(name)]).choice(
+        len(train.images), size, replace=False))
+    classifier = load_checkpoint(classifier_path, device)
+    detector = registry.build(name, registry.Built(classifier, {}, {}, settings, seed))
+    x = _model_space(train.images[chosen])
+    started = time.perf_counter()
+    if spec.labels:
+        detector.fit(x, train.labels[chosen].astype(np.int64))
+    else:
+        detector.fit(x)
+    log.info("%s fitted on %d clean training images in %.1f s", name, size, time.perf_counter() - started)
+    with atomic_path(out) as tmp:
+        torch.save(detector.state_dict(), tmp)
 
 
 def set_size(h5: Any, path: str | Path) -> int:
@@ -244,6 +290,13 @@ def score_set(set_path: str | Path, detectors: dict[str, Detector], classifier: 
         columns[f"{prefix}prediction"] = model_logits(classifier, images, device).argmax(1).numpy()
         columns[f"{prefix}reformed_prediction"] = reformer.predict(classifier, images)
         for name, detector in detectors.items():
-            columns[f"{prefix}score_{name}"] = detector.score(images.float())
+            layered = getattr(detector, "scores_and_layers", None)
+            if callable(layered):  # the per-layer values beside the score: layer_<detector>_<layer> columns
+                scores, names, values = layered(images.float())
+                columns[f"{prefix}score_{name}"] = scores
+                for j, layer in enumerate(names):
+                    columns[f"{prefix}{LAYER_COLUMN_PREFIX}{name}_{layer}"] = values[:, j]
+            else:
+                columns[f"{prefix}score_{name}"] = detector.score(images.float())
             log.info("%s: %s scored by %s", Path(set_path).name, "its random control" if prefix else "inputs", name)
     return columns

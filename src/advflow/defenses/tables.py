@@ -65,6 +65,100 @@ def with_dropout_vote(table: metrics.ScoreTable, name: str, dropout_dir: Path | 
     return metrics.check_table(out, where=f"{name} with the dropout vote")
 
 
+RANKING_COLUMNS = ("attack", "strength", "over", "rank", "detector", "auc", "auc_low", "auc_high", "n_adversarial",
+                   "n_clean")
+PAIR_COLUMNS = ("attack", "strength", "over", "detector", "other", "difference", "low", "high", "verdict")
+WORST_COLUMNS = ("family", "strength", "over", "detector", "n", "left_out", "tpr", "tpr_low", "tpr_high", "auc",
+                 "auc_low", "auc_high")
+
+
+def _success(table: metrics.ScoreTable) -> np.ndarray:
+    return np.asarray(table["success"]).astype(bool)
+
+
+def ranking_rows(clean: metrics.ScoreTable, sets: Mapping[tuple[str, float], metrics.ScoreTable],
+                 detectors: Sequence[str], *, resamples: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Per sweep set and denominator (attacked, successful): every detector's AUC with its interval and rank, and
+    every pair's AUC difference with its paired-bootstrap interval (the same clean and adversarial inputs are shown
+    to every detector): better / worse / tied within the interval (:func:`advflow.defenses.comparison.rank_detectors`).
+    A set with fewer than 2 successful inputs has no successful rows."""
+    from advflow.defenses.comparison import pair_rows, rank_detectors
+
+    ranks, pairs = [], []
+    clean_scores = {d: metrics._scores_of(clean, d) for d in detectors}
+    for (attack, strength) in metrics._ordered(sets):
+        table = sets[attack, strength]
+        for over in metrics.DENOMINATORS:
+            keep = _success(table) if over == "successful" else np.ones(len(table["success"]), bool)
+            if keep.sum() < 2:
+                continue
+            adversarial = {d: metrics._scores_of(table, d)[keep] for d in detectors}
+            ranking = rank_detectors(clean_scores, adversarial, resamples=resamples, seed=seed)
+            key = {"attack": attack, "strength": float(strength), "over": over}
+            ranks += [{**key, **{k: v for k, v in row.items() if k != "comparisons"}} for row in ranking]
+            pairs += [{**key, **row} for row in pair_rows(ranking)]
+    return ranks, pairs
+
+
+def worst_case_rows(clean: metrics.ScoreTable, sets: Mapping[tuple[str, float], metrics.ScoreTable],
+                    detectors: Sequence[str], limits: Mapping[str, float], *, resamples: int,
+                    seed: int) -> list[dict]:
+    """Per detector, family (the L∞ sweeps at one ε, the κ sweeps at one κ) and denominator: a seed is detected only
+    if every attack's version of it is flagged (over the successful inputs: every successful version; a seed no
+    attack fooled is left out), since an attacker picks the attack the detector misses
+    (:mod:`advflow.defenses.comparison`): the worst-case TPR at the detector's threshold with its Wilson interval
+    and the worst-case ROC AUC (each seed's lowest score over the attacks) with its bootstrap interval."""
+    from advflow.defenses.comparison import worst_case_auc, worst_case_tpr
+
+    rows = []
+    for family, attacks in (("L∞ (" + ", ".join(EPSILON_ATTACKS) + ")", EPSILON_ATTACKS),
+                            ("κ (" + ", ".join(KAPPA_ATTACKS) + ")", KAPPA_ATTACKS)):
+        strengths = sorted({s for a, s in sets if a in attacks})
+        for strength in strengths:
+            members = {a: sets[a, strength] for a in attacks if (a, strength) in sets}
+            if len(members) < 2:
+                continue
+            for over in metrics.DENOMINATORS:
+                success = {a: _success(t) for a, t in members.items()} if over == "successful" else None
+                if success is not None and not any(v.any() for v in success.values()):
+                    continue
+                for detector in detectors:
+                    scores = {a: metrics._scores_of(t, detector) for a, t in members.items()}
+                    tpr = worst_case_tpr(scores, limits[detector], success_by_attack=success)
+                    auc = worst_case_auc(metrics._scores_of(clean, detector), scores, success_by_attack=success,
+                                         resamples=resamples, seed=seed)
+                    rows.append({"family": family, "strength": float(strength), "over": over, "detector": detector,
+                                 **tpr, "auc": auc["auc"], "auc_low": auc["auc_low"], "auc_high": auc["auc_high"]})
+    return rows
+
+
+LAYER_COLUMNS = ("attack", "strength", "over", "value", "path", "layer", "auc", "separation", "direction",
+                 "constant_on_clean", "clean", "adversarial")
+
+
+def layer_rows(clean: metrics.ScoreTable, sets: Mapping[tuple[str, float], metrics.ScoreTable],
+               detector: str = "infopath") -> dict[str, list[dict]]:
+    """Per attack at its largest strength: how well each of the detector's per-layer values alone separates clean
+    from adversarial inputs (:func:`advflow.defenses.infopath.layer_separation`), over the successful inputs (over
+    every attacked input where fewer than 2 succeeded); ``{attack: rows}``, empty without per-layer columns."""
+    from advflow.defenses.layer_view import layer_separation
+
+    names, clean_values = metrics.layer_values(clean, detector)
+    if not names:
+        return {}
+    out = {}
+    for attack in dict.fromkeys(a for a, _ in metrics._ordered(sets)):
+        strength = max(s for a, s in sets if a == attack)
+        table = sets[attack, strength]
+        keep = _success(table)
+        over = "successful" if keep.sum() >= 2 else "attacked"
+        if over == "attacked":
+            keep = np.ones(len(keep), bool)
+        rows = layer_separation(clean_values, metrics.layer_values(table, detector)[1][keep], names)
+        out[attack] = [{"attack": attack, "strength": float(strength), "over": over, **row} for row in rows]
+    return out
+
+
 def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, sweep_csvs: Sequence[str | Path],
                          settings: dict[str, Any], *, tables_dir: Path, figures_dir: Path, dpi: int = 100,
                          resamples: int = metrics.RESAMPLES, seed: int = 0, dropout_dir: Path | None = None,
@@ -103,9 +197,17 @@ def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, swee
         "clean_accuracy.csv": accuracy,
         "detectors.csv": metrics.detector_rows(clean, sets, every, resamples=resamples, seed=seed),
     }
+    tables["ranking.csv"], tables["detector_pairs.csv"] = ranking_rows(clean, sets, every, resamples=resamples,
+                                                                      seed=seed)
+    tables["worst_case.csv"] = worst_case_rows(clean, sets, every, limits, resamples=resamples, seed=seed)
+    layers = layer_rows(clean, sets) if "infopath" in every else {}
+    if layers:
+        tables["infopath_layers.csv"] = [row for rows in layers.values() for row in rows]
     columns = {"thresholds.csv": ("detector", "role", "fpr", "threshold", "validation_images"),
                "table1_defense_rate.csv": TABLE1_COLUMNS, "table2_defense_rate.csv": TABLE2_COLUMNS,
-               "clean_accuracy.csv": ACCURACY_COLUMNS, "detectors.csv": DETECTOR_COLUMNS}
+               "clean_accuracy.csv": ACCURACY_COLUMNS, "detectors.csv": DETECTOR_COLUMNS,
+               "ranking.csv": RANKING_COLUMNS, "detector_pairs.csv": PAIR_COLUMNS, "worst_case.csv": WORST_COLUMNS,
+               "infopath_layers.csv": LAYER_COLUMNS}
     tables_dir.mkdir(parents=True, exist_ok=True)
     for name, rows in tables.items():
         write_table(tables_dir / name, rows, columns[name])
@@ -114,6 +216,10 @@ def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, swee
                                                dpi),
                    metrics.roc_figure(clean, sets, every, dpi)):
         save(figure, figures_dir)
+    if layers:
+        from advflow.defenses.layer_view import layer_separation_figure
+
+        save(layer_separation_figure(layers, dpi), figures_dir)
     for row in accuracy[:1]:
         log.info("clean accuracy: %.4f without the defense, %.4f with it (detectors cost %.4f, the reformer %.4f)",
                  row["without"], row["with_defense"], row["lost_to_detectors"], row["lost_to_reformer"])

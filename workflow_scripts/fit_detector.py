@@ -1,0 +1,13 @@
+"""Rule fit_detector: a detector fitted on clean training images only (the information-path detector, Mahalanobis,
+LID), its state saved for the scoring jobs."""
+from advflow.workflow import ready, start
+
+sm = snakemake  # noqa: F821 (the object Snakemake passes to scripts)
+device = start(sm)
+
+from advflow.defenses.stage import fit_detector  # noqa: E402
+
+ready()
+
+fit_detector(sm.wildcards.detector, sm.input.data, sm.input.classifier, dict(sm.params.settings),
+             seed=sm.params.seed, device=device, out=sm.output[0])
