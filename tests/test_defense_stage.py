@@ -141,7 +141,8 @@ def test_a_bad_defense_block_stops_the_workflow_before_any_job(tmp_path):
 
 
 DEFENSE_TABLES = ("thresholds.csv", "table1_defense_rate.csv", "table2_defense_rate.csv", "clean_accuracy.csv",
-                  "detectors.csv", "worst_case.csv", "ranking.csv", "detector_pairs.csv", "infopath_layers.csv")
+                  "detectors.csv", "worst_case.csv", "ranking.csv", "detector_pairs.csv", "supervised.csv",
+                  "infopath_layers.csv")
 #: The detectors the tiny config judges: the defense's and the ones compared beside it.
 TINY_DETECTORS = ("magnet_l1", "magnet_l2", "magnet_jsd_T10", "mid", "dropout_vote", "infopath", "mahalanobis", "lid")
 
@@ -167,6 +168,10 @@ def test_tiny_run_writes_every_defense_table_and_figure_and_the_report_section(t
     for detector in ("infopath", "mahalanobis", "lid"):
         assert (root / "detectors" / f"{detector}.pt").is_file()
     assert "Detectors side by side" in page and "infopath vs mahalanobis:" in page
+    with open(root / "tables" / "supervised.csv", newline="") as handle:
+        supervised = list(csv.DictReader(handle))
+    assert {r["detector"] for r in supervised} == {"infopath", "mahalanobis", "lid"}
+    assert {r["seen"] for r in supervised} == {"seen", "unseen"} and "supervised (trained on one attack" in page
 
 
 SCORED = 2 + 10  # validation, clean and the tiny config's 10 sweep sets

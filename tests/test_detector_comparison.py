@@ -173,3 +173,41 @@ def test_ranking_ten_detectors_on_a_thousand_inputs_is_fast():
     ranking = rank_detectors(clean, adversarial, resamples=1000, seed=0)
     assert time.perf_counter() - start < 5.0
     assert ranking[0]["detector"] == "d9"
+
+
+def _score_table(rng, n, shift, success, with_control=True):
+    """A score table of n inputs with a layered detector 'd': 3 per-layer values, layer 1 shifted by ``shift``."""
+    from advflow.defenses.metrics import check_table
+
+    values = rng.normal(size=(n, 3))
+    values[:, 1] += shift
+    table = {"index": np.arange(n), "label": np.zeros(n, int), "prediction": np.zeros(n, int),
+             "reformed_prediction": np.zeros(n, int), "success": success, "margin": np.zeros(n),
+             "score_d": values.sum(1)}
+    table.update({f"layer_d_l{j}": values[:, j] for j in range(3)})
+    if with_control:
+        control = rng.normal(size=(n, 3))
+        table.update({"control_prediction": np.zeros(n, int), "control_reformed_prediction": np.zeros(n, int),
+                      "control_score_d": control.sum(1), **{f"control_layer_d_l{j}": control[:, j] for j in range(3)}})
+    return check_table(table)
+
+
+def test_supervised_rows_train_on_one_attack_and_score_held_out_seeds_seen_and_unseen():
+    from advflow.defenses.tables import supervised_rows
+
+    rng = np.random.default_rng(0)
+    n = 80
+    clean = _score_table(rng, 200, 0.0, np.zeros(200, bool), with_control=False)
+    sets = {("pgd", 0.3): _score_table(rng, n, 4.0, np.ones(n, bool)),
+            ("bim", 0.3): _score_table(rng, n, 0.0, np.arange(n) % 2 == 0)}
+    rows = supervised_rows(clean, sets, ["d"], resamples=200, seed=0)
+    by = {(r["trained_on"], r["attack"], r["over"]): r for r in rows}
+    seen = by[("pgd at 0.3", "pgd", "attacked")]
+    assert seen["seen"] == "seen" and seen["auc"] > 0.9
+    assert by[("pgd at 0.3", "bim", "attacked")]["seen"] == "unseen"
+    assert 0.25 < by[("pgd at 0.3", "bim", "attacked")]["auc"] < 0.75  # no shift in bim: nothing to find
+    # Scored on the held-out half only: half of the seeds and half of the clean images, never those it trained on.
+    assert seen["n_adversarial"] == n // 2 and seen["n_clean"] == 100
+    successful = by[("pgd at 0.3", "bim", "successful")]
+    assert successful["n_adversarial"] < n // 2  # over the held-out seeds bim fooled
+    assert {r["trained_on"] for r in rows} == {"pgd at 0.3", "bim at 0.3"}

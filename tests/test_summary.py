@@ -185,3 +185,17 @@ def test_the_detectors_section_says_where_the_information_path_detector_wins_tie
     anchor = anchor_statement(rows)
     assert "lid 0.62 on pgd ε = 0.3" in anchor and "below the published anchors" in anchor
     assert "near the published anchors" in anchor_statement(rows[1:])
+
+
+def test_the_supervised_variants_are_said_seen_and_unseen_beside_the_unsupervised():
+    from advflow.report.defense import supervised_statements
+
+    def row(attack, seen, auc, own):
+        return {"detector": "lid", "attack": attack, "over": "attacked", "seen": seen, "auc": auc,
+                "unsupervised_auc": own}
+
+    said = supervised_statements([row("pgd", "seen", 0.95, 0.7), row("bim", "unseen", 0.6, 0.65),
+                                  row("cw", "unseen", 0.8, 0.5), {**row("pgd", "seen", 0.1, 0.1), "over": "successful"}])
+    assert said == ["lid, supervised (trained on one attack, scored on held-out seeds): AUC 0.95–0.95 on the attack it "
+                    "was trained on (1 sets, seen), 0.60–0.80 on the others (2 sets, unseen); unsupervised on the same "
+                    "inputs 0.50–0.70."]

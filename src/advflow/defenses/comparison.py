@@ -136,9 +136,9 @@ class SupervisedCombiner:
             from sklearn.linear_model import LogisticRegression
             from sklearn.pipeline import Pipeline
             from sklearn.preprocessing import StandardScaler
-        except ImportError as error:  # scikit-learn is in the test extra, not in the rules' environment
-            raise ImportError("the supervised layer combination needs scikit-learn (pip install scikit-learn, or "
-                              "the package's test extra)") from error
+        except ImportError as error:  # a dependency (pyproject.toml); an environment made before it was one lacks it
+            raise ImportError("the supervised layer combination needs scikit-learn (pip install -e . again, or "
+                              "pip install scikit-learn)") from error
         if not isinstance(attack, str) or not attack:
             raise ValueError(f"fit: attack is the name of the attack the combiner is trained on; got {attack!r}")
         adversarial = _values(adversarial_values, "adversarial values")

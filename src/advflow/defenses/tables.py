@@ -159,6 +159,65 @@ def layer_rows(clean: metrics.ScoreTable, sets: Mapping[tuple[str, float], metri
     return out
 
 
+SUPERVISED_COLUMNS = ("detector", "trained_on", "attack", "strength", "over", "seen", "n_adversarial", "n_clean",
+                      "auc", "auc_low", "auc_high", "unsupervised_auc", "unsupervised_auc_low", "unsupervised_auc_high")
+
+
+def supervised_rows(clean: metrics.ScoreTable, sets: Mapping[tuple[str, float], metrics.ScoreTable],
+                    detectors: Sequence[str], *, resamples: int, seed: int) -> list[dict]:
+    """The supervised variant of every detector with per-layer values (Mahalanobis, LID, the information-path
+    detector), as both reference codes combine layers: a logistic regression on the per-layer values
+    (:class:`advflow.defenses.comparison.SupervisedCombiner`), trained on one attack at its largest strength (all
+    attacked inputs of one half of the seeds, their random controls and one half of the clean images as negatives),
+    then scored on the other half of the seeds of every set ("seen": the attack it was trained on, at any strength;
+    "unseen": every other attack) against the other half of the clean images; beside it the unsupervised
+    detector's AUC on the same held-out inputs. The combiner refuses any seed or clean image it was trained on."""
+    from advflow.defenses.comparison import SupervisedCombiner, seen_or_unseen, split_seeds
+
+    if not sets:
+        return []
+    n = len(next(iter(sets.values()))["index"])
+    if n < 4 or len(clean["index"]) < 4:
+        return []
+    train, held = split_seeds(n, seed=seed)
+    clean_train, clean_held = split_seeds(len(clean["index"]), seed=seed + 1)
+    rows = []
+    for detector in detectors:
+        names, clean_values = metrics.layer_values(clean, detector)
+        if not names:
+            continue
+        unsupervised_clean = metrics._scores_of(clean, detector)[clean_held]
+        for attack in dict.fromkeys(a for a, _ in metrics._ordered(sets)):
+            strength = max(s for a, s in sets if a == attack)
+            table = sets[attack, strength]
+            controls = metrics.layer_values(metrics.control_view(table), detector)[1] \
+                if metrics.has_control(table) else None
+            combiner = SupervisedCombiner(random_state=seed).fit(
+                clean_values[clean_train], metrics.layer_values(table, detector)[1][train], seeds=train,
+                attack=attack, clean_seeds=clean_train, clean_pool="clean",
+                control_values=None if controls is None else controls[train])
+            clean_scores = combiner.score(clean_values[clean_held], seeds=clean_held, pool="clean")
+            for other, other_strength in metrics._ordered(sets):
+                scored = sets[other, other_strength]
+                values = metrics.layer_values(scored, detector)[1]
+                for over in metrics.DENOMINATORS:
+                    keep = held[_success(scored)[held]] if over == "successful" else held
+                    row = {"detector": detector, "trained_on": f"{attack} at {strength:g}", "attack": other,
+                           "strength": float(other_strength), "over": over, "seen": seen_or_unseen(combiner, other),
+                           "n_adversarial": int(keep.size), "n_clean": int(clean_held.size)}
+                    if keep.size == 0:
+                        rows.append({**row, **{k: float("nan") for k in SUPERVISED_COLUMNS[8:]}})
+                        continue
+                    scores = combiner.score(values[keep], seeds=keep)
+                    own = metrics._scores_of(scored, detector)[keep]
+                    low, high = metrics.auc_interval(clean_scores, scores, resamples=resamples, seed=seed)
+                    u_low, u_high = metrics.auc_interval(unsupervised_clean, own, resamples=resamples, seed=seed)
+                    rows.append({**row, "auc": metrics.roc_auc(clean_scores, scores), "auc_low": low,
+                                 "auc_high": high, "unsupervised_auc": metrics.roc_auc(unsupervised_clean, own),
+                                 "unsupervised_auc_low": u_low, "unsupervised_auc_high": u_high})
+    return rows
+
+
 def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, sweep_csvs: Sequence[str | Path],
                          settings: dict[str, Any], *, tables_dir: Path, figures_dir: Path, dpi: int = 100,
                          resamples: int = metrics.RESAMPLES, seed: int = 0, dropout_dir: Path | None = None,
@@ -200,6 +259,7 @@ def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, swee
     tables["ranking.csv"], tables["detector_pairs.csv"] = ranking_rows(clean, sets, every, resamples=resamples,
                                                                       seed=seed)
     tables["worst_case.csv"] = worst_case_rows(clean, sets, every, limits, resamples=resamples, seed=seed)
+    tables["supervised.csv"] = supervised_rows(clean, sets, every, resamples=resamples, seed=seed)
     layers = layer_rows(clean, sets) if "infopath" in every else {}
     if layers:
         tables["infopath_layers.csv"] = [row for rows in layers.values() for row in rows]
@@ -207,7 +267,7 @@ def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, swee
                "table1_defense_rate.csv": TABLE1_COLUMNS, "table2_defense_rate.csv": TABLE2_COLUMNS,
                "clean_accuracy.csv": ACCURACY_COLUMNS, "detectors.csv": DETECTOR_COLUMNS,
                "ranking.csv": RANKING_COLUMNS, "detector_pairs.csv": PAIR_COLUMNS, "worst_case.csv": WORST_COLUMNS,
-               "infopath_layers.csv": LAYER_COLUMNS}
+               "infopath_layers.csv": LAYER_COLUMNS, "supervised.csv": SUPERVISED_COLUMNS}
     tables_dir.mkdir(parents=True, exist_ok=True)
     for name, rows in tables.items():
         write_table(tables_dir / name, rows, columns[name])
