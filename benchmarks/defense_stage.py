@@ -1,4 +1,5 @@
-"""The defense stage of a finished run: its wall time, the MINE (MID) training time and the peak memory.
+"""The defense stage of a finished run: its wall time, the MINE (MID) training time and the peak memory
+(``benchmarks/detectors.py`` times each detector's fit and scoring side by side).
 
     python benchmarks/defense_stage.py WORKDIR [--dataset fashion_mnist] [--log .snakemake/log/<file>.snakemake.log]
 
@@ -18,14 +19,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from stage_times import STAGES, parse  # noqa: E402
 
+from advflow.defenses import registry as detector_registry  # noqa: E402
+
 RULES = STAGES["defense (seed 003)"]
 FOLDERS = {"defense_inputs": "inputs.tsv", "train_autoencoder": "autoencoders/*.tsv", "fit_mid": "mid.tsv",
+           # rule fit_detector's benchmark files are named after the detectors it fits
+           "fit_detector": tuple(f"{name}.tsv" for name in detector_registry.fitted_by_rule()),
            "defense_attack": "adv/*.tsv", "defense_scores": "scores/*.tsv", "defense_tables": "tables.tsv"}
 
 
-def benchmark_rows(root: Path, pattern: str) -> list[dict[str, float]]:
+def benchmark_rows(root: Path, pattern: str | tuple[str, ...]) -> list[dict[str, float]]:
     rows = []
-    for path in sorted(root.glob(pattern)):
+    patterns = (pattern,) if isinstance(pattern, str) else pattern
+    for path in sorted(p for one in patterns for p in root.glob(one)):
         with path.open(newline="") as handle:
             for row in csv.DictReader(handle, delimiter="\t"):
                 rows.append({"s": float(row["s"]), "max_rss": float(row["max_rss"]) if row["max_rss"] != "NA" else 0.0})

@@ -31,8 +31,8 @@ STAGES = {
     "features": ("features",),
     "mi": ("mi",),
     "aggregate": ("aggregate", "aggregate_subsets"),
-    "defense (seed 003)": ("defense_inputs", "train_autoencoder", "fit_mid", "defense_attack", "defense_scores",
-                           "defense_tables"),
+    "defense (seed 003)": ("defense_inputs", "train_autoencoder", "fit_mid", "fit_detector", "defense_attack",
+                           "defense_scores", "defense_tables"),
     "report": ("report",),
 }
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]")
