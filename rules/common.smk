@@ -281,6 +281,9 @@ def defense_classifier(wildcards):
     return f"results/{wildcards.dataset}/models/{DEFENSE['classifier']}.pt"
 
 
+# The score table of a study set on the defense classifier: scores/study_{attack}.csv.
+STUDY_PREFIX = "study_"
+
 # Detectors fitted on clean training images by rule fit_detector; those whose scoring loads a saved state.
 FITTED_BY_RULE = detector_registry.fitted_by_rule()
 WITH_STATE = detector_registry.with_state()
@@ -292,6 +295,11 @@ SWEEPS = sweeps(DEFENSE) if DEFENSE else {}
 
 def defense_sweeps():
     return list(SWEEPS)
+
+
+def defense_study_attacks():
+    """The study's attacks crafted on the defense classifier: every detector scores their sets too."""
+    return sorted(ATTACK_SETS.get(DEFENSE["classifier"], [])) if DEFENSE else []
 
 
 def defense_score_inputs(wildcards):
@@ -307,6 +315,14 @@ def defense_score_inputs(wildcards):
             else f"{root}/adv/{scored}.h5"
         ),
     }
+    if scored.startswith(
+        STUDY_PREFIX
+    ):  # a study set on the defense classifier, its control a file of its own
+        attack, target = scored[len(STUDY_PREFIX) :], DEFENSE["classifier"]
+        inputs["set"] = f"results/{wildcards.dataset}/adv/{target}/{attack}.h5"
+        inputs["control"] = (
+            f"results/{wildcards.dataset}/adv/{target}/{control_name(attack)}.h5"
+        )
     for detector in defense_scored_detectors():
         if (
             detector in WITH_STATE
@@ -423,7 +439,13 @@ def intermediate_targets():
         ]
         targets += [f"{root}/adv/{s}.h5" for s in defense_sweeps()]
         targets += [
-            f"{root}/scores/{s}.csv" for s in ["validation", "clean", *defense_sweeps()]
+            f"{root}/scores/{s}.csv"
+            for s in [
+                "validation",
+                "clean",
+                *defense_sweeps(),
+                *(STUDY_PREFIX + a for a in defense_study_attacks()),
+            ]
         ]
     return targets
 

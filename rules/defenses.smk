@@ -149,7 +149,7 @@ rule defense_scores:
     benchmark:
         "results/{dataset}/benchmarks/defense/scores/{scored}.tsv"
     wildcard_constraints:
-        scored=f"validation|clean|{SWEEP_PATTERN}",
+        scored=f"validation|clean|{SWEEP_PATTERN}|{STUDY_PREFIX}[a-z0-9_]+",
     conda:
         "../envs/advflow.yaml"
     threads: 1
@@ -188,6 +188,14 @@ rule defense_tables:
         sweep_sets=lambda w: [
             f"results/{w.dataset}/defense/adv/{s}.h5" for s in defense_sweeps()
         ],
+        studies=lambda w: [
+            f"results/{w.dataset}/defense/scores/{STUDY_PREFIX}{a}.csv"
+            for a in defense_study_attacks()
+        ],
+        study_sets=lambda w: [
+            f"results/{w.dataset}/adv/{DEFENSE['classifier']}/{a}.h5"
+            for a in defense_study_attacks()
+        ],
     output:
         tables=directory("results/{dataset}/defense/tables"),
         figures=directory("results/{dataset}/defense/figures"),
@@ -204,7 +212,14 @@ rule defense_tables:
     params:
         code=code("defense_tables.py"),
         settings=lambda w: defense_params(
-            "detectors", "compared", "reformer", "fpr", "attacks", "epsilons", "kappas"
+            "classifier",
+            "detectors",
+            "compared",
+            "reformer",
+            "fpr",
+            "attacks",
+            "epsilons",
+            "kappas",
         ),
         resamples=config["report"]["bootstrap_resamples"],
         seed=config["seed"],

@@ -164,7 +164,10 @@ def test_tiny_run_writes_every_defense_table_and_figure_and_the_report_section(t
     import csv
     for name in ("detectors.csv", "ranking.csv", "worst_case.csv"):
         with open(root / "tables" / name, newline="") as handle:
-            assert {r["detector"] for r in csv.DictReader(handle)} == set(TINY_DETECTORS), name
+            rows = list(csv.DictReader(handle))
+        assert {r["detector"] for r in rows} == set(TINY_DETECTORS), name
+        if name != "worst_case.csv":  # the study's sets on the defense classifier are judged beside the sweeps
+            assert {r["attack"] for r in rows} >= {"fgsm@good_init", "cw@good_init", "pgd", "ead_en"}, name
     for detector in ("infopath", "mahalanobis", "lid"):
         assert (root / "detectors" / f"{detector}.pt").is_file()
     assert "Detectors side by side" in page and "infopath vs mahalanobis:" in page
@@ -174,7 +177,7 @@ def test_tiny_run_writes_every_defense_table_and_figure_and_the_report_section(t
     assert {r["seen"] for r in supervised} == {"seen", "unseen"} and "supervised (trained on one attack" in page
 
 
-SCORED = 2 + 10  # validation, clean and the tiny config's 10 sweep sets
+SCORED = 2 + 10 + 5  # validation, clean, the tiny config's 10 sweep sets and its 5 study sets on good_init
 
 
 @pytest.mark.slow
@@ -507,3 +510,24 @@ def test_the_clean_fitted_detectors_build_from_their_saved_state_and_score_as_fi
     (tmp_path / "broken.pt").write_bytes(b"not a state")
     with pytest.raises(Exception, match="broken.pt.*rule fit_detector"):
         load_detector_state("lid", tmp_path / "broken.pt")
+
+
+def test_a_study_set_is_scored_with_its_control_set_file_and_a_foreign_control_is_refused(tmp_path):
+    from advflow.attacks.sets import write_set
+    from advflow.defenses.stage import score_set
+
+    x = torch.as_tensor(np.random.default_rng(4).uniform(-0.2, 0.2, (4, 1, 6, 6)), dtype=torch.float32)
+    common = dict(x=x, labels=np.zeros(4, int), before=np.zeros(4, int), attrs={"attack": "fgsm"})
+    write_set(tmp_path / "fgsm.h5", adversarial=x + 0.3, indices=np.arange(4), logits=MeanLogits()(x + 0.3), **common)
+    write_set(tmp_path / "random_fgsm.h5", adversarial=x - 0.3, indices=np.arange(4), logits=MeanLogits()(x - 0.3),
+              **common)
+    write_set(tmp_path / "other.h5", adversarial=x - 0.3, indices=np.arange(4) + 10, logits=MeanLogits()(x - 0.3),
+              **common)
+    columns = score_set(tmp_path / "fgsm.h5", {"mean": MeanScore()}, MeanLogits(), NegatingReformer(),
+                        torch.device("cpu"), control_path=tmp_path / "random_fgsm.h5")
+    np.testing.assert_allclose(columns["score_mean"], (x + 0.3).flatten(1).mean(1).double().numpy(), atol=1e-6)
+    np.testing.assert_allclose(columns["control_score_mean"], (x - 0.3).flatten(1).mean(1).double().numpy(),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="other.h5: not the control of .*fgsm.h5"):
+        score_set(tmp_path / "fgsm.h5", {"mean": MeanScore()}, MeanLogits(), NegatingReformer(), torch.device("cpu"),
+                  control_path=tmp_path / "other.h5")

@@ -31,9 +31,9 @@ def test_dry_run_of_the_default_config_plans_every_stage(tmp_path):
         "trajectory_control": 1, "attack_tables": 1, "features": MEASUREMENTS + 6, "mi": MEASUREMENTS + 6,
         "aggregate": AGGREGATES + 6, "aggregate_subsets": SUBSETS, "report": 1, "all": 1,
         # The defense stage: 47 sweep sets (PGD, BIM at 10 ε; C&W, EAD-L1, EAD-EN at 9 κ), each scored, and the
-        # validation and clean images scored.
+        # validation and clean images and the study's 8 sets on good_init scored; 3 detectors fitted on clean images.
         "defense_inputs": 1, "train_autoencoder": 2, "fit_mid": 1, "fit_detector": 3, "defense_attack": 47,
-        "defense_scores": 49,
+        "defense_scores": 49 + 8,
         "defense_tables": 1,
         # Seed 001: one job each for the statistics of every set, the grid and the dropout vote.
         "perturbation_stats": 1, "average_grid": 1, "dropout_vote": 1,

@@ -17,4 +17,6 @@ autoencoders = {name: load_autoencoder(sm.input[name], device) for name in ("ae_
 states = {name: load_detector_state(name, sm.input[name]) for name in settings["detectors"] if name in sm.input.keys()}
 detectors = build_detectors(list(settings["detectors"]), classifier, autoencoders, states, settings,
                             seed=sm.params.seed)
-write_scores(sm.output[0], score_set(sm.input.set, detectors, classifier, Reformer(autoencoders["ae_i"]), device))
+control = sm.input.control if "control" in sm.input.keys() else None  # a study set's control is a file of its own
+write_scores(sm.output[0], score_set(sm.input.set, detectors, classifier, Reformer(autoencoders["ae_i"]), device,
+                                     control_path=control))

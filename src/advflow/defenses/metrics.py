@@ -366,7 +366,8 @@ def detector_metrics(clean_scores: Mapping[str, Any], adversarial_scores: Mappin
         metrics[f"{key}_low"], metrics[f"{key}_high"] = wilson(metrics[key], positives.size)
     metrics["auc"] = roc_auc(negatives, positives)
     metrics["auc_low"], metrics["auc_high"] = auc_interval(negatives, positives, resamples=resamples, seed=seed)
-    if has_control(adversarial_scores):
+    if has_control(adversarial_scores) and f"{CONTROL_COLUMN_PREFIX}{SCORE_PREFIX}{detector}" in adversarial_scores:
+        # (a study set's dropout vote has no control: its control set is a file the vote does not read)
         _, control = _clean_and_adversarial(clean_scores, control_view(adversarial_scores), detector, over)
         metrics["control_auc"] = roc_auc(negatives, control)
         metrics["control_auc_low"], metrics["control_auc_high"] = auc_interval(negatives, control,

@@ -269,8 +269,11 @@ def set_sizes(paths: dict[str, str | Path]) -> dict[str, int]:
 
 
 def score_set(set_path: str | Path, detectors: dict[str, Detector], classifier: torch.nn.Module,
-              reformer: Reformer, device: torch.device) -> dict[str, np.ndarray]:
-    """The score table of a set file (a profile: clean; an adversarial set: its adversarial images)."""
+              reformer: Reformer, device: torch.device, *,
+              control_path: str | Path | None = None) -> dict[str, np.ndarray]:
+    """The score table of a set file (a profile: clean; an adversarial set: its adversarial images, and its random
+    control: the set's ``extra/control``, or for a study set the control set file ``control_path`` of the same
+    seeds)."""
     with open_h5(set_path) as h5:
         set_size(h5, set_path)
         adversarial = "adversarial" in h5
@@ -279,10 +282,17 @@ def score_set(set_path: str | Path, detectors: dict[str, Detector], classifier: 
             labels, success = h5["labels"][:].astype(np.int64), h5["success"][:].astype(bool)
             margin = h5["extra/margin"][:] if "extra/margin" in h5 else np.full(len(labels), math.nan)
             control = torch.as_tensor(h5["extra/control"][:]) if "extra/control" in h5 else None
+            indices = h5["indices"][:]
         else:
             images, labels = h5["images"][:], h5["labels"][:].astype(np.int64)
             x, success, margin = _model_space(images), np.zeros(len(labels), bool), np.full(len(labels), math.nan)
             control = None
+    if control_path is not None:
+        with open_h5(control_path) as h5:
+            set_size(h5, control_path)
+            if not np.array_equal(h5["indices"][:], indices):
+                raise ValueError(f"{control_path}: not the control of {set_path} (its seeds differ); rerun rule control")
+            control = torch.as_tensor(h5["adversarial"][:])
     columns = {"index": np.arange(len(labels)), "label": labels, "success": success, "margin": margin}
     for prefix, images in (("", x), (CONTROL_COLUMN_PREFIX, control)):
         if images is None:

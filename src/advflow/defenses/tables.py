@@ -14,6 +14,7 @@ report's alone, so changing it reruns the report and nothing else.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -221,17 +222,25 @@ def supervised_rows(clean: metrics.ScoreTable, sets: Mapping[tuple[str, float], 
 def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, sweep_csvs: Sequence[str | Path],
                          settings: dict[str, Any], *, tables_dir: Path, figures_dir: Path, dpi: int = 100,
                          resamples: int = metrics.RESAMPLES, seed: int = 0, dropout_dir: Path | None = None,
-                         sizes: Mapping[str, int] | None = None) -> dict[str, list[dict[str, Any]]]:
+                         sizes: Mapping[str, int] | None = None,
+                         study_csvs: Sequence[str | Path] = ()) -> dict[str, list[dict[str, Any]]]:
     """Every table and figure of the defense stage; returns the tables as rows (file name -> rows). The defense is
     ``settings["detectors"]``; ``detectors.csv`` and the thresholds also judge the ``compared`` detectors. The dropout
     vote's scores come from ``dropout_dir`` (rule ``dropout_vote``). ``sizes``: the number of inputs of each scored
-    set by name (:func:`advflow.defenses.stage.set_size`); a score table of another size is damaged."""
+    set by name (:func:`advflow.defenses.stage.set_size`); a score table of another size is damaged. ``study_csvs``:
+    the score tables of the study's sets on the defense classifier (``study_{attack}.csv``), judged in the detector
+    table and the ranking beside the sweeps (strength NaN; not in the seed's tables, the worst case or the
+    supervised rows, whose seeds are the defense seeds)."""
     detectors, reformer = list(settings["detectors"]), bool(settings["reformer"])
     every = judged(settings)
 
-    def read(path: str | Path) -> metrics.ScoreTable:
+    def read(path: str | Path, vote_name: str | None = None) -> metrics.ScoreTable:
+        """A score table with the dropout vote's column; ``vote_name``: the set's name in the vote's folder (a study
+        set is ``{attack}@{classifier}`` there)."""
         table = metrics.read_scores(path, rows=(sizes or {}).get(Path(path).stem))
-        return with_dropout_vote(table, Path(path).stem, dropout_dir) if "dropout_vote" in every else table
+        if "dropout_vote" not in every:
+            return table
+        return with_dropout_vote(table, vote_name or Path(path).stem, dropout_dir)
 
     validation, clean = read(validation_csv), read(clean_csv)
     limits = metrics.thresholds(validation, {d: settings["fpr"][d] for d in every})
@@ -241,6 +250,11 @@ def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, swee
         raise ValueError(f"{', '.join(unknown)}: not a sweep set of this config's defense.attacks, epsilons and "
                          f"kappas ({', '.join(known)})")
     sets = {known[Path(p).stem]: read(p) for p in sweep_csvs}
+    # the study's sets on the defense classifier, named as the study names them (fgsm@good_init), strength NaN
+    studies = {}
+    for path in study_csvs:
+        name = f"{Path(path).stem.removeprefix('study_')}@{settings['classifier']}"
+        studies[name, math.nan] = read(path, vote_name=name)
     by_eps = {k: v for k, v in sets.items() if k[0] in EPSILON_ATTACKS}
     by_kappa = {k: v for k, v in sets.items() if k[0] in KAPPA_ATTACKS}
     accuracy = [{"defense": " + ".join(detectors) + (" + reformer" if reformer else ""),
@@ -254,10 +268,10 @@ def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, swee
         "table1_defense_rate.csv": metrics.table1_rows(by_eps, limits, detectors, reformer=reformer),
         "table2_defense_rate.csv": metrics.table2_rows(by_kappa, limits, detectors, reformer=reformer),
         "clean_accuracy.csv": accuracy,
-        "detectors.csv": metrics.detector_rows(clean, sets, every, resamples=resamples, seed=seed),
+        "detectors.csv": metrics.detector_rows(clean, {**sets, **studies}, every, resamples=resamples, seed=seed),
     }
-    tables["ranking.csv"], tables["detector_pairs.csv"] = ranking_rows(clean, sets, every, resamples=resamples,
-                                                                      seed=seed)
+    tables["ranking.csv"], tables["detector_pairs.csv"] = ranking_rows(clean, {**sets, **studies}, every,
+                                                                      resamples=resamples, seed=seed)
     tables["worst_case.csv"] = worst_case_rows(clean, sets, every, limits, resamples=resamples, seed=seed)
     tables["supervised.csv"] = supervised_rows(clean, sets, every, resamples=resamples, seed=seed)
     layers = layer_rows(clean, sets) if "infopath" in every else {}

@@ -203,7 +203,7 @@ def detector_matrix(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def _budget(attack: str, strength: Any) -> str:
     """The largest budget of an attack's sweep in words: ε for the L∞ sweeps, κ for the confidence sweeps."""
     if not _finite(strength):
-        return "?"
+        return "the study's set"
     try:
         symbol = {"epsilon": "ε", "kappa": "κ"}.get(attack_registry.sweep(attack).strength, "strength")
     except (KeyError, ValueError, LookupError):
@@ -254,7 +254,8 @@ def defense_html(record: Mapping[str, Any]) -> str:
         detectors = list(dict.fromkeys(c["detector"] for c in cells))
         at = {(c["detector"], c["attack"]): c for c in cells}
         budget = {c["attack"]: c["strength"] for c in cells}
-        head = "".join(f"<th>{esc(a)}<br><small>at {esc(_budget(a, budget[a]))}</small></th>" for a in attacks)
+        head = "".join(f"<th>{esc(a)}<br><small>{'at ' if _finite(budget[a]) else ''}{esc(_budget(a, budget[a]))}"
+                       f"</small></th>" for a in attacks)
         body = []
         for d in detectors:
             row = []
