@@ -177,7 +177,8 @@ def test_the_detectors_section_says_where_the_information_path_detector_wins_tie
              {**pair("pgd", "infopath", "lid", "better"), "over": "successful"}]  # another denominator: not counted
     said = ranking_statements(pairs)
     assert said[0] == ("infopath vs mahalanobis: better on 1, tied within the interval on 1, worse on 1 of 3 sets "
-                       "(better against bim; worse against pgd).")
+                       "(better against bim; worse against pgd); better/tied/worse by family: L∞ sweeps 1/0/1, "
+                       "L2/L1 sweeps 0/1/0.")
     assert said[1] == "infopath vs magnet_l1: better on 0, tied within the interval on 1, worse on 0 of 1 sets."
     assert len(said) == 2
     rows = [{"detector": "lid", "attack": "pgd", "strength": 0.3, "over": "attacked", "auc": 0.62},

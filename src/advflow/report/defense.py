@@ -160,8 +160,26 @@ def ranking_statements(pairs: list[dict[str, Any]], ours: str = OURS) -> list[st
         text = (f"{ours} vs {other}: better on {count['better']}, tied within the interval on "
                 f"{count['tied within the interval']}, worse on {count['worse']} of {len(verdicts)} sets")
         details = [f"{v} against {', '.join(where[v])}" for v in ("better", "worse") if where[v]]
-        out.append(text + (f" ({'; '.join(details)})" if details else "") + ".")
+        families = []
+        for family in dict.fromkeys(_family(a) for a, _, _ in verdicts):
+            mine_here = [x for a, _, x in verdicts if _family(a) == family]
+            families.append(f"{family} {sum(x == 'better' for x in mine_here)}/"
+                            f"{sum(x == 'tied within the interval' for x in mine_here)}/"
+                            f"{sum(x == 'worse' for x in mine_here)}")
+        by_family = f"; better/tied/worse by family: {', '.join(families)}" if len(families) > 1 else ""
+        out.append(text + (f" ({'; '.join(details)})" if details else "") + by_family + ".")
     return out
+
+
+def _family(attack: str) -> str:
+    """The attack family a set belongs to: the L∞ sweeps (over ε), the L2/L1 sweeps (over κ) or the study's sets."""
+    from advflow.defenses.settings import EPSILON_ATTACKS, KAPPA_ATTACKS
+
+    if attack in EPSILON_ATTACKS:
+        return "L∞ sweeps"
+    if attack in KAPPA_ATTACKS:
+        return "L2/L1 sweeps"
+    return "the study's sets"
 
 
 def supervised_statements(rows: list[dict[str, Any]]) -> list[str]:
