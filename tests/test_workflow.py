@@ -134,8 +134,8 @@ AGGREGATES = MEASUREMENTS - 2  # every measured set but the trajectories and the
 SUBSETS = 3 * 3 * 2
 AGGREGATE_STAGE = {"aggregate": AGGREGATES, "aggregate_subsets": SUBSETS, "report": 1, "all": 1}
 # Seed 001's statistics read every set, its dropout vote the sets crafted on the defense classifier (good_init),
-# and the defense tables judge the vote's detector.
-SEED001_SETS = {"perturbation_stats": 1, "dropout_vote": 1, "defense_tables": 1}
+# every detector scores those sets too (its 5 study sets), and the defense tables judge them.
+SEED001_SETS = {"perturbation_stats": 1, "dropout_vote": 1, "defense_scores": 5, "defense_tables": 1}
 ATTACK_STAGE = {"select_inputs": 1, "attack": 19, "control": 16, "jsma_trajectories": 1, "trajectory_control": 1,
                 "attack_tables": 1, "features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES,
                 "aggregate_subsets": SUBSETS, "report": 1, "all": 1, **SEED001_SETS}
@@ -161,21 +161,22 @@ def retrained(models: int) -> dict[str, int]:
     # four other models (it used to come out of the seeds' job).
     (lambda c: c["models"]["distilled"].update(temperature=20),
      {"train_distillation_teacher": 1, "distill": 1, **retrained(1)}),
-    # good_init is also the defense stage's classifier and seed 001's grid model: its seeds, attacks, MID, scores
-    # and the grid follow (not the autoencoders, which learn from the data alone).
+    # good_init is also the defense stage's classifier and seed 001's grid model: its seeds, attacks, MID, the
+    # clean-fitted detectors, scores (its study sets' too) and the grid follow (not the autoencoders: data alone).
     (lambda c: c["models"]["good_init"].update(lr=0.01),
      {"train_model": 1, "compress": 1, "ensemble": 1, **retrained(2), "defense_inputs": 1, "defense_attack": 10,
-      "fit_mid": 1, "defense_scores": 12, "defense_tables": 1, "average_grid": 1}),
+      "fit_mid": 1, "fit_detector": 3, "defense_scores": 12 + 5, "defense_tables": 1, "average_grid": 1}),
     (lambda c: c["models"]["compressed"].update(step=0.2), {"compress": 1, **retrained(1)}),
     # An attack's setting reruns that attack's sets (one per target), their controls, the tables and the
     # sets' measurements (FGSM: 4 on good_init's set, 2 on compressed's, 3 each on deep_conv's and
     # vgg_like's, 4 controls on their targets; the ensemble's set is not measured), nothing upstream.
     (lambda c: c["attacks"].update(fgsm={"epsilon": 0.05}),
      {"attack": 5, "control": 4, "attack_tables": 1, "features": 16, "mi": 16, "aggregate": 16,
-      "aggregate_subsets": 6, "report": 1, "all": 1, **SEED001_SETS}),
+      "aggregate_subsets": 6, "report": 1, "all": 1, **SEED001_SETS, "defense_scores": 1}),  # its study set
     (lambda c: c["attacks"]["jsma"].update(theta=0.5),
      {"attack": 5, "control": 4, "jsma_trajectories": 1, "trajectory_control": 1, "attack_tables": 1,
-      "features": 18, "mi": 18, "aggregate": 16, "aggregate_subsets": 6, "report": 1, "all": 1, **SEED001_SETS}),
+      "features": 18, "mi": 18, "aggregate": 16, "aggregate_subsets": 6, "report": 1, "all": 1, **SEED001_SETS,
+      "defense_scores": 1}),
     # (distilled's sets: seed 001's statistics, not the dropout vote of good_init)
     (lambda c: c["attacks"]["jsma_adaptive"].update(gamma=0.3),
      {"attack": 2, "control": 2, "attack_tables": 1, "features": 4, "mi": 4, "aggregate": 4, "report": 1,
@@ -262,7 +263,10 @@ def test_code_digest_follows_the_library_modules_a_script_imports_but_not_commen
     ("report/q5.py", {"report": 1, "all": 1}),
     ("report/findings.py", {"report": 1, "all": 1}),
     ("information/aggregate.py", AGGREGATE_STAGE),
-    ("information/mi.py", {"mi": MEASUREMENTS, **AGGREGATE_STAGE}),
+    # The information-path detector measures MI with the library's code: its fit, every score table (the scoring jobs
+    # import every detector module) and the defense tables (its per-layer view) follow; the attacks do not.
+    ("information/mi.py", {"mi": MEASUREMENTS, **AGGREGATE_STAGE, "fit_detector": 3, "defense_scores": 17,
+                           "defense_tables": 1}),
     ("information/features.py", {"features": MEASUREMENTS, "mi": MEASUREMENTS, **AGGREGATE_STAGE}),
     ("comment-only", {}),
     # A workflow script's comment or modification time reruns nothing (Snakemake's mtime-based "code" trigger is

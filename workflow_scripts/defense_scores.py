@@ -9,6 +9,10 @@ from advflow.defenses.metrics import write_scores  # noqa: E402
 from advflow.defenses.stage import build_detectors, load_detector_state, score_set  # noqa: E402
 from advflow.models.architectures import load_checkpoint  # noqa: E402
 
+# Every detector module the registry may build (advflow.defenses.registry loads them with importlib): in this rule's
+# code digest, so a change to a detector's code reruns its fitting and scoring.
+from advflow.defenses import infopath, lid, magnet, mahalanobis, mine  # noqa: E402, F401
+
 ready()
 
 settings = dict(sm.params.settings)

@@ -7,6 +7,10 @@ device = start(sm)
 
 from advflow.defenses.stage import fit_detector  # noqa: E402
 
+# Every detector module the registry may build (advflow.defenses.registry loads them with importlib): in this rule's
+# code digest, so a change to a detector's code reruns its fitting and scoring.
+from advflow.defenses import infopath, lid, magnet, mahalanobis, mine  # noqa: E402, F401
+
 ready()
 
 fit_detector(sm.wildcards.detector, sm.input.data, sm.input.classifier, dict(sm.params.settings),

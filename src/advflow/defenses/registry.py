@@ -7,12 +7,16 @@ config is checked and again when a detector is built.
 
 Adding a detector is one :func:`register` call below plus its module, which implements
 :class:`advflow.defenses.Detector` (``fit`` on clean data only, ``score`` higher for more suspicious inputs).
-``build`` imports that module inside the function, so this file stays light enough for the Snakefile to read
-while Snakemake parses it, and the scoring rule's code digest still follows the import.
+``build`` loads that module with :func:`importlib.import_module` when it builds, so this file stays light enough for
+the Snakefile to read while Snakemake parses it, and a rule's code digest (which follows import statements) takes in a
+detector's module only where the rule's script imports it: the scoring jobs and rule fit_detector import every
+detector module (``workflow_scripts/defense_scores.py``, ``fit_detector.py``), while the rules that only read the
+registry's names (the attacks, the autoencoders, the tables) do not rerun when a detector's code changes.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,31 +103,31 @@ def build(name: str, context: Built) -> Any:
 # MagNet (Meng & Chen 2017) pairs the L1 reconstruction error with AE-II and the L2 error with AE-I; its JSD
 # detectors and the MID detector (seed 003) read AE-I. Default FPRs are seed 003's.
 
+def _module(name: str) -> Any:
+    """``advflow.defenses.{name}``, loaded when a detector is built (the module docstring says why not imported)."""
+    return importlib.import_module(f"advflow.defenses.{name}")
+
+
 def _reconstruction(p: int, autoencoder: str) -> Callable[[Built], Any]:
     def make(c: Built) -> Any:
-        from advflow.defenses.magnet import ReconstructionDetector
-
-        return ReconstructionDetector(c.autoencoders[autoencoder], p)
+        return _module("magnet").ReconstructionDetector(c.autoencoders[autoencoder], p)
 
     return make
 
 
 def _jsd(temperature: float) -> Callable[[Built], Any]:
     def make(c: Built) -> Any:
-        from advflow.defenses.magnet import JSDDetector
-
-        return JSDDetector(c.autoencoders["ae_i"], c.classifier, temperature)
+        return _module("magnet").JSDDetector(c.autoencoders["ae_i"], c.classifier, temperature)
 
     return make
 
 
 def _mid(c: Built) -> Any:
-    from advflow.defenses.magnet import Reformer
-    from advflow.defenses.mine import MIDDetector, MineSettings
-
+    magnet, mine_module = _module("magnet"), _module("mine")
     mine = {k: v for k, v in c.settings["mine"].items() if k not in ("references", "train_size")}
-    detector = MIDDetector(c.classifier, Reformer(c.autoencoders["ae_i"]), settings=MineSettings(**mine, seed=c.seed),
-                           references=int(c.settings["mine"]["references"]))
+    detector = mine_module.MIDDetector(c.classifier, magnet.Reformer(c.autoencoders["ae_i"]),
+                                       settings=mine_module.MineSettings(**mine, seed=c.seed),
+                                       references=int(c.settings["mine"]["references"]))
     if "mid" in c.states:  # the scoring jobs: the state rule fit_mid saved
         detector.load_state_dict(c.states["mid"] or {})
     return detector
@@ -140,22 +144,18 @@ def _loaded(detector: Any, c: Built) -> Any:
 # training images only (unsupervised: layers combined on the clean scale); docs/method.md, "Defenses and detectors".
 
 def _infopath(c: Built) -> Any:
-    from advflow.defenses.infopath import InfoPathDetector
-
-    return _loaded(InfoPathDetector(c.classifier, buckets=int(c.settings["infopath"]["buckets"])), c)
+    return _loaded(_module("infopath").InfoPathDetector(c.classifier, buckets=int(c.settings["infopath"]["buckets"])),
+                   c)
 
 
 def _mahalanobis(c: Built) -> Any:
-    from advflow.defenses.mahalanobis import MahalanobisDetector
-
-    return _loaded(MahalanobisDetector(c.classifier), c)
+    return _loaded(_module("mahalanobis").MahalanobisDetector(c.classifier), c)
 
 
 def _lid(c: Built) -> Any:
-    from advflow.defenses.lid import LIDDetector
-
     block = c.settings["lid"]
-    return _loaded(LIDDetector(c.classifier, k=int(block["k"]), references=int(block["references"]), seed=c.seed), c)
+    return _loaded(_module("lid").LIDDetector(c.classifier, k=int(block["k"]), references=int(block["references"]),
+                                              seed=c.seed), c)
 
 
 register(DetectorSpec("magnet_l1", 0.001, _reconstruction(1, "ae_ii"), autoencoder="ae_ii"))
