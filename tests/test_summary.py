@@ -184,8 +184,9 @@ def test_the_detectors_section_says_where_the_information_path_detector_wins_tie
     rows = [{"detector": "lid", "attack": "pgd", "strength": 0.3, "over": "attacked", "auc": 0.62},
             {"detector": "mahalanobis", "attack": "bim", "strength": 0.5, "over": "attacked", "auc": 0.97}]
     anchor = anchor_statement(rows)
-    assert "lid 0.62 on pgd ε = 0.3" in anchor and "below the published anchors" in anchor
-    assert "near the published anchors" in anchor_statement(rows[1:])
+    assert "lid 0.62–0.62 over 1 sets (below the anchors)" in anchor
+    assert "mahalanobis 0.97–0.97 over 1 sets (near the anchors)" in anchor and "not established" in anchor
+    assert "not established" not in anchor_statement(rows[1:])
 
 
 def test_the_supervised_variants_are_said_seen_and_unseen_beside_the_unsupervised():
