@@ -42,6 +42,7 @@ from advflow.workflow.catalog import (
 from advflow.perturbations.settings import perturbation_settings
 from advflow.defenses.settings import (
     SCORED_BY_SCORES_RULE,
+    STUDY_PREFIX,
     SWEEP_PATTERN,
     defense_settings,
     judged,
@@ -280,9 +281,6 @@ def defense_params(*keys):
 def defense_classifier(wildcards):
     return f"results/{wildcards.dataset}/models/{DEFENSE['classifier']}.pt"
 
-
-# The score table of a study set on the defense classifier: scores/study_{attack}.csv.
-STUDY_PREFIX = "study_"
 
 # Detectors fitted on clean training images by rule fit_detector; those whose scoring loads a saved state.
 FITTED_BY_RULE = detector_registry.fitted_by_rule()

@@ -23,6 +23,8 @@ EPSILON_ATTACKS, KAPPA_ATTACKS = attack_registry.swept_by("epsilon"), attack_reg
 SWEEP_ATTACKS = tuple(attack_registry.sweep_attacks())
 #: The strength part of a sweep set's name, by what the sweep varies: ``pgd_eps0.05``, ``cw_kappa5``.
 STRENGTH_PREFIX = {"epsilon": "eps", "kappa": "kappa"}
+#: The score table of a study set on the defense classifier is ``scores/{STUDY_PREFIX}{attack}.csv``.
+STUDY_PREFIX = "study_"
 #: The sweep sets' names as a wildcard pattern (rules/defenses.smk).
 SWEEP_PATTERN = f"({'|'.join(SWEEP_ATTACKS)})_({'|'.join(STRENGTH_PREFIX.values())})[0-9.]+"
 

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from advflow.defenses import metrics
-from advflow.defenses.settings import EPSILON_ATTACKS, KAPPA_ATTACKS, judged, sweeps
+from advflow.defenses.settings import EPSILON_ATTACKS, KAPPA_ATTACKS, STUDY_PREFIX, judged, sweeps
+from advflow.workflow.catalog import set_name
 from advflow.workflow.figures import save
 from advflow.workflow.io import quarantine
 from advflow.workflow.tabular import write_table
@@ -228,8 +229,8 @@ def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, swee
     ``settings["detectors"]``; ``detectors.csv`` and the thresholds also judge the ``compared`` detectors. The dropout
     vote's scores come from ``dropout_dir`` (rule ``dropout_vote``). ``sizes``: the number of inputs of each scored
     set by name (:func:`advflow.defenses.stage.set_size`); a score table of another size is damaged. ``study_csvs``:
-    the score tables of the study's sets on the defense classifier (``study_{attack}.csv``), judged in the detector
-    table and the ranking beside the sweeps (strength NaN; not in the seed's tables, the worst case or the
+    the score tables of the study's sets on the defense classifier (``{STUDY_PREFIX}{attack}.csv``), judged in the
+    detector table and the ranking beside the sweeps (strength NaN; not in the seed's tables, the worst case or the
     supervised rows, whose seeds are the defense seeds)."""
     detectors, reformer = list(settings["detectors"]), bool(settings["reformer"])
     every = judged(settings)
@@ -253,7 +254,7 @@ def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, swee
     # the study's sets on the defense classifier, named as the study names them (fgsm@good_init), strength NaN
     studies = {}
     for path in study_csvs:
-        name = f"{Path(path).stem.removeprefix('study_')}@{settings['classifier']}"
+        name = set_name(Path(path).stem.removeprefix(STUDY_PREFIX), settings["classifier"])
         studies[name, math.nan] = read(path, vote_name=name)
     by_eps = {k: v for k, v in sets.items() if k[0] in EPSILON_ATTACKS}
     by_kappa = {k: v for k, v in sets.items() if k[0] in KAPPA_ATTACKS}
