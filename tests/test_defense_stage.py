@@ -142,7 +142,7 @@ def test_a_bad_defense_block_stops_the_workflow_before_any_job(tmp_path):
 
 DEFENSE_TABLES = ("thresholds.csv", "table1_defense_rate.csv", "table2_defense_rate.csv", "clean_accuracy.csv",
                   "detectors.csv", "worst_case.csv", "ranking.csv", "detector_pairs.csv", "supervised.csv",
-                  "infopath_layers.csv")
+                  "layers.csv")
 #: The detectors the tiny config judges: the defense's and the ones compared beside it.
 TINY_DETECTORS = ("magnet_l1", "magnet_l2", "magnet_jsd_T10", "mid", "dropout_vote", "infopath", "mahalanobis", "lid")
 
@@ -175,6 +175,11 @@ def test_tiny_run_writes_every_defense_table_and_figure_and_the_report_section(t
         supervised = list(csv.DictReader(handle))
     assert {r["detector"] for r in supervised} == {"infopath", "mahalanobis", "lid"}
     assert {r["seen"] for r in supervised} == {"seen", "unseen"} and "supervised (trained on one attack" in page
+    with open(root / "tables" / "layers.csv", newline="") as handle:
+        layers = list(csv.DictReader(handle))
+    assert {r["detector"] for r in layers} == {"infopath", "mahalanobis", "lid"}
+    assert {r["vs_control"] for r in layers} <= {"above control", "inconclusive", "below control", "n/a"}
+    assert "layer by layer against each attack's random control" in page
 
 
 SCORED = 2 + 10 + 5  # validation, clean, the tiny config's 10 sweep sets and its 5 study sets on good_init

@@ -211,3 +211,22 @@ def test_supervised_rows_train_on_one_attack_and_score_held_out_seeds_seen_and_u
     successful = by[("pgd at 0.3", "bim", "successful")]
     assert successful["n_adversarial"] < n // 2  # over the held-out seeds bim fooled
     assert {r["trained_on"] for r in rows} == {"pgd at 0.3", "bim at 0.3"}
+
+
+def test_layer_rows_judge_each_layer_against_the_attacks_random_control_paired_by_seed():
+    from advflow.defenses.metrics import check_table
+    from advflow.defenses.tables import layer_rows
+
+    rng = np.random.default_rng(1)
+    n = 120
+    clean = _score_table(rng, 300, 0.0, np.zeros(300, bool), with_control=False)
+    table = dict(_score_table(rng, n, 0.0, np.ones(n, bool)))
+    table["layer_d_l0"] = rng.normal(size=n) + 1.0          # layer 0: the attack moves it a little,
+    table["control_layer_d_l0"] = rng.normal(size=n) + 3.0  # its control (noise of the same size) more
+    table["layer_d_l1"] = rng.normal(size=n) + 3.0          # layer 1: the attack moves it, the control does not
+    table["control_layer_d_l1"] = rng.normal(size=n)
+    rows = layer_rows(clean, {("pgd", 0.5): check_table(table)}, "d", resamples=300)["pgd"]
+    verdict = {r["value"]: r["vs_control"] for r in rows}
+    assert verdict["l0"] == "below control" and verdict["l1"] == "above control"
+    first = next(r for r in rows if r["value"] == "l1")
+    assert first["minus_control"] == pytest.approx(first["auc"] - first["control_auc"])

@@ -201,3 +201,20 @@ def test_the_supervised_variants_are_said_seen_and_unseen_beside_the_unsupervise
     assert said == ["lid, supervised (trained on one attack, scored on held-out seeds): AUC 0.95–0.95 on the attack it "
                     "was trained on (1 sets, seen), 0.60–0.80 on the others (2 sets, unseen); unsupervised on the same "
                     "inputs 0.50–0.70."]
+
+
+def test_the_layers_that_beat_their_control_and_those_that_flag_noise_are_said():
+    from advflow.report.defense import layer_statements
+
+    def row(value, attack, verdict):
+        return {"detector": "lid", "value": value, "attack": attack, "vs_control": verdict}
+
+    rows = [row("conv1", "pgd", "below control"), row("conv1", "bim", "below control"),
+            row("conv9", "pgd", "above control"), row("conv9", "bim", "above control"),
+            row("conv5", "pgd", "inconclusive"), row("conv5", "bim", "above control"),
+            {**row("conv2", "pgd", "n/a")}]  # a constant layer: not counted
+    (said,) = layer_statements(rows)
+    assert said == ("lid, layer by layer against each attack's random control (2 attacks at their largest strength): "
+                    "above the control in 3, inconclusive in 1, below in 2 of 6 (layer, attack) pairs; above for most "
+                    "attacks in conv9; below (the layer flags noise of the same size better than the attack) for most "
+                    "attacks in conv1.")

@@ -134,20 +134,27 @@ def worst_case_rows(clean: metrics.ScoreTable, sets: Mapping[tuple[str, float], 
     return rows
 
 
-LAYER_COLUMNS = ("attack", "strength", "over", "value", "path", "layer", "auc", "separation", "direction",
-                 "constant_on_clean", "clean", "adversarial")
+LAYER_COLUMNS = ("detector", "attack", "strength", "over", "value", "path", "layer", "auc", "separation", "direction",
+                 "constant_on_clean", "clean", "adversarial", "control_auc", "minus_control", "minus_control_low",
+                 "minus_control_high", "vs_control")
 
 
-def layer_rows(clean: metrics.ScoreTable, sets: Mapping[tuple[str, float], metrics.ScoreTable],
-               detector: str = "infopath") -> dict[str, list[dict]]:
-    """Per attack at its largest strength: how well each of the detector's per-layer values alone separates clean
-    from adversarial inputs (:func:`advflow.defenses.infopath.layer_separation`), over the successful inputs (over
-    every attacked input where fewer than 2 succeeded); ``{attack: rows}``, empty without per-layer columns."""
+def layer_rows(clean: metrics.ScoreTable, sets: Mapping[tuple[str, float], metrics.ScoreTable], detector: str, *,
+               resamples: int = metrics.RESAMPLES, seed: int = 0) -> dict[str, list[dict]]:
+    """Per attack at its largest strength: how well each of ``detector``'s per-layer values alone separates clean
+    from adversarial inputs (:func:`advflow.defenses.layer_view.layer_separation`), over the successful inputs (over
+    every attacked input where fewer than 2 succeeded), and the same layer against the set's random control: the
+    AUC of the attack minus the AUC of its control with a paired-bootstrap interval over the same seeds
+    (``vs_control``: above / below control, or inconclusive) — a layer that flags noise of the same size as well as
+    the attack detects the perturbation's size, not the attack. ``{attack: rows}``, empty without per-layer
+    columns."""
+    from advflow.defenses.comparison import compare, paired_auc_difference
     from advflow.defenses.layer_view import layer_separation
 
     names, clean_values = metrics.layer_values(clean, detector)
     if not names:
         return {}
+    verdicts = {"better": "above control", "worse": "below control", "tied within the interval": "inconclusive"}
     out = {}
     for attack in dict.fromkeys(a for a, _ in metrics._ordered(sets)):
         strength = max(s for a, s in sets if a == attack)
@@ -156,8 +163,23 @@ def layer_rows(clean: metrics.ScoreTable, sets: Mapping[tuple[str, float], metri
         over = "successful" if keep.sum() >= 2 else "attacked"
         if over == "attacked":
             keep = np.ones(len(keep), bool)
-        rows = layer_separation(clean_values, metrics.layer_values(table, detector)[1][keep], names)
-        out[attack] = [{"attack": attack, "strength": float(strength), "over": over, **row} for row in rows]
+        values = metrics.layer_values(table, detector)[1][keep]
+        control = metrics.layer_values(metrics.control_view(table), detector)[1][keep] \
+            if metrics.has_control(table) else None
+        rows = []
+        for row in layer_separation(clean_values, values, names):
+            j = int(row["column"])
+            extra = {"control_auc": math.nan, "minus_control": math.nan, "minus_control_low": math.nan,
+                     "minus_control_high": math.nan, "vs_control": "n/a"}
+            if control is not None and np.ptp(clean_values[:, j]) > 0:
+                estimate, low, high = paired_auc_difference(clean_values[:, j], values[:, j], clean_values[:, j],
+                                                            control[:, j], resamples=resamples, seed=seed)
+                extra = {"control_auc": metrics.roc_auc(clean_values[:, j], control[:, j]),
+                         "minus_control": estimate, "minus_control_low": low, "minus_control_high": high,
+                         "vs_control": verdicts.get(compare(low, high), "n/a")}
+            rows.append({"detector": detector, "attack": attack, "strength": float(strength), "over": over, **row,
+                         **extra})
+        out[attack] = sorted(rows, key=lambda r: int(r["column"]))
     return out
 
 
@@ -275,14 +297,14 @@ def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, swee
                                                                       resamples=resamples, seed=seed)
     tables["worst_case.csv"] = worst_case_rows(clean, sets, every, limits, resamples=resamples, seed=seed)
     tables["supervised.csv"] = supervised_rows(clean, sets, every, resamples=resamples, seed=seed)
-    layers = layer_rows(clean, sets) if "infopath" in every else {}
-    if layers:
-        tables["infopath_layers.csv"] = [row for rows in layers.values() for row in rows]
+    by_detector = {d: layer_rows(clean, sets, d, resamples=resamples, seed=seed) for d in every}
+    tables["layers.csv"] = [row for layers in by_detector.values() for rows in layers.values() for row in rows]
+    layers = by_detector.get("infopath", {})
     columns = {"thresholds.csv": ("detector", "role", "fpr", "threshold", "validation_images"),
                "table1_defense_rate.csv": TABLE1_COLUMNS, "table2_defense_rate.csv": TABLE2_COLUMNS,
                "clean_accuracy.csv": ACCURACY_COLUMNS, "detectors.csv": DETECTOR_COLUMNS,
                "ranking.csv": RANKING_COLUMNS, "detector_pairs.csv": PAIR_COLUMNS, "worst_case.csv": WORST_COLUMNS,
-               "infopath_layers.csv": LAYER_COLUMNS, "supervised.csv": SUPERVISED_COLUMNS}
+               "layers.csv": LAYER_COLUMNS, "supervised.csv": SUPERVISED_COLUMNS}
     tables_dir.mkdir(parents=True, exist_ok=True)
     for name, rows in tables.items():
         write_table(tables_dir / name, rows, columns[name])
