@@ -179,7 +179,7 @@ def test_tiny_run_writes_every_defense_table_and_figure_and_the_report_section(t
         layers = list(csv.DictReader(handle))
     assert {r["detector"] for r in layers} == {"infopath", "mahalanobis", "lid"}
     assert {r["vs_control"] for r in layers} <= {"above control", "inconclusive", "below control", "n/a"}
-    assert "layer by layer against each attack's random control" in page
+    assert "layer by layer against each attack&#x27;s random control" in page  # (html-escaped)
 
 
 SCORED = 2 + 10 + 5  # validation, clean, the tiny config's 10 sweep sets and its 5 study sets on good_init
