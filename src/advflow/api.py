@@ -63,7 +63,7 @@ from torch import nn
 
 from advflow.workflow.io import open_h5
 from advflow.information import shifts as _shifts
-from advflow.information.layers import LayerChoice, LayerChoiceWarning
+from advflow.information.layers import LayerChoice, LayerChoiceWarning, capture_maps
 from advflow.information.layers import default_layers as _layer_rule
 from advflow.information.mi import DEFAULT_BUCKETS, mi_against
 from advflow.information.paths import information_paths as _paths_of
@@ -163,37 +163,7 @@ def conv_layer_maps(model: nn.Module, x: torch.Tensor | np.ndarray, *,
     """
     x = _as_input(x, model)
     chosen, _, _ = _chosen(model, x, layers)
-    return _maps(model, x, chosen)
-
-
-def _maps(model: nn.Module, x: torch.Tensor, chosen: list[tuple[str, nn.Module]]) -> dict[str, torch.Tensor]:
-    captured: dict[str, torch.Tensor] = {}
-
-    def hook(name: str):
-        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if name in captured:
-                raise ValueError(f"module {name!r} runs more than once in a forward pass; its maps are ambiguous. "
-                                 "Pass layers= modules that each run once")
-            captured[name] = output.detach()
-        return record
-
-    handles = [module.register_forward_hook(hook(name)) for name, module in chosen]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(x)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    missing = [name for name, _ in chosen if name not in captured]
-    if missing:
-        raise ValueError(f"module(s) {', '.join(missing)} did not run in the forward pass")
-    for name, maps in captured.items():
-        if maps.dim() != 4:
-            raise ValueError(f"module {name!r} outputs shape {tuple(maps.shape)}; maps must be (N, n, H, W)")
-    return dict(captured)  # hooks fire, and so insert, in the order the network runs the layers
+    return dict(capture_maps(model, x, chosen))
 
 
 @dataclass(frozen=True)
@@ -223,7 +193,7 @@ def information_paths(model: nn.Module, x: torch.Tensor | np.ndarray, *, layers:
     names, mu_s, mu_t = None, [], []
     for start in range(0, len(x), batch_size):
         batch = x[start:start + batch_size]
-        maps = _maps(model, batch, chosen)
+        maps = capture_maps(model, batch, chosen)
         names = list(maps)
         stacks = [m.float() for m in maps.values()]
         s, t = _paths_of(mi_against(stacks, batch.float(), buckets), mi_against(stacks, stacks[-1], buckets))

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from advflow.defenses import Detector
-from advflow.information.layers import default_layers
+from advflow.information.layers import capture_maps, default_layers
 
 
 def resolve_layers(classifier: nn.Module, example: torch.Tensor,
@@ -59,33 +59,9 @@ def batch_maps(classifier: nn.Module, x: torch.Tensor, layers: Sequence[str], mo
     device = _device(classifier, x)
     parameter = next((p for p in classifier.parameters() if p.is_floating_point()), None)
     dtype = parameter.dtype if parameter is not None else torch.float32
+    chosen = [(name, modules[module]) for name, module in zip(layers, module_names)]
     for start in range(0, x.shape[0], batch_size):
-        captured: dict[str, torch.Tensor] = {}
-
-        def hook(name: str):
-            def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-                if name in captured:
-                    raise ValueError(f"module of layer {name!r} runs more than once in a forward pass; its maps are "
-                                     "ambiguous. Pass layers= modules that each run once")
-                captured[name] = output.detach()
-            return record
-
-        handles = [modules[m].register_forward_hook(hook(n)) for n, m in zip(layers, module_names)]
-        was_training = classifier.training
-        try:
-            classifier.eval()
-            with torch.no_grad():
-                classifier(x[start:start + batch_size].to(device, dtype))
-        finally:
-            classifier.train(was_training)
-            for handle in handles:
-                handle.remove()
-        missing = [name for name in layers if name not in captured]
-        if missing:
-            raise ValueError(f"layer(s) {', '.join(missing)} did not run in the forward pass")
-        wrong = {name: tuple(maps.shape) for name, maps in captured.items() if maps.dim() != 4}
-        if wrong:
-            raise ValueError(f"layer outputs must be maps (N, n, H, W); got shapes {wrong}")
+        captured = capture_maps(classifier, x[start:start + batch_size].to(device, dtype), chosen)
         yield {name: captured[name] for name in layers}
 
 

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from advflow.defenses import Detector
-from advflow.information.layers import default_layers
+from advflow.information.layers import capture_maps, default_layers
 from advflow.information.mi import DEFAULT_BUCKETS, mi_against
 from advflow.information.paths import information_paths
 
@@ -92,37 +92,6 @@ def _chosen(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None) -> 
     return [(name, modules[name]) for name in layers]
 
 
-def _maps(model: nn.Module, x: torch.Tensor, chosen: list[tuple[str, nn.Module]]) -> dict[str, torch.Tensor]:
-    """Each chosen layer's maps for the batch ``x``, in the order the network runs them (as the API's)."""
-    captured: dict[str, torch.Tensor] = {}
-
-    def hook(name: str):
-        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if name in captured:
-                raise ValueError(f"module {name!r} runs more than once in a forward pass; its maps are ambiguous. "
-                                 "Pass layers= modules that each run once")
-            captured[name] = output.detach()
-        return record
-
-    handles = [module.register_forward_hook(hook(name)) for name, module in chosen]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(x)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    missing = [name for name, _ in chosen if name not in captured]
-    if missing:
-        raise ValueError(f"module(s) {', '.join(missing)} did not run in the forward pass")
-    for name, maps in captured.items():
-        if maps.dim() != 4:
-            raise ValueError(f"module {name!r} outputs shape {tuple(maps.shape)}; maps must be (N, n, H, W)")
-    return captured
-
-
 def measure(classifier: nn.Module, x: torch.Tensor | np.ndarray, *, layers: Sequence[str] | None = None,
             buckets: int = DEFAULT_BUCKETS, batch_size: int = 64) -> tuple[list[str], np.ndarray]:
     """(the layers' names, in network order; :func:`path_values`'s ``(N, 2K)`` values)."""
@@ -136,7 +105,7 @@ def measure(classifier: nn.Module, x: torch.Tensor | np.ndarray, *, layers: Sequ
     parts = []
     for start in range(0, len(x), batch_size):
         batch = x[start:start + batch_size]
-        maps = _maps(classifier, batch, chosen)
+        maps = capture_maps(classifier, batch, chosen)
         names = list(maps)
         stacks = [m.float() for m in maps.values()]
         mu_s, mu_t = information_paths(mi_against(stacks, batch.float(), buckets),

@@ -479,3 +479,38 @@ def _projection(trace: _Trace, conv: _Call, run: list[_Call], loose: list[_Call]
     branch = conv.inputs[0]
     siblings = trace.consumers.get(branch, []) if branch is not None else []
     return len(siblings) >= 2
+
+
+def capture_maps(model: nn.Module, x: torch.Tensor,
+                 chosen: list[tuple[str, nn.Module]]) -> dict[str, torch.Tensor]:
+    """Each chosen ``(layer name, module)``'s output for the batch ``x``, captured by forward hooks in one forward
+    pass without gradients (the model in eval mode, its mode restored), detached, keyed in the order the network runs
+    the layers. A module that runs twice, one that does not run, or an output that is not maps ``(N, n, H, W)`` is a
+    ValueError naming it. The API, the information-path detector and the detectors' layer features share it."""
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if name in captured:
+                raise ValueError(f"module {name!r} runs more than once in a forward pass; its maps are ambiguous. "
+                                 "Pass layers= modules that each run once")
+            captured[name] = output.detach()
+        return record
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in chosen]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    missing = [name for name, _ in chosen if name not in captured]
+    if missing:
+        raise ValueError(f"module(s) {', '.join(missing)} did not run in the forward pass")
+    for name, maps in captured.items():
+        if maps.dim() != 4:
+            raise ValueError(f"module {name!r} outputs shape {tuple(maps.shape)}; maps must be (N, n, H, W)")
+    return captured  # hooks fire, and so insert, in the order the network runs the layers
