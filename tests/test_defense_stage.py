@@ -166,6 +166,11 @@ def test_tiny_run_writes_every_defense_table_and_figure_and_the_report_section(t
         with open(root / "tables" / name, newline="") as handle:
             rows = list(csv.DictReader(handle))
         assert {r["detector"] for r in rows} == set(TINY_DETECTORS), name
+        # each row names how its detector was fitted and the attacker it faced
+        assert {(r["detector"], r["fitting"]) for r in rows if r["detector"] in ("dropout_vote", "lid")} == {
+            ("dropout_vote", "unsupervised (no fitting)"), ("lid", "unsupervised (clean data only)")}, name
+        assert {r["threat"] for r in rows} == {"transfer (crafted on the undefended classifier; oblivious to the "
+                                               "detector)"}, name
         if name != "worst_case.csv":  # the study's sets on the defense classifier are judged beside the sweeps
             assert {r["attack"] for r in rows} >= {"fgsm@good_init", "cw@good_init", "pgd", "ead_en"}, name
     for detector in ("infopath", "mahalanobis", "lid"):
@@ -175,6 +180,9 @@ def test_tiny_run_writes_every_defense_table_and_figure_and_the_report_section(t
         supervised = list(csv.DictReader(handle))
     assert {r["detector"] for r in supervised} == {"infopath", "mahalanobis", "lid"}
     assert {r["seen"] for r in supervised} == {"seen", "unseen"} and "supervised (trained on one attack" in page
+    assert {r["fitting"] for r in supervised} == {"supervised (one attack's inputs)"}
+    assert {r["folds"] for r in supervised} == {"5"}  # cross-fitted: every one of the 20 seeds scored
+    assert {r["n_adversarial"] for r in supervised if r["over"] == "attacked"} == {"20"}
     with open(root / "tables" / "layers.csv", newline="") as handle:
         layers = list(csv.DictReader(handle))
     assert {r["detector"] for r in layers} == {"infopath", "mahalanobis", "lid"}

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from advflow.defenses import flagged
-from advflow.defenses.comparison import (SupervisedCombiner, compare, pair_rows, paired_auc_difference,
+from advflow.defenses.comparison import (SupervisedCombiner, compare, cross_fit_scores, fold_seeds, pair_rows,
+                                         paired_auc_difference,
                                          rank_detectors, seen_or_unseen, split_seeds, worst_case_auc,
                                          worst_case_detected, worst_case_scores, worst_case_seeds, worst_case_tpr)
 from advflow.defenses.metrics import auc_interval, roc_auc
@@ -84,6 +85,41 @@ def test_combiner_finds_the_shifted_layer_on_held_out_seeds():
     assert auc > 0.9
     weights = combiner.pipeline.named_steps["regression"].coef_.ravel()
     assert np.argmax(np.abs(weights)) == 2
+
+
+def test_fold_seeds_cover_every_seed_once_and_train_on_the_rest():
+    folds = fold_seeds(23, folds=5, seed=3)
+    assert len(folds) == 5
+    held = np.concatenate([score for _, score in folds])
+    assert np.array_equal(np.sort(held), np.arange(23))  # every seed scored exactly once
+    for train, score in folds:
+        assert np.intersect1d(train, score).size == 0
+        assert np.array_equal(np.sort(np.r_[train, score]), np.arange(23))
+        assert score.size in (4, 5)
+    assert len(fold_seeds(3, folds=5, seed=0)) == 3
+    with pytest.raises(ValueError, match="at least 2"):
+        fold_seeds(10, folds=1, seed=0)
+
+
+def test_cross_fitting_scores_every_seed_by_a_combiner_that_never_trained_on_it():
+    pytest.importorskip("sklearn")
+    rng = np.random.default_rng(5)
+    n, m = 30, 40
+    clean, adversarial = layer_values(m, 3, 0.0, rng), layer_values(n, 3, 2.0, rng)
+    other = layer_values(n, 3, 0.5, rng)
+    clean_scores, scored = cross_fit_scores(clean, adversarial, {"pgd": adversarial, "cw": other}, attack="pgd",
+                                            folds=5, seed=7)
+    assert clean_scores.shape == (m,) and np.isfinite(clean_scores).all()
+    assert all(np.isfinite(v).all() and v.shape == (n,) for v in scored.values())
+    # each fold's scores are those of a combiner fitted on the other folds only
+    for (train, held), (clean_train, clean_held) in zip(fold_seeds(n, folds=5, seed=7), fold_seeds(m, folds=5, seed=8)):
+        combiner = SupervisedCombiner().fit(clean[clean_train], adversarial[train], seeds=train, attack="pgd",
+                                            clean_seeds=clean_train, clean_pool="clean")
+        assert np.allclose(scored["cw"][held], combiner.score(other[held], seeds=held))
+        assert np.allclose(clean_scores[clean_held], combiner.score(clean[clean_held], seeds=clean_held, pool="clean"))
+        with pytest.raises(ValueError, match="trained on seeds"):
+            combiner.score(other[train], seeds=train)
+    assert roc_auc(clean_scores, scored["pgd"]) > 0.85
 
 
 # --- worst case over attacks -------------------------------------------------------------------------------------
@@ -206,10 +242,10 @@ def test_supervised_rows_train_on_one_attack_and_score_held_out_seeds_seen_and_u
     assert seen["seen"] == "seen" and seen["auc"] > 0.9
     assert by[("pgd at 0.3", "bim", "attacked")]["seen"] == "unseen"
     assert 0.25 < by[("pgd at 0.3", "bim", "attacked")]["auc"] < 0.75  # no shift in bim: nothing to find
-    # Scored on the held-out half only: half of the seeds and half of the clean images, never those it trained on.
-    assert seen["n_adversarial"] == n // 2 and seen["n_clean"] == 100
+    # Cross-fitted: every seed and every clean image is scored, each by the fold's combiner that held it out.
+    assert seen["n_adversarial"] == n and seen["n_clean"] == 200 and seen["folds"] == 5
     successful = by[("pgd at 0.3", "bim", "successful")]
-    assert successful["n_adversarial"] < n // 2  # over the held-out seeds bim fooled
+    assert successful["n_adversarial"] == n // 2  # over the seeds bim fooled
     assert {r["trained_on"] for r in rows} == {"pgd at 0.3", "bim at 0.3"}
 
 

@@ -193,14 +193,14 @@ def test_the_supervised_variants_are_said_seen_and_unseen_beside_the_unsupervise
     from advflow.report.defense import supervised_statements
 
     def row(attack, seen, auc, own):
-        return {"detector": "lid", "attack": attack, "over": "attacked", "seen": seen, "auc": auc,
-                "unsupervised_auc": own}
+        return {"detector": "lid", "attack": attack, "over": "attacked", "seen": seen, "auc": auc, "folds": 5.0,
+                "auc_low": auc - 0.05, "auc_high": min(auc + 0.04, 1.0), "unsupervised_auc": own}
 
     said = supervised_statements([row("pgd", "seen", 0.95, 0.7), row("bim", "unseen", 0.6, 0.65),
                                   row("cw", "unseen", 0.8, 0.5), {**row("pgd", "seen", 0.1, 0.1), "over": "successful"}])
-    assert said == ["lid, supervised (trained on one attack, scored on held-out seeds): AUC 0.95–0.95 on the attack it "
-                    "was trained on (1 sets, seen), 0.60–0.80 on the others (2 sets, unseen); unsupervised on the same "
-                    "inputs 0.50–0.70."]
+    assert said == ["lid, supervised (trained on one attack, cross-fitted over 5 folds of the seeds): AUC 0.95–0.95 "
+                    "on the attack it was trained on (1 sets, seen; intervals 0.90–0.99), 0.60–0.80 on the others "
+                    "(2 sets, unseen); unsupervised on the same inputs 0.50–0.70."]
 
 
 def test_the_layers_that_beat_their_control_and_those_that_flag_noise_are_said():

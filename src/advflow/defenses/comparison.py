@@ -11,9 +11,13 @@ detectors (clean data only, our default) and is reported on the attack it saw an
 (:func:`seen_or_unseen`, Lee et al.'s unseen-attack table).
 
 *Which inputs it may be scored on.* Every sweep set is crafted on the same defense seeds, so seed index ``i`` is the
-same clean test image in every attack's set and in every control: the combiner is trained on the seeds of one half
-(:func:`split_seeds`) and refuses to score any seed it was trained on, whatever the attack (a ValueError naming the
-overlap). Its clean negatives live in a named **pool** of indices, and are refused the same way:
+same clean test image in every attack's set and in every control: the combiner is trained on some seeds
+(:func:`split_seeds`, or a fold of :func:`fold_seeds`) and refuses to score any seed it was trained on, whatever the
+attack (a ValueError naming the overlap). **Cross-fitting** (:func:`cross_fit_scores`) scores every seed anyway: the
+seeds (and the clean pool) are cut into K folds, K combiners are trained, each on the other K - 1 folds, and each
+seed is scored by the one combiner that held its fold out. So all N seeds enter the AUC instead of one half, and no
+score comes from a combiner that saw that seed; the pooled scores mix K fits of nearly the same data (each on
+(K-1)/K of it), the usual out-of-fold estimate (scikit-learn's ``cross_val_predict``). Its clean negatives live in a named **pool** of indices, and are refused the same way:
 
 - ``clean_pool="seeds"`` (the default): the clean versions of the defense seeds themselves, indexed by seed, so the
   one split covers them: train on the clean and adversarial versions of the training seeds, score the clean and
@@ -76,6 +80,20 @@ def split_seeds(n: int, *, fraction: float = 0.5, seed: int) -> tuple[np.ndarray
     order = np.random.default_rng([int(seed), n]).permutation(n)
     k = min(max(int(round(fraction * n)), 1), n - 1)
     return np.sort(order[:k]), np.sort(order[k:])
+
+
+def fold_seeds(n: int, *, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K-fold cross-fitting of the seed indices ``0 … n-1``: ``folds`` pairs (train_seeds, score_seeds), the scoring
+    parts disjoint, sorted, of sizes differing by at most one and covering every index once (seeded permutation);
+    each training part is the rest. ``folds`` is clipped to ``n``."""
+    n, folds = int(n), int(folds)
+    if n < 2:
+        raise ValueError(f"fold_seeds needs at least 2 seeds to cross-fit; got n={n}")
+    if folds < 2:
+        raise ValueError(f"fold_seeds: folds is the number of parts to cross-fit over, at least 2; got {folds}")
+    order = np.random.default_rng([int(seed), n, folds]).permutation(n)
+    parts = [np.sort(part) for part in np.array_split(order, min(folds, n))]
+    return [(np.setdiff1d(order, part), part) for part in parts]
 
 
 def _values(values: Any, where: str, columns: int | None = None) -> np.ndarray:
@@ -186,6 +204,38 @@ class SupervisedCombiner:
         if array.shape[0] == 0:
             return np.empty(0)
         return self.pipeline.decision_function(array).astype(np.float64)
+
+
+def cross_fit_scores(clean_values: Any, adversarial_values: Any, scored: Mapping[str, Any], *, attack: str,
+                     folds: int = 5, seed: int = 0, control_values: Any = None,
+                     random_state: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Out-of-fold scores of a supervised combiner trained on ``attack`` (module docstring, "Cross-fitting").
+
+    ``clean_values`` ``(M, L)``: a separate clean pool (``"clean"``); ``adversarial_values`` ``(N, L)`` and, if given,
+    ``control_values`` ``(N, L)``: the training attack's versions of seeds ``0 … N-1``; ``scored``: name -> ``(N, L)``,
+    every set to score, row ``i`` the version of seed ``i``. The seeds and the clean pool are each cut into ``folds``
+    parts (:func:`fold_seeds`, seeds ``seed`` and ``seed + 1``); fold k's combiner is fitted on the other parts and
+    scores only part k, so it refuses (ValueError) any index it trained on. Returns (clean scores ``(M,)``, name ->
+    ``(N,)`` scores), every entry filled by a combiner that held it out."""
+    adversarial = _values(adversarial_values, "adversarial values")
+    clean = _values(clean_values, "clean values", adversarial.shape[1])
+    n, m = adversarial.shape[0], clean.shape[0]
+    sets = {name: _values(values, f"scored set {name}", adversarial.shape[1]) for name, values in scored.items()}
+    for name, values in sets.items():
+        if values.shape[0] != n:
+            raise ValueError(f"scored set {name}: {values.shape[0]} rows for {n} seeds; one row per seed, in order")
+    control = None if control_values is None else _values(control_values, "control values", adversarial.shape[1])
+    k = min(int(folds), n, m)
+    clean_out, out = np.full(m, np.nan), {name: np.full(n, np.nan) for name in sets}
+    for (train, held), (clean_train, clean_held) in zip(fold_seeds(n, folds=k, seed=seed),
+                                                        fold_seeds(m, folds=k, seed=seed + 1)):
+        combiner = SupervisedCombiner(random_state=random_state).fit(
+            clean[clean_train], adversarial[train], seeds=train, attack=attack, clean_seeds=clean_train,
+            clean_pool="clean", control_values=None if control is None else control[train])
+        clean_out[clean_held] = combiner.score(clean[clean_held], seeds=clean_held, pool="clean")
+        for name, values in sets.items():
+            out[name][held] = combiner.score(values[held], seeds=held)
+    return clean_out, out
 
 
 def seen_or_unseen(combiner: SupervisedCombiner, attack: str) -> str:

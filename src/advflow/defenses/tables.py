@@ -35,7 +35,11 @@ _RATES = ("defense_rate_attacked", "defense_rate_attacked_low", "defense_rate_at
           "flagged_low", "flagged_high", "control_flagged", "control_flagged_low", "control_flagged_high", "seed003")
 TABLE1_COLUMNS = ("attack", "epsilon", "inputs", "successful", *_RATES)
 TABLE2_COLUMNS = ("attack", "kappa", "inputs", "successful", "reached_kappa", "mean_margin", *_RATES)
-DETECTOR_COLUMNS = ("detector", "attack", "strength", "over", "n_adversarial", "n_clean", "auc", "auc_low", "auc_high",
+#: How a row's detector was fitted and which attacker it faced (every table of detector numbers names both).
+UNSUPERVISED, UNFITTED, SUPERVISED = "unsupervised (clean data only)", "unsupervised (no fitting)", \
+    "supervised (one attack's inputs)"
+TRANSFER = "transfer (crafted on the undefended classifier; oblivious to the detector)"
+DETECTOR_COLUMNS = ("detector", "fitting", "threat", "attack", "strength", "over", "n_adversarial", "n_clean", "auc", "auc_low", "auc_high",
                     "tpr_at_1", "tpr_at_1_low", "tpr_at_1_high", "tpr_at_5", "tpr_at_5_low", "tpr_at_5_high",
                     "control_auc", "control_auc_low", "control_auc_high", "control_tpr_at_5", "vs_control", "note")
 ACCURACY_COLUMNS = ("defense", "n", "without", "with_defense", "lost_to_detectors", "lost_to_reformer",
@@ -67,11 +71,21 @@ def with_dropout_vote(table: metrics.ScoreTable, name: str, dropout_dir: Path | 
     return metrics.check_table(out, where=f"{name} with the dropout vote")
 
 
-RANKING_COLUMNS = ("attack", "strength", "over", "rank", "detector", "auc", "auc_low", "auc_high", "n_adversarial",
+RANKING_COLUMNS = ("attack", "strength", "over", "rank", "detector", "fitting", "threat", "auc", "auc_low", "auc_high", "n_adversarial",
                    "n_clean")
 PAIR_COLUMNS = ("attack", "strength", "over", "detector", "other", "difference", "low", "high", "verdict")
-WORST_COLUMNS = ("family", "strength", "over", "detector", "n", "left_out", "tpr", "tpr_low", "tpr_high", "auc",
+WORST_COLUMNS = ("family", "strength", "over", "detector", "fitting", "threat", "n", "left_out", "tpr", "tpr_low", "tpr_high", "auc",
                  "auc_low", "auc_high")
+
+
+def fitting(detector: str) -> str:
+    """How ``detector`` was fitted: on clean data only, or (the dropout vote) not at all."""
+    return UNFITTED if detector == "dropout_vote" else UNSUPERVISED
+
+
+def with_fitting(rows: list[dict]) -> list[dict]:
+    """``rows`` (each with a ``detector``) with their ``fitting`` and ``threat`` (transfer) columns."""
+    return [{**row, "fitting": fitting(row["detector"]), "threat": TRANSFER} for row in rows]
 
 
 def _success(table: metrics.ScoreTable) -> np.ndarray:
@@ -183,57 +197,64 @@ def layer_rows(clean: metrics.ScoreTable, sets: Mapping[tuple[str, float], metri
     return out
 
 
-SUPERVISED_COLUMNS = ("detector", "trained_on", "attack", "strength", "over", "seen", "n_adversarial", "n_clean",
-                      "auc", "auc_low", "auc_high", "unsupervised_auc", "unsupervised_auc_low", "unsupervised_auc_high")
+SUPERVISED_COLUMNS = ("detector", "fitting", "threat", "trained_on", "attack", "strength", "over", "seen", "folds", "n_adversarial",
+                      "n_clean", "auc", "auc_low", "auc_high", "unsupervised_auc", "unsupervised_auc_low",
+                      "unsupervised_auc_high")
+#: Cross-fitting folds of the supervised variants: each combiner trains on 4/5 of the seeds and scores the other 1/5.
+SUPERVISED_FOLDS = 5
 
 
 def supervised_rows(clean: metrics.ScoreTable, sets: Mapping[tuple[str, float], metrics.ScoreTable],
-                    detectors: Sequence[str], *, resamples: int, seed: int) -> list[dict]:
+                    detectors: Sequence[str], *, resamples: int, seed: int,
+                    folds: int = SUPERVISED_FOLDS) -> list[dict]:
     """The supervised variant of every detector with per-layer values (Mahalanobis, LID, the information-path
     detector), as both reference codes combine layers: a logistic regression on the per-layer values
-    (:class:`advflow.defenses.comparison.SupervisedCombiner`), trained on one attack at its largest strength (all
-    attacked inputs of one half of the seeds, their random controls and one half of the clean images as negatives),
-    then scored on the other half of the seeds of every set ("seen": the attack it was trained on, at any strength;
-    "unseen": every other attack) against the other half of the clean images; beside it the unsupervised
-    detector's AUC on the same held-out inputs. The combiner refuses any seed or clean image it was trained on."""
-    from advflow.defenses.comparison import SupervisedCombiner, seen_or_unseen, split_seeds
+    (:class:`advflow.defenses.comparison.SupervisedCombiner`), trained on one attack at its largest strength (the
+    attacked inputs as positives, their random controls and clean images as negatives), cross-fitted over ``folds``
+    parts of the seeds and of the clean images (:func:`advflow.defenses.comparison.cross_fit_scores`): every seed of
+    every set and every clean image is scored by the combiner that held its part out, so the AUC is over all N_d
+    seeds and no score comes from a combiner trained on that seed (the combiner refuses it). "seen": the attack it
+    was trained on, at any strength; "unseen": every other attack. Beside it the unsupervised detector's AUC on the
+    same inputs."""
+    from advflow.defenses.comparison import cross_fit_scores
 
     if not sets:
         return []
     n = len(next(iter(sets.values()))["index"])
     if n < 4 or len(clean["index"]) < 4:
         return []
-    train, held = split_seeds(n, seed=seed)
-    clean_train, clean_held = split_seeds(len(clean["index"]), seed=seed + 1)
+    k = min(int(folds), n, len(clean["index"]))
+    every_seed = np.arange(n)
+    ordered = metrics._ordered(sets)
     rows = []
     for detector in detectors:
         names, clean_values = metrics.layer_values(clean, detector)
         if not names:
             continue
-        unsupervised_clean = metrics._scores_of(clean, detector)[clean_held]
-        for attack in dict.fromkeys(a for a, _ in metrics._ordered(sets)):
+        unsupervised_clean = metrics._scores_of(clean, detector)
+        values = {f"{a}@{s!r}": metrics.layer_values(sets[a, s], detector)[1] for a, s in ordered}
+        for attack in dict.fromkeys(a for a, _ in ordered):
             strength = max(s for a, s in sets if a == attack)
             table = sets[attack, strength]
             controls = metrics.layer_values(metrics.control_view(table), detector)[1] \
                 if metrics.has_control(table) else None
-            combiner = SupervisedCombiner(random_state=seed).fit(
-                clean_values[clean_train], metrics.layer_values(table, detector)[1][train], seeds=train,
-                attack=attack, clean_seeds=clean_train, clean_pool="clean",
-                control_values=None if controls is None else controls[train])
-            clean_scores = combiner.score(clean_values[clean_held], seeds=clean_held, pool="clean")
-            for other, other_strength in metrics._ordered(sets):
-                scored = sets[other, other_strength]
-                values = metrics.layer_values(scored, detector)[1]
+            clean_scores, scored = cross_fit_scores(clean_values, values[f"{attack}@{strength!r}"], values,
+                                                    attack=attack, folds=k, seed=seed, control_values=controls,
+                                                    random_state=seed)
+            for other, other_strength in ordered:
+                table_other = sets[other, other_strength]
                 for over in metrics.DENOMINATORS:
-                    keep = held[_success(scored)[held]] if over == "successful" else held
-                    row = {"detector": detector, "trained_on": f"{attack} at {strength:g}", "attack": other,
-                           "strength": float(other_strength), "over": over, "seen": seen_or_unseen(combiner, other),
-                           "n_adversarial": int(keep.size), "n_clean": int(clean_held.size)}
+                    keep = every_seed[_success(table_other)] if over == "successful" else every_seed
+                    row = {"detector": detector, "fitting": SUPERVISED, "threat": TRANSFER,
+                           "trained_on": f"{attack} at {strength:g}", "attack": other,
+                           "strength": float(other_strength), "over": over,
+                           "seen": "seen" if other == attack else "unseen", "folds": k,
+                           "n_adversarial": int(keep.size), "n_clean": int(clean_scores.size)}
                     if keep.size == 0:
-                        rows.append({**row, **{k: float("nan") for k in SUPERVISED_COLUMNS[8:]}})
+                        rows.append({**row, **{c: float("nan") for c in SUPERVISED_COLUMNS[11:]}})
                         continue
-                    scores = combiner.score(values[keep], seeds=keep)
-                    own = metrics._scores_of(scored, detector)[keep]
+                    scores = scored[f"{other}@{other_strength!r}"][keep]
+                    own = metrics._scores_of(table_other, detector)[keep]
                     low, high = metrics.auc_interval(clean_scores, scores, resamples=resamples, seed=seed)
                     u_low, u_high = metrics.auc_interval(unsupervised_clean, own, resamples=resamples, seed=seed)
                     rows.append({**row, "auc": metrics.roc_auc(clean_scores, scores), "auc_low": low,
@@ -291,11 +312,14 @@ def write_defense_tables(validation_csv: str | Path, clean_csv: str | Path, swee
         "table1_defense_rate.csv": metrics.table1_rows(by_eps, limits, detectors, reformer=reformer),
         "table2_defense_rate.csv": metrics.table2_rows(by_kappa, limits, detectors, reformer=reformer),
         "clean_accuracy.csv": accuracy,
-        "detectors.csv": metrics.detector_rows(clean, {**sets, **studies}, every, resamples=resamples, seed=seed),
+        "detectors.csv": with_fitting(metrics.detector_rows(clean, {**sets, **studies}, every, resamples=resamples,
+                                                           seed=seed)),
     }
-    tables["ranking.csv"], tables["detector_pairs.csv"] = ranking_rows(clean, {**sets, **studies}, every,
-                                                                      resamples=resamples, seed=seed)
-    tables["worst_case.csv"] = worst_case_rows(clean, sets, every, limits, resamples=resamples, seed=seed)
+    ranks, tables["detector_pairs.csv"] = ranking_rows(clean, {**sets, **studies}, every, resamples=resamples,
+                                                       seed=seed)
+    tables["ranking.csv"] = with_fitting(ranks)
+    tables["worst_case.csv"] = with_fitting(worst_case_rows(clean, sets, every, limits, resamples=resamples,
+                                                            seed=seed))
     tables["supervised.csv"] = supervised_rows(clean, sets, every, resamples=resamples, seed=seed)
     by_detector = {d: layer_rows(clean, sets, d, resamples=resamples, seed=seed) for d in every}
     tables["layers.csv"] = [row for layers in by_detector.values() for rows in layers.values() for row in rows]

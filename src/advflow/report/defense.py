@@ -54,9 +54,10 @@ CAPTIONS = {
                           "95 % paired-bootstrap interval: better / worse / tied within the interval.",
     "supervised.csv": "Supervised variants (as the Mahalanobis and LID reference codes combine layers): a logistic "
                       "regression on each detector's per-layer values, trained on one attack at its largest strength "
-                      "on half of the seeds (their controls and half of the clean images as negatives), scored on "
-                      "the other half of every set: 'seen' the attack it was trained on, 'unseen' every other; "
-                      "beside it the unsupervised detector's AUC on the same held-out inputs.",
+                      "(its controls and clean images as negatives), cross-fitted over 5 folds of the seeds and of the "
+                      "clean images: every input is scored by the fold's regression that never saw it. 'seen' the "
+                      "attack it was trained on, 'unseen' every other; beside it the unsupervised detector's AUC on "
+                      "the same inputs.",
     "layers.csv": "Each layered detector's per-layer view (the information-path detector's IIP and OIP values, "
                   "Mahalanobis' and LID's layer scores): each layer's ROC AUC alone, clean vs each attack at its "
                   "largest strength (successful inputs), its separation max(AUC, 1 − AUC), and the attack's AUC minus "
@@ -193,11 +194,15 @@ def supervised_statements(rows: list[dict[str, Any]]) -> list[str]:
 
     for detector in dict.fromkeys(r["detector"] for r in rows):
         mine = [r for r in rows if r["detector"] == detector and r["over"] == "attacked"]
-        seen = [r["auc"] for r in mine if r["seen"] == "seen"]
-        unseen = [r["auc"] for r in mine if r["seen"] == "unseen"]
-        out.append(f"{detector}, supervised (trained on one attack, scored on held-out seeds): AUC {span(seen)} on the "
-                   f"attack it was trained on ({len(seen)} sets, seen), {span(unseen)} on the others ({len(unseen)} "
-                   f"sets, unseen); unsupervised on the same inputs {span([r['unsupervised_auc'] for r in mine])}.")
+        seen = [r for r in mine if r["seen"] == "seen"]
+        unseen = [r for r in mine if r["seen"] == "unseen"]
+        folds = next((int(float(r["folds"])) for r in mine if str(r.get("folds", "")).strip()), None)
+        how = f"cross-fitted over {folds} folds of the seeds" if folds else "scored on held-out seeds"
+        out.append(f"{detector}, supervised (trained on one attack, {how}): AUC {span([r['auc'] for r in seen])} on "
+                   f"the attack it was trained on ({len(seen)} sets, seen; intervals "
+                   f"{span([r['auc_low'] for r in seen] + [r['auc_high'] for r in seen])}), "
+                   f"{span([r['auc'] for r in unseen])} on the others ({len(unseen)} sets, unseen); unsupervised on "
+                   f"the same inputs {span([r['unsupervised_auc'] for r in mine])}.")
     return out
 
 
