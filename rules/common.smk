@@ -1,4 +1,5 @@
 # Helpers of the workflow (no rules): config checks, wildcard constraints, input functions, targets.
+import re
 import sys
 from pathlib import Path
 
@@ -44,6 +45,9 @@ from advflow.defenses.settings import (
     SCORED_BY_SCORES_RULE,
     STUDY_PREFIX,
     SWEEP_PATTERN,
+    adaptive_guards_of,
+    adaptive_sets,
+    adaptive_targets,
     defense_settings,
     judged,
     sweeps,
@@ -337,7 +341,47 @@ def defense_scored_detectors():
 def defense_outputs(dataset):
     if not DEFENSE:
         return []
-    return [f"results/{dataset}/defense/tables", f"results/{dataset}/defense/figures"]
+    outputs = [f"results/{dataset}/defense/tables", f"results/{dataset}/defense/figures"]
+    if ADAPTIVE_SETS:
+        outputs += [
+            f"results/{dataset}/defense/adaptive/tables",
+            f"results/{dataset}/defense/adaptive/figures",
+        ]
+    return outputs
+
+
+# The adaptive attacks (defense.adaptive): each adaptive set's file name -> (attack, strength, longer), per target.
+ADAPTIVE_SETS = adaptive_sets(DEFENSE) if DEFENSE else {}
+ADAPTIVE_TARGETS = adaptive_targets(DEFENSE) if DEFENSE else []
+
+
+def adaptive_files(dataset):
+    return [
+        f"results/{dataset}/defense/adaptive/{t}/{s}.h5"
+        for t in ADAPTIVE_TARGETS
+        for s in ADAPTIVE_SETS
+    ]
+
+
+def adaptive_attack_inputs(wildcards):
+    """What one adaptive set reads: the classifier, the seeds, the validation images and scores (the thresholds),
+    the autoencoders, the fitted states of its guards and, for the dropout vote, the vote's scores."""
+    root = f"results/{wildcards.dataset}/defense"
+    inputs = {
+        "classifier": defense_classifier(wildcards),
+        "seeds": f"{root}/inputs/seeds.h5",
+        "validation": f"{root}/inputs/validation.h5",
+        "validation_scores": f"{root}/scores/validation.csv",
+        "ae_i": f"{root}/autoencoders/ae_i.pt",
+        "ae_ii": f"{root}/autoencoders/ae_ii.pt",
+    }
+    guards = adaptive_guards_of(wildcards.target, DEFENSE)
+    for detector in guards:
+        if detector in WITH_STATE:
+            inputs[detector] = f"{root}/detectors/{detector}.pt"
+    if "dropout_vote" in guards:
+        inputs["dropout"] = f"{root}/dropout"
+    return inputs
 
 
 # Seed 001 (rules/perturbations.smk): perturbation statistics and the grid run with a `perturbations` block; the

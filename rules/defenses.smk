@@ -252,3 +252,86 @@ rule dropout_vote:
         seed=config["seed"],
     script:
         "../workflow_scripts/dropout_vote.py"
+
+
+# Adaptive attacks (defense.adaptive; advflow.defenses.adaptive): per target (the undefended classifier, the whole
+# defense, each judged detector alone) and budget, a white-box attack that knows the target's guards.
+rule adaptive_attack:
+    input:
+        unpack(adaptive_attack_inputs),
+    output:
+        "results/{dataset}/defense/adaptive/{target}/{adaptive}.h5",
+    log:
+        "results/{dataset}/logs/defense/adaptive/{target}/{adaptive}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/defense/adaptive/{target}/{adaptive}.tsv"
+    wildcard_constraints:
+        target="|".join(ADAPTIVE_TARGETS) or "none",
+        adaptive="|".join(re.escape(s) for s in ADAPTIVE_SETS) or "none",
+    conda:
+        "../envs/advflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+        gpu=gpu_request(),
+    params:
+        code=code("adaptive_attack.py"),
+        settings=lambda w: canonical(
+            {
+                **{
+                    k: DEFENSE[k]
+                    for k in ("detectors", "reformer", "fpr", "dropout_vote", "mine")
+                },
+                "adaptive": {
+                    k: v for k, v in DEFENSE["adaptive"].items() if k != "targets"
+                },
+                **{
+                    d: DEFENSE[d]
+                    for d in adaptive_guards_of(w.target, DEFENSE)
+                    if d in FITTED_BY_RULE
+                },
+            }
+        ),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/adaptive_attack.py"
+
+
+rule adaptive_tables:
+    input:
+        sets=lambda w: adaptive_files(w.dataset),
+        validation="results/{dataset}/defense/scores/validation.csv",
+        sweeps=lambda w: [
+            f"results/{w.dataset}/defense/scores/{s}.csv" for s in defense_sweeps()
+        ],
+        dropout=lambda w: dropout_outputs(w.dataset),
+    output:
+        tables=directory("results/{dataset}/defense/adaptive/tables"),
+        figures=directory("results/{dataset}/defense/adaptive/figures"),
+    log:
+        "results/{dataset}/logs/defense/adaptive/tables.log",
+    benchmark:
+        "results/{dataset}/benchmarks/defense/adaptive/tables.tsv"
+    conda:
+        "../envs/advflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        code=code("adaptive_tables.py"),
+        settings=lambda w: defense_params(
+            "detectors",
+            "compared",
+            "reformer",
+            "fpr",
+            "attacks",
+            "epsilons",
+            "kappas",
+            "dropout_vote",
+            "adaptive",
+        ),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/adaptive_tables.py"

@@ -75,9 +75,21 @@ class Detector(abc.ABC):
     #: A short name, used in config keys and table rows (e.g. ``magnet_l1``, ``mid``).
     name: str = ""
 
+    #: How :meth:`differentiable_score` relates to :meth:`score`, said in the adaptive tables: ``"exact"`` (the same
+    #: function, differentiable), or the surrogate's name (e.g. soft histograms in place of bucketized MI).
+    adaptive_surrogate: str = ""
+
     @abc.abstractmethod
     def score(self, x: torch.Tensor) -> np.ndarray:
         """``(N,)`` scores of ``(N, C, H, W)`` inputs in model space; higher = more suspicious."""
+
+    def differentiable_score(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` float tensor, differentiable with respect to ``x`` (model space, on the detector's device): the
+        score, or a surrogate that tracks it (:attr:`adaptive_surrogate`), for an adaptive attacker's loss
+        (:mod:`advflow.attacks.adaptive`). A detector without one cannot face an adaptive attack."""
+        raise NotImplementedError(f"detector {self.name or type(self).__name__} has no differentiable score, so no "
+                                  f"adaptive attack can target it; implement differentiable_score and name its "
+                                  f"adaptive_surrogate")
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -65,6 +65,46 @@ def batch_maps(classifier: nn.Module, x: torch.Tensor, layers: Sequence[str], mo
         yield {name: captured[name] for name in layers}
 
 
+def differentiable_maps(classifier: nn.Module, x: torch.Tensor, layers: Sequence[str],
+                        module_names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """``{layer name: maps (N, n_k, H_k, W_k)}`` of ``x`` as :func:`batch_maps` records them, but in one forward pass
+    that keeps the graph: the maps are differentiable with respect to ``x`` (moved to the classifier's device and
+    dtype). The classifier runs in eval mode (its mode restored); a module that runs twice or not at all, or does not
+    output maps, is a ValueError, as in :func:`capture_maps`."""
+    modules = dict(classifier.named_modules())
+    missing = [name for name in module_names if name not in modules]
+    if missing:
+        raise ValueError(f"{type(classifier).__name__} has no module {', '.join(map(repr, missing))}")
+    parameter = next((p for p in classifier.parameters() if p.is_floating_point()), None)
+    dtype = parameter.dtype if parameter is not None else torch.float32
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if name in captured:
+                raise ValueError(f"module {name!r} runs more than once in a forward pass; its maps are ambiguous. "
+                                 "Pass layers= modules that each run once")
+            captured[name] = output
+        return record
+
+    handles = [modules[module].register_forward_hook(hook(name)) for name, module in zip(layers, module_names)]
+    was_training = classifier.training
+    try:
+        classifier.eval()
+        classifier(torch.as_tensor(x).to(_device(classifier, x), dtype))
+    finally:
+        classifier.train(was_training)
+        for handle in handles:
+            handle.remove()
+    absent = [name for name in layers if name not in captured]
+    if absent:
+        raise ValueError(f"module(s) {', '.join(absent)} did not run in the forward pass")
+    for name in layers:
+        if captured[name].dim() != 4:
+            raise ValueError(f"module {name!r} outputs shape {tuple(captured[name].shape)}; maps must be (N, n, H, W)")
+    return {name: captured[name] for name in layers}
+
+
 def layer_features(classifier: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = None,
                    batch_size: int = 256) -> dict[str, np.ndarray]:
     """Each recorded layer's activations ``(N, n_k, H_k, W_k)`` (float32 NumPy) for images ``x (N, C, H, W)`` in
@@ -102,7 +142,9 @@ class LayerScoreDetector(Detector):
     scores high, and no layer dominates by its units. Higher = more suspicious in every layer, so the sum is too.
 
     Subclasses implement ``_fit_layers(x, labels) -> (N, L) clean scores`` and ``_layer_scores(x) -> (N, L)``, and
-    name their fitted tensors in ``_STATE`` (added to the shared keys of :meth:`state_dict`).
+    name their fitted tensors in ``_STATE`` (added to the shared keys of :meth:`state_dict`); for
+    :meth:`differentiable_score`, ``_torch_layer_scores(x)``: the same ``(N, L)`` float64 tensor, differentiable, from
+    :meth:`differentiable_maps`.
     """
 
     _STATE: tuple[str, ...] = ()
@@ -146,6 +188,10 @@ class LayerScoreDetector(Detector):
         """Per batch, ``{layer: maps}`` on the classifier's device (:func:`batch_maps`) of the fitted layers."""
         return batch_maps(self.classifier, x, self.layer_names, self.module_names, batch_size=self.batch_size)
 
+    def differentiable_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{layer: maps}`` of the fitted layers with their graph (:func:`differentiable_maps`), one forward pass."""
+        return differentiable_maps(self.classifier, x, self.layer_names, self.module_names)
+
     # -- fit and scores
 
     def _start_fit(self, x: Any) -> torch.Tensor:
@@ -171,9 +217,21 @@ class LayerScoreDetector(Detector):
     def _layer_scores(self, x: torch.Tensor) -> np.ndarray:
         raise NotImplementedError
 
+    def _torch_layer_scores(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"detector {self.name} has no differentiable layer scores")
+
     def score(self, x: torch.Tensor) -> np.ndarray:
         """``(N,)`` float64: the layers' scores standardized on the clean fit data and summed (class docstring)."""
         return self.scores_and_layers(x)[0]
+
+    def differentiable_score(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`score` as an ``(N,)`` float64 tensor on the classifier's device, with its graph through the recorded
+        layers (``_torch_layer_scores(x) -> (N, L)``, the torch version of ``_layer_scores``)."""
+        x = self._check(x)
+        if x.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.float64, device=_device(self.classifier, x))
+        scores = self._torch_layer_scores(x)
+        return ((scores - self.score_mean.to(scores.device)) / self.score_std.to(scores.device)).sum(dim=1)
 
     def scores_and_layers(self, x: torch.Tensor) -> tuple[np.ndarray, list[str], np.ndarray]:
         """:meth:`score` and the per-layer scores it sums (layer names, ``(N, L)``), computed once: the scoring jobs

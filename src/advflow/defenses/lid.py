@@ -65,6 +65,7 @@ class LIDDetector(LayerScoreDetector):
     neighbours among ``references`` clean training activations, drawn with ``seed``. State: :meth:`state_dict`."""
 
     name = "lid"
+    adaptive_surrogate = "exact"
     _STATE = ("k", "references")
 
     def __init__(self, classifier: nn.Module, layers: Sequence[str] | None = None, *, k: int = 20,
@@ -129,6 +130,15 @@ class LIDDetector(LayerScoreDetector):
     def _layer_scores(self, x: torch.Tensor) -> np.ndarray:
         """Per layer, the LID of each input among the reference activations (k nearest)."""
         return self._lid(x)
+
+    def _torch_layer_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`_layer_scores` as an ``(N, L)`` float64 tensor, differentiable: the same :func:`lid_mle` of the
+        distances to every reference (none left out); the gradient flows through the k nearest (``topk``)."""
+        maps, columns = self.differentiable_maps(x), []
+        for name, references in zip(self.layer_names, self.reference_activations):
+            a = maps[name].flatten(1)
+            columns.append(lid_mle(_distances(a, references.to(a.device)), self.k))
+        return torch.stack(columns, dim=1)
 
     def _state(self) -> dict[str, Any]:
         return {"k": self.k, "references": [r.clone() for r in self.reference_activations]}

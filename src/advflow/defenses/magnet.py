@@ -184,9 +184,15 @@ def _scores(parts: list[torch.Tensor]) -> np.ndarray:
     return torch.cat(parts).cpu().numpy().astype(np.float64) if parts else np.zeros(0, dtype=np.float64)
 
 
+def _differentiable(parts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=device)
+
+
 class ReconstructionDetector(_AutoencoderDefense, Detector):
     """MagNet's error-based detector: score = mean over pixels of ``|x − AE(x)|^p``, p = 1 (``magnet_l1``) or
     2 (``magnet_l2``), on pixels in ``[0, 1]``; ``(N, C, H, W)`` model-space inputs -> ``(N,)`` float64."""
+
+    adaptive_surrogate = "exact"
 
     def __init__(self, ae: MagNetAutoencoder, p: int, *, batch_size: int = 500) -> None:
         if p not in (1, 2):
@@ -194,14 +200,18 @@ class ReconstructionDetector(_AutoencoderDefense, Detector):
         super().__init__(ae, batch_size=batch_size)
         self.p, self.name = int(p), f"magnet_l{int(p)}"
 
+    def _score(self, batch: torch.Tensor) -> torch.Tensor:
+        pixels = to_pixels(batch)
+        error = (pixels.double() - self.ae(pixels).double()).abs().pow(self.p)
+        return error.flatten(1).mean(dim=1)
+
     @torch.no_grad()
     def score(self, x: torch.Tensor) -> np.ndarray:
-        parts = []
-        for batch in self.batches(x):
-            pixels = to_pixels(batch)
-            error = (pixels.double() - self.ae(pixels).double()).abs().pow(self.p)
-            parts.append(error.flatten(1).mean(dim=1))
-        return _scores(parts)
+        return _scores([self._score(batch) for batch in self.batches(x)])
+
+    def differentiable_score(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`score` as an ``(N,)`` float64 tensor on the autoencoder's device, with its graph (exact)."""
+        return _differentiable([self._score(batch) for batch in self.batches(x)], self.device)
 
     def state_dict(self) -> dict[str, Any]:
         return {**self.ae_state(), "p": self.p}
@@ -215,6 +225,8 @@ class JSDDetector(_AutoencoderDefense, Detector):
     named ``magnet_jsd_T{T}``. ``classifier``: logits of model-space inputs, on the autoencoder's device; it runs
     in eval mode. Its state is the autoencoder and T (the classifier is saved by its own stage)."""
 
+    adaptive_surrogate = "exact"
+
     def __init__(self, ae: MagNetAutoencoder, classifier: nn.Module, temperature: float, *,
                  batch_size: int = 500) -> None:
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
@@ -225,15 +237,23 @@ class JSDDetector(_AutoencoderDefense, Detector):
         self.classifier, self.temperature = classifier, float(temperature)
         self.name = f"magnet_jsd_T{self.temperature:g}"
 
-    @torch.no_grad()
-    def score(self, x: torch.Tensor) -> np.ndarray:
+    def _parts(self, x: torch.Tensor) -> list[torch.Tensor]:
         parts = []
         with _eval_mode(self.classifier) as classifier:
             for batch in self.batches(x):
                 p = torch.softmax(classifier(batch).double() / self.temperature, dim=1)
                 q = torch.softmax(classifier(self.reform(batch)).double() / self.temperature, dim=1)
                 parts.append(jensen_shannon(p, q))
-        return _scores(parts)
+        return parts
+
+    @torch.no_grad()
+    def score(self, x: torch.Tensor) -> np.ndarray:
+        return _scores(self._parts(x))
+
+    def differentiable_score(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`score` as an ``(N,)`` float64 tensor on the autoencoder's device, with its graph through f, the
+        autoencoder and the reformer's clip (exact)."""
+        return _differentiable(self._parts(x), self.device)
 
     def state_dict(self) -> dict[str, Any]:
         return {**self.ae_state(), "temperature": self.temperature}
@@ -248,6 +268,11 @@ class Reformer(_AutoencoderDefense):
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.differentiable(x)
+
+    def differentiable(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`__call__` with its graph, differentiable with respect to ``x`` (the MID detector's
+        :meth:`~advflow.defenses.mine.MIDDetector.differentiable_score` reconstructs through it)."""
         x = torch.as_tensor(x)
         parts = [self.reform(batch).to(x.device) for batch in self.batches(x)]
         return torch.cat(parts) if parts else torch.empty_like(x, dtype=torch.float32)

@@ -54,6 +54,7 @@ class MahalanobisDetector(LayerScoreDetector):
     (default: :func:`advflow.information.layers.default_layers`). State: :meth:`state_dict`."""
 
     name = "mahalanobis"
+    adaptive_surrogate = "exact"
     _STATE = ("classes", "means", "precisions")
 
     def __init__(self, classifier: nn.Module, layers: Sequence[str] | None = None, *, batch_size: int = 256) -> None:
@@ -98,6 +99,17 @@ class MahalanobisDetector(LayerScoreDetector):
     def _layer_scores(self, x: torch.Tensor) -> np.ndarray:
         """Per layer, the squared Mahalanobis distance to the closest class mean."""
         return self._from_features(self.features(x))
+
+    def _torch_layer_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`_layer_scores` as an ``(N, L)`` float64 tensor, differentiable: channel means of the maps, then
+        :func:`closest_class_distance` in torch (the min picks the closest class; the clip at 0 is kept)."""
+        maps, columns = self.differentiable_maps(x), []
+        for name, means, precision in zip(self.layer_names, self.means, self.precisions):
+            features = maps[name].double().mean(dim=(2, 3))
+            diff = features[:, None, :] - torch.as_tensor(means, device=features.device)[None, :, :]
+            quadratic = torch.einsum("bcn,nm,bcm->bc", diff, torch.as_tensor(precision, device=features.device), diff)
+            columns.append(quadratic.min(dim=1).values.clamp(min=0.0))
+        return torch.stack(columns, dim=1)
 
     def _state(self) -> dict[str, Any]:
         return {"classes": torch.as_tensor(self.classes, dtype=torch.int64).clone(),

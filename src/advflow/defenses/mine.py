@@ -200,13 +200,15 @@ class MIDDetector(Detector):
 
     ``f``: classifier, model-space images ``(N, C, H, W)`` in [-1, 1] to logits ``(N, K)``; ``reconstruct``:
     model-space images to model-space images of the same shape (e.g. MagNet's autoencoder wrapped with
-    :func:`advflow.defenses.to_pixels` / :func:`~advflow.defenses.from_pixels`). Both run without gradients, in
-    eval mode when they are modules, on f's device; T_theta lives on the CPU. ``references``: how many clean
-    training images x_j the score compares with. A fitted state (:meth:`state_dict`) holds tensors and plain
-    numbers only; f and reconstruct are supplied again when loading it.
+    :func:`advflow.defenses.to_pixels` / :func:`~advflow.defenses.from_pixels`, or a
+    :class:`~advflow.defenses.magnet.Reformer`). Both run without gradients (with them in
+    :meth:`differentiable_score`), in eval mode when they are modules, on f's device; T_theta lives on the CPU.
+    ``references``: how many clean training images x_j the score compares with. A fitted state
+    (:meth:`state_dict`) holds tensors and plain numbers only; f and reconstruct are supplied again when loading it.
     """
 
     name = "mid"
+    adaptive_surrogate = "exact"
 
     def __init__(self, f: nn.Module, reconstruct: Callable[[torch.Tensor], torch.Tensor], *,
                  settings: MineSettings = MineSettings(), references: int = 256) -> None:
@@ -232,23 +234,36 @@ class MIDDetector(Detector):
     @torch.no_grad()
     def features(self, x: torch.Tensor, fitting: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """softmax f(x) and softmax f(AE(x)) of images ``x (N, C, H, W)``, each ``(N, K)`` float32 on the CPU."""
+        return self._features(x, fitting, torch.device("cpu"))
+
+    def _features(self, x: torch.Tensor, fitting: bool, out_device: torch.device,
+                  differentiable: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`features` on ``out_device``; ``differentiable``: reconstructing with ``reconstruct.differentiable``
+        where it has one (:meth:`advflow.defenses.magnet.Reformer.differentiable`), and refusing one that cuts the
+        gradient."""
         x = self._check(x, fitting)
         if x.shape[0] == 0:
-            return torch.zeros(0, 0), torch.zeros(0, 0)
+            return torch.zeros(0, 0, device=out_device), torch.zeros(0, 0, device=out_device)
         device = next((p.device for p in self.f.parameters()), x.device) if isinstance(self.f, nn.Module) else x.device
+        reconstruct = getattr(self.reconstruct, "differentiable", self.reconstruct) if differentiable \
+            else self.reconstruct
         p, q = [], []
         with _evaluating(self.f, self.reconstruct):
             for chunk in x.split(self.settings.batch_size):
                 chunk = chunk.to(device)
-                rebuilt = self.reconstruct(chunk)
+                rebuilt = reconstruct(chunk)
                 if rebuilt.shape != chunk.shape:
                     raise ValueError(f"reconstruct must return images of the input's shape {tuple(chunk.shape)}; "
                                      f"got {tuple(rebuilt.shape)}")
+                if differentiable and chunk.requires_grad and not rebuilt.requires_grad:
+                    raise ValueError(f"{self.name}'s reconstruct returns no gradient (it runs under torch.no_grad or "
+                                     f"detaches), so its score is not differentiable; give it a differentiable "
+                                     f"reconstruct, or one with a differentiable(x) method (magnet.Reformer)")
                 for out, images in ((p, chunk), (q, rebuilt)):
                     logits = self.f(images)
                     if logits.ndim != 2 or logits.shape[0] != chunk.shape[0]:
                         raise ValueError(f"f must return logits (N, K); got shape {tuple(logits.shape)}")
-                    out.append(torch.softmax(logits.float(), dim=1).cpu())
+                    out.append(torch.softmax(logits.float(), dim=1).to(out_device))
         return torch.cat(p), torch.cat(q)
 
     def fit(self, x_train: torch.Tensor) -> MIDDetector:
@@ -267,14 +282,13 @@ class MIDDetector(Detector):
         self.fitted_mi = dv_bound(network, p, q, self.settings.shuffles, self.settings.seed)
         return self
 
-    @torch.no_grad()
-    def pointwise_mi(self, x: torch.Tensor) -> np.ndarray:
-        """``(N,)`` float64 i(x) in nats of images ``x (N, C, H, W)``; low = adversarial."""
+    def _fitted(self) -> StatisticsNetwork:
         if self.network is None or self.reference_features is None:
             raise RuntimeError(f"{self.name} is not fitted: call fit(clean training images) or load_state_dict first")
-        p, q = self.features(x)
-        if p.shape[0] == 0:
-            return np.zeros(0)
+        return self.network
+
+    def _pointwise(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` float32 i(x) of the features ``p, q (N, K)`` of N images (on T_theta's device)."""
         if p.shape[1] != self.reference_features.shape[1]:
             raise ValueError(f"f gives {p.shape[1]} classes; {self.name} was fitted on a classifier of "
                              f"{self.reference_features.shape[1]}")
@@ -283,11 +297,30 @@ class MIDDetector(Detector):
         for p_chunk, q_chunk in zip(p.split(chunk), q.split(chunk)):
             log_mean_exp = torch.logsumexp(self.network.pairwise(p_chunk, refs), dim=1) - math.log(refs.shape[0])
             result.append(self.network(p_chunk, q_chunk) - log_mean_exp)
-        return torch.cat(result).double().numpy()
+        return torch.cat(result)
+
+    @torch.no_grad()
+    def pointwise_mi(self, x: torch.Tensor) -> np.ndarray:
+        """``(N,)`` float64 i(x) in nats of images ``x (N, C, H, W)``; low = adversarial."""
+        self._fitted()
+        p, q = self.features(x)
+        if p.shape[0] == 0:
+            return np.zeros(0)
+        return self._pointwise(p, q).double().numpy()
 
     def score(self, x: torch.Tensor) -> np.ndarray:
         """``(N,)`` float64 scores -i(x) of images ``x (N, C, H, W)``; higher = more suspicious."""
         return -self.pointwise_mi(x)
+
+    def differentiable_score(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`score`, -i(x), as an ``(N,)`` float32 tensor on T_theta's device (the CPU), with its graph through
+        f, reconstruct (its ``differentiable`` method where it has one: :meth:`advflow.defenses.magnet.Reformer`'s
+        call runs without gradients) and T_theta (exact); the references are constants."""
+        device = next(self._fitted().parameters()).device
+        p, q = self._features(x, False, device, differentiable=True)
+        if p.shape[0] == 0:
+            return torch.zeros(0, device=device)
+        return -self._pointwise(p, q)
 
     def state_dict(self) -> dict[str, Any]:
         if self.network is None or self.reference_features is None or self.input_shape is None:

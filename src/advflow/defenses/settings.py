@@ -50,7 +50,26 @@ def defense_defaults() -> dict[str, Any]:
         "batch_size": 100,
         # The detectors rule fit_detector fits on clean training images: their settings blocks (train_size: how many).
         **{name: dict(detector_registry.get(name).defaults) for name in detector_registry.fitted_by_rule()},
+        # Adaptive attacks (white-box, against each target that knows it): off unless the config has the block.
+        "adaptive": None,
     }
+
+
+#: The adaptive attacks' settings (``defense.adaptive``; advflow.defenses.adaptive): ``targets`` null = the undefended
+#: classifier, the whole defense and every judged detector alone; PGD (L∞) over ``epsilons`` and C&W-L2 over
+#: ``kappas`` on the first ``n`` defense seeds; at each attack's largest budget again with ``longer``× the steps and
+#: restarts (the convergence check).
+ADAPTIVE_ATTACKS = ("pgd", "cw")
+ADAPTIVE_TARGETS = ("undefended", "defense")
+ADAPTIVE_DEFAULTS: dict[str, Any] = {
+    "targets": None, "attacks": ["pgd", "cw"], "epsilons": [0.1, 0.2, 0.3, 0.4, 0.5], "kappas": [0, 10, 20, 40],
+    "n": 100, "pgd": {"steps": 100, "rel_stepsize": 0.05, "restarts": 2},
+    "cw": {"steps": 200, "stepsize": 0.01, "binary_search_steps": 5, "c": 1.0},
+    "eot": 16, "check_every": 10, "longer": 2,
+}
+ADAPTIVE_INTEGERS = {"n": 1, "eot": 1, "check_every": 1, "longer": 2, "pgd.steps": 1, "pgd.restarts": 1,
+                     "cw.steps": 1, "cw.binary_search_steps": 1}
+ADAPTIVE_POSITIVE = ("pgd.rel_stepsize", "cw.stepsize", "cw.c")
 
 
 def _fail(key: str, problem: str) -> None:
@@ -115,6 +134,8 @@ def defense_settings(config: dict[str, Any]) -> dict[str, Any] | None:
     if "lid" in settings and settings["lid"]["references"] <= settings["lid"]["k"]:
         _fail("lid.references", f"LID needs more clean references than neighbours: references "
                                 f"({settings['lid']['references']}) must exceed k ({settings['lid']['k']})")
+    if settings["adaptive"] is not None:
+        settings["adaptive"] = adaptive_settings(settings["adaptive"], settings)
     if "infopath" in settings and settings["infopath"]["buckets"] < 2:
         _fail("infopath.buckets", f"the MI estimate needs at least 2 buckets; got {settings['infopath']['buckets']}")
     for key, low, high in (("epsilons", 0.0, 1.0), ("kappas", 0.0, math.inf)):
@@ -126,6 +147,96 @@ def defense_settings(config: dict[str, Any]) -> dict[str, Any] | None:
                                                                                      (key == "kappas" and value == 0)):
                 _fail(key, f"{value!r} is out of range: ε in (0, 1] (pixel units), κ >= 0")
     return settings
+
+
+def adaptive_settings(block: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """``defense.adaptive`` over :data:`ADAPTIVE_DEFAULTS`, checked (ConfigError naming the key and the fix)."""
+    if not isinstance(block, dict):
+        _fail("adaptive", f"must be a mapping of settings (or null: no adaptive attacks); got {block!r}")
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in ADAPTIVE_DEFAULTS.items()}
+    for key, value in block.items():
+        if key not in out:
+            _fail(f"adaptive.{key}", f"unknown key; allowed: {', '.join(out)}")
+        if isinstance(out[key], dict):
+            if not isinstance(value, dict):
+                _fail(f"adaptive.{key}", f"must be a mapping with keys {', '.join(out[key])}; got {value!r}")
+            unknown = sorted(set(value) - set(out[key]))
+            if unknown:
+                _fail(f"adaptive.{key}.{unknown[0]}", f"unknown key; allowed: {', '.join(out[key])}")
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    for key, low in ADAPTIVE_INTEGERS.items():
+        head, _, tail = key.partition(".")
+        value = out[head][tail] if tail else out[head]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            _fail(f"adaptive.{key}", f"must be an integer >= {low}; got {value!r}")
+    for key in ADAPTIVE_POSITIVE:
+        head, _, tail = key.partition(".")
+        value = out[head][tail]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            _fail(f"adaptive.{key}", f"must be a positive number; got {value!r}")
+    if out["n"] > settings["n"]:
+        _fail("adaptive.n", f"the adaptive attacks run on the first n of the defense's {settings['n']} seeds; "
+                            f"got n = {out['n']}: lower it to at most defense.n")
+    allowed = [*ADAPTIVE_TARGETS, *judged(settings)]
+    targets = allowed if out["targets"] is None else out["targets"]
+    if not isinstance(targets, list) or not targets:
+        _fail("adaptive.targets", f"must be a non-empty list or null (all); allowed: {', '.join(allowed)}")
+    unknown = [t for t in targets if t not in allowed]
+    if unknown:
+        _fail("adaptive.targets", f"unknown {', '.join(map(str, unknown))}; allowed: the undefended classifier, "
+                                  f"the defense, or a judged detector: {', '.join(allowed)}")
+    out["targets"] = list(dict.fromkeys(targets))
+    attacks = out["attacks"]
+    if not isinstance(attacks, list) or not attacks or any(a not in ADAPTIVE_ATTACKS for a in attacks):
+        _fail("adaptive.attacks", f"must be a non-empty list of {', '.join(ADAPTIVE_ATTACKS)}; got {attacks!r}")
+    for key, grid in (("epsilons", settings["epsilons"]), ("kappas", settings["kappas"])):
+        values = out[key]
+        if not isinstance(values, list) or not values:
+            _fail(f"adaptive.{key}", "must be a non-empty list of numbers")
+        outside = [v for v in values if v not in grid]
+        if outside:
+            _fail(f"adaptive.{key}", f"{', '.join(map(str, outside))} not in the transfer sweeps' defense.{key} "
+                                     f"({', '.join(map(str, grid))}): the adaptive budgets are drawn beside the "
+                                     f"transfer ones, so pick them from that grid")
+    return out
+
+
+def adaptive_sets(settings: dict[str, Any]) -> dict[str, tuple[str, float, bool]]:
+    """Every adaptive set of one target, by file name -> (attack, strength, longer): ``pgd_eps0.3``, ``cw_kappa10``,
+    and at each attack's largest budget ``…_longer`` (``longer``× the steps and restarts). Empty without the block."""
+    block = settings.get("adaptive")
+    if not block:
+        return {}
+    out = {}
+    for attack in block["attacks"]:
+        prefix, grid = ("eps", block["epsilons"]) if attack == "pgd" else ("kappa", block["kappas"])
+        for value in sorted(grid):
+            out[f"{attack}_{prefix}{value:g}"] = (attack, float(value), False)
+        out[f"{attack}_{prefix}{max(grid):g}_longer"] = (attack, float(max(grid)), True)
+    return out
+
+
+def adaptive_targets(settings: dict[str, Any]) -> list[str]:
+    """The adaptive attacks' targets (none without the block)."""
+    block = settings.get("adaptive")
+    return list(block["targets"]) if block else []
+
+
+def adaptive_guards_of(target: str, settings: dict[str, Any]) -> list[str]:
+    """The detectors guarding an adaptive ``target``: none for the undefended classifier, the defense's detectors for
+    ``defense``, else the detector itself."""
+    if target == "undefended":
+        return []
+    if target == "defense":
+        return list(settings["detectors"])
+    return [target]
+
+
+def adaptive_reformer(target: str, settings: dict[str, Any]) -> bool:
+    """Whether the adaptive ``target`` classifies through MagNet's reformer (the defense, when it has one)."""
+    return target == "defense" and bool(settings["reformer"])
 
 
 def judged(settings: dict[str, Any]) -> list[str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from advflow.information.shifts import wilson
+from advflow.report import adaptive
 from advflow.report import findings as fx
 from advflow.report.plotting import Figure, FigureBytes
 from advflow.report.study import Study
@@ -357,5 +358,8 @@ def section(study: Study, root: Path, html_table: Any, figure_html: Any) -> str:
                      "named so) and faces transfer attacks that ignore it. Each comparison is the difference of two "
                      "detectors' ROC AUCs on the same inputs with its 95 % paired-bootstrap interval.</p><ul>"
                      + "".join(f"<li>{html.escape(s)}</li>" for s in ranking) + "</ul>")
+    fprs = {r["detector"]: float(r["fpr"]) for r in read_rows(tables / "thresholds.csv")} \
+        if (tables / "thresholds.csv").is_file() else {}
+    parts.append(adaptive.section(root / "adaptive", read_rows, html_table, figure_html, fprs))
     parts.append("</section>")
     return "\n".join(parts)

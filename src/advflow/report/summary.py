@@ -236,7 +236,39 @@ def defense_record(root: Path) -> dict[str, Any] | None:
                                      "lost_to_reformer": r.get("lost_to_reformer")}
     if (tables / "detectors.csv").is_file():
         out["detectors"] = detector_matrix(read_rows(tables / "detectors.csv"))
+    adaptive = root / "adaptive" / "tables" / "adaptive.csv"
+    if adaptive.is_file():
+        out["adaptive"] = adaptive_matrix(read_rows(adaptive))
+        out["threat_model"] = ("transfer (oblivious) in the detector matrix; adaptive (white-box: knows the "
+                               "classifier, the reformer and every detector with its threshold) in the defended-"
+                               "accuracy matrix")
     return out
+
+
+def adaptive_matrix(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per target and attack at the attack's largest budget (not the longer check): defended accuracy under the
+    adaptive attack and under the transfer attack on the same seeds, with Wilson intervals, and the masking flag."""
+    out = []
+    base = [r for r in rows if r.get("longer") == "no"]
+    for target in dict.fromkeys(r["target"] for r in base):
+        for attack in dict.fromkeys(r["attack"] for r in base if r["target"] == target):
+            mine = [r for r in base if r["target"] == target and r["attack"] == attack]
+            top = max(mine, key=lambda r: float(r["strength"]))
+            out.append({"target": target, "guards": top.get("guards"), "attack": attack,
+                        "strength": float(top["strength"]), "n": top.get("n"),
+                        **{k: top.get(k) for k in ("defended_accuracy", "defended_accuracy_low",
+                                                   "defended_accuracy_high", "transfer_defended_accuracy",
+                                                   "transfer_defended_accuracy_low", "transfer_defended_accuracy_high")},
+                        "masking": bool(top.get("masking"))})
+    return out
+
+
+def _rate_text(cell: Mapping[str, Any], key: str) -> str:
+    value, low, high = cell.get(key), cell.get(f"{key}_low"), cell.get(f"{key}_high")
+    if not _finite(value):
+        return "n/a"
+    interval = f" [{fx.percent(low)}, {fx.percent(high)}]" if _finite(low) and _finite(high) else ""
+    return f"{fx.percent(value)}{interval}"
 
 
 def defense_html(record: Mapping[str, Any]) -> str:
@@ -273,8 +305,33 @@ def defense_html(record: Mapping[str, Any]) -> str:
                      'Defenses</a>, appendix.</caption>'
                      f'<thead><tr><th class="text">detector</th>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
                      '</table>')
-    parts.append(f'<p class="meta">Threat model: {esc(record["threat_model"])}. A number here holds only against an '
-                 f'attacker who ignores the detectors.</p>')
+    adaptive = record.get("adaptive") or []
+    if adaptive:
+        attacks = list(dict.fromkeys(c["attack"] for c in adaptive))
+        at = {(c["target"], c["attack"]): c for c in adaptive}
+        budget = {c["attack"]: c["strength"] for c in adaptive}
+        units = {"pgd": "PGD, ε", "cw": "C&W, κ"}
+        head = "".join(f"<th>{esc(units.get(a, a))} = {budget[a]:g}</th>" for a in attacks)
+        body = []
+        for target in dict.fromkeys(c["target"] for c in adaptive):
+            cells = []
+            for a in attacks:
+                c = at.get((target, a))
+                cells.append("<td>–</td>" if c is None else
+                             f"<td>{_rate_text(c, 'defended_accuracy')}<br><small>transfer "
+                             f"{_rate_text(c, 'transfer_defended_accuracy')}"
+                             + ("; possible gradient masking" if c["masking"] else "") + "</small></td>")
+            body.append(f'<tr><th class="text">{esc(target)}</th>{"".join(cells)}</tr>')
+        parts.append('<table data-table="adaptive_matrix"><caption>Defended accuracy under an adaptive (white-box) '
+                     'attacker at each attack\'s largest budget [95 % Wilson interval], below it the transfer '
+                     'attack\'s on the same seeds; target = the undefended classifier, the whole defense, or one '
+                     'detector alone. Full rows: <a href="#adaptive">Under an adaptive attacker</a>.</caption>'
+                     f'<thead><tr><th class="text">target</th>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
+                     '</table>')
+        parts.append(f'<p class="meta">Threat model: {esc(record["threat_model"])}.</p>')
+    else:
+        parts.append(f'<p class="meta">Threat model: {esc(record["threat_model"])}. A number here holds only against '
+                     f'an attacker who ignores the detectors.</p>')
     return "\n".join(parts)
 
 
