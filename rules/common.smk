@@ -341,7 +341,10 @@ def defense_scored_detectors():
 def defense_outputs(dataset):
     if not DEFENSE:
         return []
-    outputs = [f"results/{dataset}/defense/tables", f"results/{dataset}/defense/figures"]
+    outputs = [
+        f"results/{dataset}/defense/tables",
+        f"results/{dataset}/defense/figures",
+    ]
     if ADAPTIVE_SETS:
         outputs += [
             f"results/{dataset}/defense/adaptive/tables",
@@ -365,7 +368,8 @@ def adaptive_files(dataset):
 
 def adaptive_attack_inputs(wildcards):
     """What one adaptive set reads: the classifier, the seeds, the validation images and scores (the thresholds),
-    the autoencoders, the fitted states of its guards and, for the dropout vote, the vote's scores."""
+    the autoencoders, the fitted states of its guards and, for the dropout vote, the vote's scores.
+    """
     root = f"results/{wildcards.dataset}/defense"
     inputs = {
         "classifier": defense_classifier(wildcards),
