@@ -484,6 +484,7 @@ def intermediate_targets():
             f"{root}/detectors/{d}.pt" for d in judged(DEFENSE) if d in WITH_STATE
         ]
         targets += [f"{root}/adv/{s}.h5" for s in defense_sweeps()]
+        targets += adaptive_files(DATASET)
         targets += [
             f"{root}/scores/{s}.csv"
             for s in [

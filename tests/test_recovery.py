@@ -259,6 +259,7 @@ def test_every_intermediate_file_missing_is_rebuilt_by_a_plain_run(tiny_run, tmp
         "fit_mid": f"{D}/defense/detectors/mid.pt",
         "defense_attack": f"{D}/defense/adv/pgd_eps0.1.h5",
         "defense_scores": f"{D}/defense/scores/clean.csv",
+        "adaptive_attack": f"{D}/defense/adaptive/infopath/pgd_eps0.3.h5",
     }
     for rule, name in missing.items():
         assert (work / name).is_file(), f"{name} ({rule}) is not in the tiny run; update this test"
