@@ -33,6 +33,7 @@ STAGES = {
     "aggregate": ("aggregate", "aggregate_subsets"),
     "defense (seed 003)": ("defense_inputs", "train_autoencoder", "fit_mid", "fit_detector", "defense_attack",
                            "defense_scores", "defense_tables"),
+    "adaptive attacks": ("adaptive_attack", "adaptive_tables"),
     "report": ("report",),
 }
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]")

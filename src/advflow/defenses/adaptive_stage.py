@@ -81,7 +81,7 @@ def build_system(target: str, classifier: torch.nn.Module, detectors: Mapping[st
 def run_attack(system: adaptive.DefendedSystem, attack: str, strength: float, longer: bool, x: torch.Tensor,
                labels: torch.Tensor, block: Mapping[str, Any], *, seed: int) -> adaptive.AttackResult:
     """One adaptive set: PGD at ε = ``strength`` or C&W-L2 at κ = ``strength``, with the block's settings (``longer``:
-    ``block["longer"]``× the steps and restarts, or binary-search steps for C&W)."""
+    ``block["longer"]``× the steps, and PGD's restarts, at a step size shrunk by the same factor for PGD)."""
     factor = int(block["longer"]) if longer else 1
     if attack == "pgd":
         own = block["pgd"]
@@ -90,7 +90,7 @@ def run_attack(system: adaptive.DefendedSystem, attack: str, strength: float, lo
                             restarts=int(own["restarts"]) * factor, seed=seed, check_every=int(block["check_every"]))
     own = block["cw"]
     return adaptive.cw_l2(system, x, labels, kappa=float(strength), steps=int(own["steps"]) * factor,
-                          stepsize=float(own["stepsize"]), binary_search_steps=int(own["binary_search_steps"]) * factor,
+                          stepsize=float(own["stepsize"]), binary_search_steps=int(own["binary_search_steps"]),
                           c=float(own["c"]), seed=seed, check_every=int(block["check_every"]))
 
 

@@ -57,8 +57,8 @@ def defense_defaults() -> dict[str, Any]:
 
 #: The adaptive attacks' settings (``defense.adaptive``; advflow.defenses.adaptive): ``targets`` null = the undefended
 #: classifier, the whole defense and every judged detector alone; PGD (L∞) over ``epsilons`` and C&W-L2 over
-#: ``kappas`` on the first ``n`` defense seeds; at each attack's largest budget again with ``longer``× the steps and
-#: restarts (the convergence check).
+#: ``kappas`` on the first ``n`` defense seeds; at each attack's largest budget again with ``longer``× the steps (and
+#: PGD's restarts): the convergence check.
 ADAPTIVE_ATTACKS = ("pgd", "cw")
 ADAPTIVE_TARGETS = ("undefended", "defense")
 ADAPTIVE_DEFAULTS: dict[str, Any] = {
