@@ -91,9 +91,14 @@ def detection_statements(guards: list[dict[str, Any]], fprs: dict[str, float]) -
                            and r.get("longer") == "no"), key=lambda r: _float(r["strength"]))
             if not mine:
                 continue
-            keeps = [r for r in mine if _float(r["detection_low"]) > fpr]
-            falls = next((r for r in mine if not _float(r["detection_low"]) > fpr), None)
-            if not keeps:
+            kept = [_float(r["detection_low"]) > fpr for r in mine]
+            keeps = [r for r, k in zip(mine, kept) if k]
+            falls = next((r for r, k in zip(mine, kept) if not k), None)
+            if keeps and falls is not None and kept != sorted(kept, reverse=True):  # not monotone in the budget
+                verdict = (f"keeps detection power at {', '.join(_budget(attack, r['strength']) for r in keeps)} and "
+                           f"not at {', '.join(_budget(attack, r['strength']) for r, k in zip(mine, kept) if not k)} "
+                           f"(its FPR {fx.percent(fpr)}; not monotone in the budget: read the table)")
+            elif not keeps:
                 verdict = (f"keeps no detection power at any budget tried (from {_budget(attack, mine[0]['strength'])}"
                            f": detection {_rate(mine[0], 'detection')}, its FPR {fx.percent(fpr)})")
             elif falls is None:
