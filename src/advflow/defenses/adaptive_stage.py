@@ -304,7 +304,8 @@ def adaptive_figure(target: str, rows: Sequence[Mapping[str, Any]], transfer: Ma
                     settings: Mapping[str, Any], dpi: int) -> Any:
     """Defended accuracy of ``target`` against the budget: one panel per attack (PGD over ε, C&W over κ), the
     transfer attack's (every sweep strength, on the same seeds) and the adaptive attack's, each with its 95 % Wilson
-    interval; the undefended classifier's accuracy under the same adaptive attack thin and grey."""
+    interval; the undefended classifier's accuracy under the same adaptive attack thin and grey; the three drawn a
+    little apart at a shared budget."""
     from advflow.workflow.figures import LEGEND_SIZE, Figure, new_figure, palette, render, style
 
     attacks = [a for a in settings["adaptive"]["attacks"] if any(r["attack"] == a for r in rows)]
@@ -323,10 +324,13 @@ def adaptive_figure(target: str, rows: Sequence[Mapping[str, Any]], transfer: Ma
                     (r["strength"], r["defended_accuracy"], r["defended_accuracy_low"], r["defended_accuracy_high"])
                     for r in rows if r["attack"] == attack and r["target"] == "undefended" and r["longer"] == "no"),
                     "grey", ":", "x"))
-            for label, points, color, dashes, marker in lines:
+            grid = [p[0] for _, points, *_ in lines for p in points]
+            dodge = 0.012 * ((max(grid) - min(grid)) if len(set(grid)) > 1 else 1.0) if grid else 0.0
+            for offset, (label, points, color, dashes, marker) in zip((0, 1, -1), lines):
                 if not points:
                     continue
                 x, y, low, high = (np.array(v, dtype=np.float64) for v in zip(*points))
+                x = x + offset * dodge  # points at one budget side by side, not on top of each other
                 ax.errorbar(x, 100 * y, yerr=[100 * (y - low), 100 * (high - y)], color=color, ls=dashes,
                             marker=marker, lw=2.2 if label == "adaptive" else 1.4, capsize=3, label=label)
             ax.set(title=f"{target}: {'PGD (L∞)' if attack == 'pgd' else 'C&W (L2)'}",

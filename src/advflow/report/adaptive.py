@@ -56,6 +56,11 @@ def _rate(row: dict[str, Any], key: str) -> str:
     return fx.percent(value)
 
 
+def _count(value: Any) -> str:
+    number = _float(value)
+    return str(int(number)) if math.isfinite(number) else "n/a"
+
+
 def _budget(attack: str, strength: Any) -> str:
     return f"{UNITS.get(attack, 'budget')} = {_float(strength):g}"
 
@@ -75,7 +80,7 @@ def accuracy_statements(rows: list[dict[str, Any]]) -> list[str]:
                      f"{_rate(r, 'transfer_defended_accuracy')})" for r in mine if r["attack"] == attack]
             parts.append(f"{NAMES.get(attack, attack)}: " + "; ".join(cells))
         what = mine[0]["guards"] + (", reformer" if mine[0].get("reformer") == "yes" else "")
-        out.append(f"{target} ({what}), defended accuracy under its adaptive attack, n = {mine[0]['n']}: "
+        out.append(f"{target} ({what}), defended accuracy under its adaptive attack, n = {_count(mine[0]['n'])}: "
                    + ". ".join(parts) + ".")
     return out
 
@@ -125,7 +130,7 @@ def check_statements(checks: list[dict[str, Any]], surrogates: list[dict[str, An
     converged = [r for r in checks if r.get("convergence")]
     loose = [r for r in converged if r["convergence"] != "converged"]
     if converged:
-        named = ", ".join(f"{r['target']} {r['attack']} (+{r['gained']} seeds)" for r in loose)
+        named = ", ".join(f"{r['target']} {r['attack']} (+{_count(r['gained'])} seeds)" for r in loose)
         out.append(f"Longer attacks (more steps and restarts) at the largest budget: converged on "
                    f"{len(converged) - len(loose)} of {len(converged)} (target, attack) pairs"
                    + (f"; not converged on {named}: their adaptive numbers understate the attacker" if loose else "")
@@ -141,7 +146,7 @@ def check_statements(checks: list[dict[str, Any]], surrogates: list[dict[str, An
     for guard in dict.fromkeys(r["guard"] for r in surrogates if r.get("surrogate") not in ("exact", "")):
         mine = [r for r in surrogates if r["guard"] == guard]
         cells = "; ".join(f"{r['inputs']}: Spearman {_float(r['spearman']):.2f}, Pearson {_float(r['pearson']):.2f} "
-                          f"(n = {r['n']})" for r in mine)
+                          f"(n = {_count(r['n'])})" for r in mine)
         out.append(f"{guard}'s surrogate ({mine[0]['surrogate']}) against its real score: {cells}.")
     return out
 
