@@ -46,6 +46,7 @@ from advflow.defenses.settings import (
     STUDY_PREFIX,
     SWEEP_PATTERN,
     adaptive_guards_of,
+    adaptive_reformer,
     adaptive_sets,
     adaptive_targets,
     defense_settings,
@@ -364,6 +365,25 @@ def adaptive_files(dataset):
         for t in ADAPTIVE_TARGETS
         for s in ADAPTIVE_SETS
     ]
+
+
+def adaptive_params(target):
+    """The settings one adaptive set depends on, and only those: its guards' FPRs and settings, the reformer where
+    the target has one, the attacks' block (an FPR of another detector reruns nothing here).
+    """
+    guards = adaptive_guards_of(target, DEFENSE)
+    settings = {
+        "detectors": DEFENSE["detectors"] if target == "defense" else [],
+        "reformer": adaptive_reformer(target, DEFENSE),
+        "fpr": {g: DEFENSE["fpr"][g] for g in guards},
+        "adaptive": {k: v for k, v in DEFENSE["adaptive"].items() if k != "targets"},
+        **{g: DEFENSE[g] for g in guards if g in FITTED_BY_RULE},
+    }
+    if "mid" in guards:
+        settings["mine"] = DEFENSE["mine"]
+    if "dropout_vote" in guards:
+        settings["dropout_vote"] = DEFENSE["dropout_vote"]
+    return canonical(settings)
 
 
 def adaptive_attack_inputs(wildcards):

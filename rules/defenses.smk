@@ -277,22 +277,7 @@ rule adaptive_attack:
         gpu=gpu_request(),
     params:
         code=code("adaptive_attack.py"),
-        settings=lambda w: canonical(
-            {
-                **{
-                    k: DEFENSE[k]
-                    for k in ("detectors", "reformer", "fpr", "dropout_vote", "mine")
-                },
-                "adaptive": {
-                    k: v for k, v in DEFENSE["adaptive"].items() if k != "targets"
-                },
-                **{
-                    d: DEFENSE[d]
-                    for d in adaptive_guards_of(w.target, DEFENSE)
-                    if d in FITTED_BY_RULE
-                },
-            }
-        ),
+        settings=lambda w: adaptive_params(w.target),
         seed=config["seed"],
     script:
         "../workflow_scripts/adaptive_attack.py"

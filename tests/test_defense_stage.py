@@ -191,25 +191,35 @@ def test_tiny_run_writes_every_defense_table_and_figure_and_the_report_section(t
 
 
 SCORED = 2 + 10 + 5  # validation, clean, the tiny config's 10 sweep sets and its 5 study sets on good_init
+#: The tiny config's adaptive sets: 4 targets (undefended, defense, dropout_vote, infopath) x 4 sets (PGD and C&W at
+#: one budget, each also longer); the defense's 4 are the only ones guarded by MID.
+ADAPTIVE = {"adaptive_attack": 16, "adaptive_tables": 1}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("change, expected", [
-    # An FPR changes thresholds and tables only: nothing is rescored.
-    (lambda c: c["defense"].update(fpr={"mid": 0.05}), {"defense_tables": 1, "report": 1, "all": 1}),
-    # A new ε crafts and scores only its new sets (PGD and BIM); seed 001's statistics and dropout vote take them in.
+    # An FPR changes thresholds and tables only: nothing is rescored; the adaptive attacks MID guards are rerun at
+    # its new threshold (the defense's 4 sets), no other.
+    (lambda c: c["defense"].update(fpr={"mid": 0.05}),
+     {"defense_tables": 1, "report": 1, "all": 1, "adaptive_attack": 4, "adaptive_tables": 1}),
+    # A new ε crafts and scores only its new sets (PGD and BIM); seed 001's statistics and dropout vote take them in,
+    # the adaptive tables draw them beside the adaptive budgets.
     (lambda c: c["defense"].update(epsilons=[0.1, 0.3, 0.2]),
      {"defense_attack": 2, "defense_scores": 2, "defense_tables": 1, "report": 1, "all": 1, "perturbation_stats": 1,
-      "dropout_vote": 1}),
-    # MINE's settings refit MID and rescore; the autoencoders are not retrained.
+      "dropout_vote": 1, "adaptive_tables": 1}),
+    # MINE's settings refit MID and rescore; the autoencoders are not retrained. The validation scores (every
+    # guard's threshold) change, so the adaptive attacks run again.
     (lambda c: c["defense"]["mine"].update(steps=30),
-     {"fit_mid": 1, "defense_scores": SCORED, "defense_tables": 1, "report": 1, "all": 1}),
+     {"fit_mid": 1, "defense_scores": SCORED, "defense_tables": 1, "report": 1, "all": 1, **ADAPTIVE}),
     # An autoencoder setting retrains both autoencoders and what uses them, and crafts nothing.
     # A baseline's setting refits that detector alone and rescores (its settings are the scoring jobs' too).
     (lambda c: c["defense"]["lid"].update(k=10),
-     {"fit_detector": 1, "defense_scores": SCORED, "defense_tables": 1, "report": 1, "all": 1}),
+     {"fit_detector": 1, "defense_scores": SCORED, "defense_tables": 1, "report": 1, "all": 1, **ADAPTIVE}),
     (lambda c: c["defense"]["autoencoder"].update(epochs=3),
-     {"train_autoencoder": 2, "fit_mid": 1, "defense_scores": SCORED, "defense_tables": 1, "report": 1, "all": 1}),
+     {"train_autoencoder": 2, "fit_mid": 1, "defense_scores": SCORED, "defense_tables": 1, "report": 1, "all": 1,
+      **ADAPTIVE}),
+    # An adaptive setting reruns the adaptive attacks and their tables, nothing of the transfer stage.
+    (lambda c: c["defense"]["adaptive"].update(eot=3), {**ADAPTIVE, "report": 1, "all": 1}),
 ])
 def test_changing_one_defense_setting_reruns_only_what_depends_on_it(tiny_run, tmp_path, change, expected):
     assert dry_run_with(tiny_run, tmp_path, change) == expected

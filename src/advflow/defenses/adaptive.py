@@ -352,7 +352,7 @@ def pgd(system: DefendedSystem, x: torch.Tensor, labels: torch.Tensor, *, epsilo
 
 @_own_rng
 def cw_l2(system: DefendedSystem, x: torch.Tensor, labels: torch.Tensor, *, kappa: float = 0.0, steps: int = 100,
-          stepsize: float = 0.01, binary_search_steps: int = 5, c: float = 1.0, seed: int = 0,
+          stepsize: float = 0.05, binary_search_steps: int = 5, c: float = 10.0, seed: int = 0,
           check_every: int = 10, batch_size: int = 100) -> AttackResult:
     """C&W's L2 attack on the adaptive loss: minimise ``||x' - x||² + c · loss(x')`` over ``x' = tanh(w)`` with Adam
     (``stepsize``), a per-input binary search over ``c`` (start ``c``; ×10 while it fails, bisection once it

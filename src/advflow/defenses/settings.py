@@ -64,7 +64,7 @@ ADAPTIVE_TARGETS = ("undefended", "defense")
 ADAPTIVE_DEFAULTS: dict[str, Any] = {
     "targets": None, "attacks": ["pgd", "cw"], "epsilons": [0.1, 0.2, 0.3, 0.4, 0.5], "kappas": [0, 10, 20, 40],
     "n": 100, "pgd": {"steps": 100, "rel_stepsize": 0.05, "restarts": 2},
-    "cw": {"steps": 200, "stepsize": 0.01, "binary_search_steps": 5, "c": 1.0},
+    "cw": {"steps": 200, "stepsize": 0.05, "binary_search_steps": 5, "c": 10.0},
     "eot": 16, "check_every": 10, "longer": 2,
 }
 ADAPTIVE_INTEGERS = {"n": 1, "eot": 1, "check_every": 1, "longer": 2, "pgd.steps": 1, "pgd.restarts": 1,
