@@ -206,7 +206,7 @@ class SupervisedCombiner:
         return self.pipeline.decision_function(array).astype(np.float64)
 
 
-def cross_fit_scores(clean_values: Any, adversarial_values: Any, scored: Mapping[str, Any], *, attack: str,
+def cross_fit_scores(clean_values: Any, adversarial_values: Any, scored: Mapping[Any, Any], *, attack: str,
                      folds: int = 5, seed: int = 0, control_values: Any = None,
                      random_state: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Out-of-fold scores of a supervised combiner trained on ``attack`` (module docstring, "Cross-fitting").

@@ -232,13 +232,13 @@ def supervised_rows(clean: metrics.ScoreTable, sets: Mapping[tuple[str, float], 
         if not names:
             continue
         unsupervised_clean = metrics._scores_of(clean, detector)
-        values = {f"{a}@{s!r}": metrics.layer_values(sets[a, s], detector)[1] for a, s in ordered}
+        values = {(a, s): metrics.layer_values(sets[a, s], detector)[1] for a, s in ordered}
         for attack in dict.fromkeys(a for a, _ in ordered):
             strength = max(s for a, s in sets if a == attack)
             table = sets[attack, strength]
             controls = metrics.layer_values(metrics.control_view(table), detector)[1] \
                 if metrics.has_control(table) else None
-            clean_scores, scored = cross_fit_scores(clean_values, values[f"{attack}@{strength!r}"], values,
+            clean_scores, scored = cross_fit_scores(clean_values, values[attack, strength], values,
                                                     attack=attack, folds=k, seed=seed, control_values=controls,
                                                     random_state=seed)
             for other, other_strength in ordered:
@@ -253,7 +253,7 @@ def supervised_rows(clean: metrics.ScoreTable, sets: Mapping[tuple[str, float], 
                     if keep.size == 0:
                         rows.append({**row, **{c: float("nan") for c in SUPERVISED_COLUMNS[11:]}})
                         continue
-                    scores = scored[f"{other}@{other_strength!r}"][keep]
+                    scores = scored[other, other_strength][keep]
                     own = metrics._scores_of(table_other, detector)[keep]
                     low, high = metrics.auc_interval(clean_scores, scores, resamples=resamples, seed=seed)
                     u_low, u_high = metrics.auc_interval(unsupervised_clean, own, resamples=resamples, seed=seed)
