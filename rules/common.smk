@@ -403,8 +403,6 @@ def adaptive_attack_inputs(wildcards):
     for detector in guards:
         if detector in WITH_STATE:
             inputs[detector] = f"{root}/detectors/{detector}.pt"
-    if "dropout_vote" in guards:
-        inputs["dropout"] = f"{root}/dropout"
     return inputs
 
 

@@ -35,6 +35,9 @@ def test_dry_run_of_the_default_config_plans_every_stage(tmp_path):
         "defense_inputs": 1, "train_autoencoder": 2, "fit_mid": 1, "fit_detector": 3, "defense_attack": 47,
         "defense_scores": 49 + 8,
         "defense_tables": 1,
+        # The adaptive attacks: 9 targets (undefended, the defense, 7 judged detectors) x 7 sets (PGD at 3 ε and
+        # C&W at 2 κ, each attack again longer at its largest budget), and their tables.
+        "adaptive_attack": 63, "adaptive_tables": 1,
         # Seed 001: one job each for the statistics of every set, the grid and the dropout vote.
         "perturbation_stats": 1, "average_grid": 1, "dropout_vote": 1,
     }
@@ -135,7 +138,8 @@ SUBSETS = 3 * 3 * 2
 AGGREGATE_STAGE = {"aggregate": AGGREGATES, "aggregate_subsets": SUBSETS, "report": 1, "all": 1}
 # Seed 001's statistics read every set, its dropout vote the sets crafted on the defense classifier (good_init),
 # every detector scores those sets too (its 5 study sets), and the defense tables judge them.
-SEED001_SETS = {"perturbation_stats": 1, "dropout_vote": 1, "defense_scores": 5, "defense_tables": 1}
+SEED001_SETS = {"perturbation_stats": 1, "dropout_vote": 1, "defense_scores": 5, "defense_tables": 1,
+                "adaptive_tables": 1}  # the adaptive tables read the vote's scores of the transfer sweeps
 ATTACK_STAGE = {"select_inputs": 1, "attack": 19, "control": 16, "jsma_trajectories": 1, "trajectory_control": 1,
                 "attack_tables": 1, "features": MEASUREMENTS, "mi": MEASUREMENTS, "aggregate": AGGREGATES,
                 "aggregate_subsets": SUBSETS, "report": 1, "all": 1, **SEED001_SETS}
@@ -162,10 +166,12 @@ def retrained(models: int) -> dict[str, int]:
     (lambda c: c["models"]["distilled"].update(temperature=20),
      {"train_distillation_teacher": 1, "distill": 1, **retrained(1)}),
     # good_init is also the defense stage's classifier and seed 001's grid model: its seeds, attacks, MID, the
-    # clean-fitted detectors, scores (its study sets' too) and the grid follow (not the autoencoders: data alone).
+    # clean-fitted detectors, scores (its study sets' too), the adaptive attacks and the grid follow (not the
+    # autoencoders: data alone).
     (lambda c: c["models"]["good_init"].update(lr=0.01),
      {"train_model": 1, "compress": 1, "ensemble": 1, **retrained(2), "defense_inputs": 1, "defense_attack": 10,
-      "fit_mid": 1, "fit_detector": 3, "defense_scores": 12 + 5, "defense_tables": 1, "average_grid": 1}),
+      "fit_mid": 1, "fit_detector": 3, "defense_scores": 12 + 5, "defense_tables": 1, "average_grid": 1,
+      "adaptive_attack": 16}),
     (lambda c: c["models"]["compressed"].update(step=0.2), {"compress": 1, **retrained(1)}),
     # An attack's setting reruns that attack's sets (one per target), their controls, the tables and the
     # sets' measurements (FGSM: 4 on good_init's set, 2 on compressed's, 3 each on deep_conv's and
@@ -264,9 +270,10 @@ def test_code_digest_follows_the_library_modules_a_script_imports_but_not_commen
     ("report/findings.py", {"report": 1, "all": 1}),
     ("information/aggregate.py", AGGREGATE_STAGE),
     # The information-path detector measures MI with the library's code: its fit, every score table (the scoring jobs
-    # import every detector module) and the defense tables (its per-layer view) follow; the attacks do not.
+    # import every detector module), the defense tables (its per-layer view) and the adaptive attacks (every job
+    # imports every detector module) follow; the transfer attacks do not.
     ("information/mi.py", {"mi": MEASUREMENTS, **AGGREGATE_STAGE, "fit_detector": 3, "defense_scores": 17,
-                           "defense_tables": 1}),
+                           "defense_tables": 1, "adaptive_attack": 16, "adaptive_tables": 1}),
     ("information/features.py", {"features": MEASUREMENTS, "mi": MEASUREMENTS, **AGGREGATE_STAGE}),
     ("comment-only", {}),
     # A workflow script's comment or modification time reruns nothing (Snakemake's mtime-based "code" trigger is

@@ -4,8 +4,6 @@ from advflow.workflow import ready, start
 sm = snakemake  # noqa: F821 (the object Snakemake passes to scripts)
 device = start(sm)
 
-from pathlib import Path  # noqa: E402
-
 from advflow.defenses.adaptive_stage import craft_adaptive_set  # noqa: E402
 
 # Every detector module a guard may be (advflow.defenses.registry loads them with importlib): in this rule's code
@@ -18,5 +16,4 @@ states = {name: sm.input[name] for name in ("mid", "infopath", "mahalanobis", "l
 craft_adaptive_set(sm.wildcards.target, sm.wildcards.adaptive, sm.input.classifier, sm.input.seeds,
                    sm.input.validation, sm.input.validation_scores, dict(sm.params.settings),
                    autoencoders={"ae_i": sm.input.ae_i, "ae_ii": sm.input.ae_ii}, states=states,
-                   dropout_dir=Path(sm.input.dropout) if "dropout" in sm.input.keys() else None,
                    seed=sm.params.seed, device=device, out=sm.output[0])

@@ -96,8 +96,8 @@ def run_attack(system: adaptive.DefendedSystem, attack: str, strength: float, lo
 
 def craft_adaptive_set(target: str, name: str, classifier_path: str | Path, seeds_path: str | Path,
                        validation_path: str | Path, validation_csv: str | Path, settings: dict[str, Any], *,
-                       autoencoders: Mapping[str, str | Path], states: Mapping[str, str | Path],
-                       dropout_dir: str | Path | None, seed: int, device: torch.device, out: str | Path) -> dict:
+                       autoencoders: Mapping[str, str | Path], states: Mapping[str, str | Path], seed: int,
+                       device: torch.device, out: str | Path) -> dict:
     """Rule ``adaptive_attack``: the adaptive set ``name`` (:func:`advflow.defenses.settings.adaptive_sets`) against
     ``target``, written to ``out`` (module docstring); returns its summary."""
     import h5py
@@ -105,7 +105,7 @@ def craft_adaptive_set(target: str, name: str, classifier_path: str | Path, seed
     from advflow.attacks.sets import _model_space
     from advflow.defenses.magnet import Reformer, load_autoencoder
     from advflow.defenses.stage import build_detectors, load_detector_state
-    from advflow.defenses.tables import with_dropout_vote
+    from advflow.defenses.dropout import DropoutVote
     from advflow.models.architectures import load_checkpoint
     from advflow.workflow.io import atomic_path, open_h5
 
@@ -118,11 +118,16 @@ def craft_adaptive_set(target: str, name: str, classifier_path: str | Path, seed
     loaded = {d: load_detector_state(d, states[d]) for d in scored if d in states}
     detectors = build_detectors(scored, classifier, aes, loaded, settings, seed=seed)
     validation_table = metrics.read_scores(validation_csv)
-    if "dropout_vote" in names:
-        validation_table = with_dropout_vote(validation_table, "validation", Path(dropout_dir))
-    limits = metrics.thresholds(validation_table, {d: settings["fpr"][d] for d in names})
     with open_h5(validation_path) as h5:
         validation = _model_space(h5["images"][:]).to(device)
+    if "dropout_vote" in names:
+        # The vote's spread on the validation images as rule dropout_vote computes it (advflow.defenses.vote: its votes
+        # seeded by the run's seed and the set's name), so that this job does not wait for the vote of every set.
+        own = settings["dropout_vote"]
+        vote = DropoutVote(classifier, int(own["k"]), own["rate"], seed=int(zlib.crc32(f"{seed}:validation".encode())))
+        validation_table = metrics.check_table({**validation_table, "score_dropout_vote": vote.score(validation)},
+                                               where="validation with the dropout vote")
+    limits = metrics.thresholds(validation_table, {d: settings["fpr"][d] for d in names})
     with open_h5(seeds_path) as h5:
         count = int(block["n"])
         x = _model_space(h5["images"][:count]).to(device)
