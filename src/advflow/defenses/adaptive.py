@@ -323,6 +323,7 @@ def pgd(system: DefendedSystem, x: torch.Tensor, labels: torch.Tensor, *, epsilo
         y = labels[start:start + batch_size].to(system.device)
         best, best_loss = seeds.clone(), torch.full((len(seeds),), math.inf, device=seeds.device)
         done = np.zeros(len(seeds), bool)
+        checks = _checks(int(steps), int(check_every))
         for _ in range(int(restarts)):
             noise = (torch.rand(seeds.shape, generator=generator) * 2 - 1).to(seeds.device) * radius
             adv = (seeds + noise).clamp(-1.0, 1.0)
@@ -334,7 +335,7 @@ def pgd(system: DefendedSystem, x: torch.Tensor, labels: torch.Tensor, *, epsilo
                 with torch.no_grad():
                     adv = adv - alpha * grad.sign()
                     adv = torch.min(torch.max(adv, seeds - radius), seeds + radius).clamp(-1.0, 1.0)
-                if step in _checks(int(steps), int(check_every)):
+                if step in checks:
                     with torch.no_grad():
                         torch.manual_seed(int(seed) * 7919 + step)
                         current = system.loss(adv, y, kappa)
@@ -373,6 +374,7 @@ def cw_l2(system: DefendedSystem, x: torch.Tensor, labels: torch.Tensor, *, kapp
         best, best_norm = seeds.clone(), torch.full((n,), math.inf, device=seeds.device)
         fallback_loss = torch.full((n,), math.inf, device=seeds.device)
         w0 = torch.atanh(seeds.clamp(-1 + 1e-6, 1 - 1e-6))
+        checks = _checks(int(steps), int(check_every))
         for search in range(int(binary_search_steps)):
             w = w0.clone().requires_grad_(True)
             optimizer = torch.optim.Adam([w], lr=float(stepsize))
@@ -385,7 +387,7 @@ def cw_l2(system: DefendedSystem, x: torch.Tensor, labels: torch.Tensor, *, kapp
                 optimizer.zero_grad()
                 (distance + const * loss).sum().backward()
                 optimizer.step()
-                if step in _checks(int(steps), int(check_every)):
+                if step in checks:
                     with torch.no_grad():
                         adv = torch.tanh(w)
                         distance = (adv - seeds).flatten(1).pow(2).sum(1)

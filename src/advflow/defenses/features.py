@@ -77,31 +77,8 @@ def differentiable_maps(classifier: nn.Module, x: torch.Tensor, layers: Sequence
         raise ValueError(f"{type(classifier).__name__} has no module {', '.join(map(repr, missing))}")
     parameter = next((p for p in classifier.parameters() if p.is_floating_point()), None)
     dtype = parameter.dtype if parameter is not None else torch.float32
-    captured: dict[str, torch.Tensor] = {}
-
-    def hook(name: str):
-        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if name in captured:
-                raise ValueError(f"module {name!r} runs more than once in a forward pass; its maps are ambiguous. "
-                                 "Pass layers= modules that each run once")
-            captured[name] = output
-        return record
-
-    handles = [modules[module].register_forward_hook(hook(name)) for name, module in zip(layers, module_names)]
-    was_training = classifier.training
-    try:
-        classifier.eval()
-        classifier(torch.as_tensor(x).to(_device(classifier, x), dtype))
-    finally:
-        classifier.train(was_training)
-        for handle in handles:
-            handle.remove()
-    absent = [name for name in layers if name not in captured]
-    if absent:
-        raise ValueError(f"module(s) {', '.join(absent)} did not run in the forward pass")
-    for name in layers:
-        if captured[name].dim() != 4:
-            raise ValueError(f"module {name!r} outputs shape {tuple(captured[name].shape)}; maps must be (N, n, H, W)")
+    chosen = [(name, modules[module]) for name, module in zip(layers, module_names)]
+    captured = capture_maps(classifier, torch.as_tensor(x).to(_device(classifier, x), dtype), chosen, grad=True)
     return {name: captured[name] for name in layers}
 
 

@@ -133,41 +133,6 @@ def path_values(classifier: nn.Module, x: torch.Tensor | np.ndarray, *, layers: 
     return measure(classifier, x, layers=layers, buckets=buckets, batch_size=batch_size)[1]
 
 
-def capture_maps_with_grad(model: nn.Module, x: torch.Tensor,
-                            chosen: list[tuple[str, nn.Module]]) -> dict[str, torch.Tensor]:
-    """:func:`advflow.information.layers.capture_maps` keeping the autograd graph: each chosen ``(layer name,
-    module)``'s output for ``x`` in one forward pass of the model in eval mode (its mode restored), NOT detached and
-    under the caller's grad mode, so the maps are differentiable with respect to ``x``; keyed in the order the network
-    runs the layers. The same errors as ``capture_maps``."""
-    captured: dict[str, torch.Tensor] = {}
-
-    def hook(name: str):
-        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if name in captured:
-                raise ValueError(f"module {name!r} runs more than once in a forward pass; its maps are ambiguous. "
-                                 "Pass layers= modules that each run once")
-            captured[name] = output
-        return record
-
-    handles = [module.register_forward_hook(hook(name)) for name, module in chosen]
-    was_training = model.training
-    try:
-        model.eval()
-        model(x)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    missing = [name for name, _ in chosen if name not in captured]
-    if missing:
-        raise ValueError(f"module(s) {', '.join(missing)} did not run in the forward pass")
-    for name, maps in captured.items():
-        if not isinstance(maps, torch.Tensor) or maps.dim() != 4:
-            raise ValueError(f"module {name!r} outputs shape {tuple(getattr(maps, 'shape', ()))}; maps must be "
-                             f"(N, n, H, W)")
-    return captured
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Tails and their combination (pure NumPy)
 
@@ -521,7 +486,7 @@ class InfoPathDetector(Detector):
         ``v + (ṽ - stop_grad(ṽ))``: its value is the real bucketized one ``v`` (:meth:`layer_values`) and its gradient
         that of the soft-histogram value ``ṽ`` (:func:`advflow.information.soft_mi.soft_mi_against`, Gaussian-kernel
         bins of ``surrogate_bandwidth`` bucket widths, on maps captured with their graph,
-        :func:`capture_maps_with_grad`): Athalye et al.'s (2018) BPDA, the standard way to attack a
+        :func:`~advflow.information.layers.capture_maps` with ``grad=True``): Athalye et al.'s (2018) BPDA, the standard way to attack a
         non-differentiable step. Why not the soft values themselves: at a bandwidth wide enough to give every
         pixel a gradient, blurring the bins lowers the MI of the first layers by one to two clean standard deviations
         (-1.7, -1.0, -1.2 sd at 0.25 bucket widths on the test model; still -0.3 sd at 0.1), so soft values compared
@@ -578,7 +543,7 @@ class InfoPathDetector(Detector):
             x = x.float()
         if x.dim() != 4 or len(x) == 0:
             raise ValueError(f"x must be a batch (N, C, H, W) with N >= 1; got shape {tuple(x.shape)}")
-        maps = capture_maps_with_grad(self.classifier, x, _chosen(self.classifier, x.detach(), self.requested))
+        maps = capture_maps(self.classifier, x, _chosen(self.classifier, x.detach(), self.requested), grad=True)
         if value_names(list(maps)) != expected:
             raise ValueError(f"{self.name}: the classifier's measured layers ({', '.join(maps)}) are not those it was "
                              f"fitted on ({', '.join(self.layers)}); refit the detector for this classifier")

@@ -37,6 +37,7 @@ This module imports only torch and the standard library, so the workflow can use
 from __future__ import annotations
 
 import bisect
+import contextlib
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -481,12 +482,14 @@ def _projection(trace: _Trace, conv: _Call, run: list[_Call], loose: list[_Call]
     return len(siblings) >= 2
 
 
-def capture_maps(model: nn.Module, x: torch.Tensor,
-                 chosen: list[tuple[str, nn.Module]]) -> dict[str, torch.Tensor]:
+def capture_maps(model: nn.Module, x: torch.Tensor, chosen: list[tuple[str, nn.Module]], *,
+                 grad: bool = False) -> dict[str, torch.Tensor]:
     """Each chosen ``(layer name, module)``'s output for the batch ``x``, captured by forward hooks in one forward
     pass without gradients (the model in eval mode, its mode restored), detached, keyed in the order the network runs
-    the layers. A module that runs twice, one that does not run, or an output that is not maps ``(N, n, H, W)`` is a
-    ValueError naming it. The API, the information-path detector and the detectors' layer features share it."""
+    the layers; with ``grad=True`` the maps keep the autograd graph instead (not detached, under the caller's grad
+    mode: differentiable with respect to ``x``, for an adaptive attacker). A module that runs twice, one that does not
+    run, or an output that is not maps ``(N, n, H, W)`` is a ValueError naming it. The API, the information-path
+    detector and the detectors' layer features share it."""
     captured: dict[str, torch.Tensor] = {}
 
     def hook(name: str):
@@ -494,14 +497,14 @@ def capture_maps(model: nn.Module, x: torch.Tensor,
             if name in captured:
                 raise ValueError(f"module {name!r} runs more than once in a forward pass; its maps are ambiguous. "
                                  "Pass layers= modules that each run once")
-            captured[name] = output.detach()
+            captured[name] = output if grad else output.detach()
         return record
 
     handles = [module.register_forward_hook(hook(name)) for name, module in chosen]
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
+        with contextlib.nullcontext() if grad else torch.no_grad():
             model(x)
     finally:
         model.train(was_training)
@@ -511,6 +514,7 @@ def capture_maps(model: nn.Module, x: torch.Tensor,
     if missing:
         raise ValueError(f"module(s) {', '.join(missing)} did not run in the forward pass")
     for name, maps in captured.items():
-        if maps.dim() != 4:
-            raise ValueError(f"module {name!r} outputs shape {tuple(maps.shape)}; maps must be (N, n, H, W)")
+        if not isinstance(maps, torch.Tensor) or maps.dim() != 4:
+            raise ValueError(f"module {name!r} outputs shape {tuple(getattr(maps, 'shape', ()))}; maps must be "
+                             f"(N, n, H, W)")
     return captured  # hooks fire, and so insert, in the order the network runs the layers

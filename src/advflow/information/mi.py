@@ -355,6 +355,22 @@ def _permuted(ids: torch.Tensor, permutation: Permutation, k: int) -> torch.Tens
     return ids.gather(2, order[:, None, :].expand_as(ids))
 
 
+def comparison_groups(layers: Sequence[torch.Tensor], reference: torch.Tensor) -> dict[tuple[int, int], list[int]]:
+    """The layers' indices grouped by the size each is compared with ``reference`` at (the smaller of the two), after
+    checking that every layer's maps and the reference are maps of the same inputs on one device (ValueError)."""
+    _check_maps("reference", reference)
+    for k, maps in enumerate(layers):
+        _check_maps(f"layers[{k}]", maps)
+        if maps.shape[0] != reference.shape[0]:
+            raise ValueError(f"layers[{k}] has {maps.shape[0]} inputs but reference has {reference.shape[0]}")
+        if maps.device != reference.device:
+            raise ValueError(f"layers[{k}] is on {maps.device} but reference is on {reference.device}")
+    groups: dict[tuple[int, int], list[int]] = {}
+    for k, maps in enumerate(layers):
+        groups.setdefault(_common_size(maps, reference), []).append(k)
+    return groups
+
+
 def mi_against(layers: Sequence[torch.Tensor], reference: torch.Tensor, buckets: int = DEFAULT_BUCKETS, *,
                max_elements: int | None = None, permutation: Permutation | None = None) -> list[torch.Tensor]:
     """For each layer's maps ``(N, n_k, H_k, W_k)``, the ``(N, n_k, n_r)`` MI matrix against the
@@ -369,16 +385,7 @@ def mi_against(layers: Sequence[torch.Tensor], reference: torch.Tensor, buckets:
     the reference is not shuffled. Bucketizing is per map, so permuting ids equals permuting the maps.
     """
     _check_buckets(buckets)
-    _check_maps("reference", reference)
-    for k, maps in enumerate(layers):
-        _check_maps(f"layers[{k}]", maps)
-        if maps.shape[0] != reference.shape[0]:
-            raise ValueError(f"layers[{k}] has {maps.shape[0]} inputs but reference has {reference.shape[0]}")
-        if maps.device != reference.device:
-            raise ValueError(f"layers[{k}] is on {maps.device} but reference is on {reference.device}")
-    groups: dict[tuple[int, int], list[int]] = {}
-    for k, maps in enumerate(layers):
-        groups.setdefault(_common_size(maps, reference), []).append(k)
+    groups = comparison_groups(layers, reference)
     result: list[torch.Tensor | None] = [None] * len(layers)
     for size, members in groups.items():
         # Bucketizing is per map: the maps of all the layers compared at this size, and the reference's,

@@ -45,7 +45,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from advflow.information.mi import DEFAULT_BUCKETS, Permutation, _check_buckets, _check_maps, _common_size, pool_to
+from advflow.information.mi import DEFAULT_BUCKETS, Permutation, _check_buckets, comparison_groups, pool_to
 
 #: The soft histograms' kernel bandwidth, in bucket widths, of :func:`soft_mi_against` (and of the information-path
 #: detector's surrogate, :meth:`advflow.defenses.infopath.InfoPathDetector.differentiable_score`).
@@ -147,16 +147,7 @@ def soft_mi_against(layers: Sequence[torch.Tensor], reference: torch.Tensor, buc
     no value on a bucket edge. ``permutation``: as in ``mi_against`` (the estimator's bias)."""
     _check_buckets(buckets)
     bandwidth = _check_bandwidth(bandwidth)
-    _check_maps("reference", reference)
-    for k, maps in enumerate(layers):
-        _check_maps(f"layers[{k}]", maps)
-        if maps.shape[0] != reference.shape[0]:
-            raise ValueError(f"layers[{k}] has {maps.shape[0]} inputs but reference has {reference.shape[0]}")
-        if maps.device != reference.device:
-            raise ValueError(f"layers[{k}] is on {maps.device} but reference is on {reference.device}")
-    groups: dict[tuple[int, int], list[int]] = {}
-    for k, maps in enumerate(layers):
-        groups.setdefault(_common_size(maps, reference), []).append(k)
+    groups = comparison_groups(layers, reference)
     result: list[torch.Tensor | None] = [None] * len(layers)
     for size, members in groups.items():
         pooled = []

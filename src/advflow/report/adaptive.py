@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import math
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from advflow.report import findings as fx
@@ -47,7 +48,8 @@ def _float(value: Any) -> float:
         return math.nan
 
 
-def _rate(row: dict[str, Any], key: str) -> str:
+def rate_text(row: Mapping[str, Any], key: str) -> str:
+    """``row[key]`` as a percentage with its ``_low``/``_high`` interval ("30.0 % [10.0 %, 60.0 %]"), or n/a."""
     value, low, high = (_float(row.get(k)) for k in (key, f"{key}_low", f"{key}_high"))
     if not math.isfinite(value):
         return "n/a"
@@ -76,8 +78,8 @@ def accuracy_statements(rows: list[dict[str, Any]]) -> list[str]:
             continue
         parts = []
         for attack in dict.fromkeys(r["attack"] for r in mine):
-            cells = [f"{_budget(attack, r['strength'])}: {_rate(r, 'defended_accuracy')} (transfer "
-                     f"{_rate(r, 'transfer_defended_accuracy')})" for r in mine if r["attack"] == attack]
+            cells = [f"{_budget(attack, r['strength'])}: {rate_text(r, 'defended_accuracy')} (transfer "
+                     f"{rate_text(r, 'transfer_defended_accuracy')})" for r in mine if r["attack"] == attack]
             parts.append(f"{NAMES.get(attack, attack)}: " + "; ".join(cells))
         what = mine[0]["guards"] + (", reformer" if mine[0].get("reformer") == "yes" else "")
         out.append(f"{target} ({what}), defended accuracy under its adaptive attack, n = {_count(mine[0]['n'])}: "
@@ -105,14 +107,14 @@ def detection_statements(guards: list[dict[str, Any]], fprs: dict[str, float]) -
                            f"(its FPR {fx.percent(fpr)}; not monotone in the budget: read the table)")
             elif not keeps:
                 verdict = (f"keeps no detection power at any budget tried (from {_budget(attack, mine[0]['strength'])}"
-                           f": detection {_rate(mine[0], 'detection')}, its FPR {fx.percent(fpr)})")
+                           f": detection {rate_text(mine[0], 'detection')}, its FPR {fx.percent(fpr)})")
             elif falls is None:
                 verdict = (f"keeps detection power at every budget tried (at {_budget(attack, mine[-1]['strength'])}:"
-                           f" detection {_rate(mine[-1], 'detection')} against its FPR {fx.percent(fpr)})")
+                           f" detection {rate_text(mine[-1], 'detection')} against its FPR {fx.percent(fpr)})")
             else:
                 verdict = (f"keeps detection power up to {_budget(attack, keeps[-1]['strength'])} (detection "
-                           f"{_rate(keeps[-1], 'detection')}) and falls from {_budget(attack, falls['strength'])} "
-                           f"(detection {_rate(falls, 'detection')}, its FPR {fx.percent(fpr)})")
+                           f"{rate_text(keeps[-1], 'detection')}) and falls from {_budget(attack, falls['strength'])} "
+                           f"(detection {rate_text(falls, 'detection')}, its FPR {fx.percent(fpr)})")
             out.append(f"{guard} against {NAMES.get(attack, attack)} that knows it {verdict}.")
     return out
 
@@ -125,7 +127,7 @@ def check_statements(checks: list[dict[str, Any]], surrogates: list[dict[str, An
         if row["target"] == "undefended":
             reach = row.get("undefended_reaches_all") or "n/a"
             out.append(f"Undefended classifier, {NAMES.get(row['attack'], row['attack'])} at "
-                       f"{_budget(row['attack'], row['strength'])}: success {_rate(row, 'undefended_success')}; "
+                       f"{_budget(row['attack'], row['strength'])}: success {rate_text(row, 'undefended_success')}; "
                        f"reaches 100 %: {reach}.")
     converged = [r for r in checks if r.get("convergence")]
     loose = [r for r in converged if r["convergence"] != "converged"]

@@ -22,6 +22,7 @@ from typing import Any
 from advflow.attacks import registry as attack_registry
 from advflow.information.shifts import FAILS, HOLDS, INCONCLUSIVE, Interval
 from advflow.report import findings as fx
+from advflow.report.adaptive import rate_text
 from advflow.report.defense import read_rows
 from advflow.report.evidence import Case
 from advflow.report.findings import Finding
@@ -263,14 +264,6 @@ def adaptive_matrix(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _rate_text(cell: Mapping[str, Any], key: str) -> str:
-    value, low, high = cell.get(key), cell.get(f"{key}_low"), cell.get(f"{key}_high")
-    if not _finite(value):
-        return "n/a"
-    interval = f" [{fx.percent(low)}, {fx.percent(high)}]" if _finite(low) and _finite(high) else ""
-    return f"{fx.percent(value)}{interval}"
-
-
 def defense_html(record: Mapping[str, Any]) -> str:
     esc = html.escape
     parts = []
@@ -318,8 +311,8 @@ def defense_html(record: Mapping[str, Any]) -> str:
             for a in attacks:
                 c = at.get((target, a))
                 cells.append("<td>–</td>" if c is None else
-                             f"<td>{_rate_text(c, 'defended_accuracy')}<br><small>transfer "
-                             f"{_rate_text(c, 'transfer_defended_accuracy')}"
+                             f"<td>{rate_text(c, 'defended_accuracy')}<br><small>transfer "
+                             f"{rate_text(c, 'transfer_defended_accuracy')}"
                              + ("; possible gradient masking" if c["masking"] else "") + "</small></td>")
             body.append(f'<tr><th class="text">{esc(target)}</th>{"".join(cells)}</tr>')
         parts.append('<table data-table="adaptive_matrix"><caption>Defended accuracy under an adaptive (white-box) '
