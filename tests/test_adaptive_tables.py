@@ -70,6 +70,8 @@ def test_adaptive_rows_equal_a_direct_computation():
     guards = {(r["target"], r["guard"], r["strength"]): r for r in tables["adaptive_guards.csv"]
               if r["longer"] == "no"}
     assert guards["defense", "mid", 0.3]["detection"] == pytest.approx(0.3)
+    assert guards["defense", "mid", 0.3]["fitting"] == "unsupervised (clean data only)"
+    assert guards["defense", "mid", 0.3]["threat"].startswith("adaptive (white-box")
     assert guards["defense", "magnet_l1", 0.3]["transfer_detection"] == pytest.approx(0.2)
     assert {r["inputs"] for r in tables["adaptive_surrogates.csv"]} == {"clean seeds", "adaptive adversarial"}
 

@@ -173,7 +173,7 @@ ADAPTIVE_COLUMNS = ("target", "guards", "reformer", "threat", "attack", "strengt
                     "defended_accuracy_high", "detection", "detection_low", "detection_high",
                     "transfer_defended_accuracy", "transfer_defended_accuracy_low", "transfer_defended_accuracy_high",
                     "transfer_detection", "undefended_success", "masking")
-GUARD_COLUMNS = ("target", "guard", "surrogate", "threshold", "attack", "strength", "longer", "n", "detection",
+GUARD_COLUMNS = ("target", "guard", "fitting", "threat", "surrogate", "threshold", "attack", "strength", "longer", "n", "detection",
                  "detection_low", "detection_high", "transfer_detection", "transfer_detection_low",
                  "transfer_detection_high")
 CHECK_COLUMNS = ("target", "attack", "strength", "n", "undefended_success", "undefended_success_low",
@@ -234,6 +234,8 @@ def adaptive_rows(sets: Sequence[Mapping[str, Any]], transfer: Mapping[tuple[str
     """The four adaptive tables (module docstring) from the adaptive sets (:func:`read_adaptive_set`) and the transfer
     sweeps' score tables by (attack, strength) (PGD's and C&W's, with the dropout vote's score column where it is
     judged; ``plurality``: the vote's plurality per transfer set)."""
+    from advflow.defenses.tables import fitting
+
     n = int(settings["adaptive"]["n"])
     by = {(s["target"], s["attack"], s["strength"], s["longer"]): s for s in sets}
     undefended = {(a, st, lo): s for (t, a, st, lo), s in by.items() if t == "undefended"}
@@ -260,7 +262,8 @@ def adaptive_rows(sets: Sequence[Mapping[str, Any]], transfer: Mapping[tuple[str
         main.append(row)
         for g in names:
             flag = s["scores"][g] > s["thresholds"][g] if g in s["scores"] else np.zeros(len(s["success"]), bool)
-            entry = {"target": target, "guard": g, "surrogate": s["surrogates"].get(g, ""),
+            entry = {"target": target, "guard": g, "fitting": fitting(g), "threat": THREAT,
+                     "surrogate": s["surrogates"].get(g, ""),
                      "threshold": float(s["thresholds"][g]), "attack": attack, "strength": strength,
                      "longer": "yes" if longer else "no", "n": int(len(flag)), **_rate_columns("detection", flag)}
             if t is not None:
