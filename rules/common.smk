@@ -11,6 +11,8 @@ SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 
 from advflow.workflow.digests import (
+    dataset_digest,
+    user_model_digests,
     code_digest,
     export_hdf5_locking,
     export_pythonpath,
@@ -30,7 +32,8 @@ if workflow.is_main_process:
 
 from advflow.workflow import worker
 from advflow.workflow.catalog import DATASETS, TRAINED_FROM_SCRATCH, locate_dataset
-from advflow.workflow.catalog import MODELS as MODEL_NAMES
+from advflow.workflow.catalog import MODELS as BUILTIN_MODELS
+from advflow.workflow.catalog import is_custom, role_model, user_models
 from advflow.workflow.catalog import measurements as catalog_measurements
 from advflow.workflow.catalog import (
     control_name,
@@ -57,6 +60,7 @@ from advflow.defenses.settings import (
 from advflow.attacks import registry as attack_registry
 from advflow.defenses import registry as detector_registry
 from advflow.config import (
+    check_user_models,
     resolve,
     write_resolved,
     attack_settings,
@@ -76,6 +80,13 @@ check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 validate(config, schema="../schemas/config.schema.yaml")
 # Counts the dataset cannot supply (attack seeds, held-out images, the defense's and the grid's images).
 check_sizes(config, Path(f"data/{config['dataset']}.h5"))
+# The user's models, built and run once on a blank batch as a job will (README, "Your own model and data"):
+# an import, a checkpoint or a layer name that fails stops the run here, before any job.
+USER_MODELS = user_models(config)
+if USER_MODELS and workflow.is_main_process:
+    check_user_models(config, Path(f"data/{config['dataset']}.h5"))
+# Every model name a rule's wildcard may take: advflow's and the user's.
+MODEL_NAMES = [*BUILTIN_MODELS, *USER_MODELS]
 
 # HDF5 file locking for every job (docs/recovery.md, "HDF5 on shared filesystems").
 export_hdf5_locking(config["hdf5_locking"])
@@ -90,7 +101,7 @@ FEATURES, MI, GP = config["features"], config["mi"], config["aggregate"]
 
 
 wildcard_constraints:
-    dataset="|".join(DATASETS),
+    dataset="|".join([*DATASETS, *config["datasets"]]),
 
 
 def code(script):
@@ -101,8 +112,12 @@ def code(script):
 
 
 def dataset_settings(wildcards):
-    """The dataset's own section of the config (where it lives, or how it is generated)."""
-    return canonical(config["datasets"].get(wildcards.dataset) or {})
+    """The dataset's own section of the config (where it lives, or how it is generated); for one of the user's,
+    the SHA-256 of its files too (editing them prepares it again, touching them does not)."""
+    settings = config["datasets"].get(wildcards.dataset) or {}
+    if is_custom(settings):
+        settings = {**settings, "content_sha256": dataset_digest(settings["path"])}
+    return canonical(settings)
 
 
 # A missing dataset stops the run before any job starts, with where we looked and how to get it.
@@ -111,7 +126,22 @@ if not Path(f"data/{DATASET}.h5").exists():
 
 
 def train_settings(wildcards):
+    if wildcards.model in USER_MODELS:
+        return user_model_params(wildcards)
     return canonical(model_settings(config, wildcards.model))
+
+
+#: The user's models the workflow trains (no checkpoint) and those it loads from their checkpoint.
+USER_TRAINED = [m for m in USER_MODELS if not config["models"][m].get("checkpoint")]
+USER_LOADED = [m for m in USER_MODELS if config["models"][m].get("checkpoint")]
+
+
+def user_model_params(wildcards):
+    """A user's model's settings and the SHA-256 of what it is made of: its factory's source file and its checkpoint
+    (content, not time: touching the file reruns nothing, changing it reruns the model and what depends on it).
+    """
+    settings = model_settings(config, wildcards.model)
+    return canonical({**settings, **user_model_digests(settings)})
 
 
 def distilled_settings(wildcards):
@@ -209,14 +239,23 @@ def transfer_models(wildcards):
     return sorted({model for _, model in transfer_pairs(wildcards)})
 
 
+#: Q1's model: the `trajectories` role's (study.trajectories).
+TRAJECTORY_MODEL = role_model(config, "trajectories")
+
+
 def measurements():
     return catalog_measurements(
-        ATTACK_SETS, config["transfer_groups"], config["trajectories"]["n"]
+        ATTACK_SETS,
+        config["transfer_groups"],
+        config["trajectories"]["n"],
+        TRAJECTORY_MODEL,
     )
 
 
 def trajectory_wanted():
-    return trajectories_wanted(ATTACK_SETS, config["trajectories"]["n"])
+    return trajectories_wanted(
+        ATTACK_SETS, config["trajectories"]["n"], TRAJECTORY_MODEL
+    )
 
 
 def measured_set(wildcards):
@@ -252,6 +291,7 @@ def report_params(wildcards):
         "dataset",
         "seed",
         "models",
+        "study",
         "inputs",
         "attack_sets",
         "transfer_groups",
@@ -528,8 +568,8 @@ def final_targets():
             ]
         )
     if trajectory_wanted():
-        targets.append(f"{RESULTS}/trajectories/good_init/jsma.h5")
-        targets.append(f"{RESULTS}/trajectories/good_init/random_jsma.h5")
+        targets.append(f"{RESULTS}/trajectories/{TRAJECTORY_MODEL}/jsma.h5")
+        targets.append(f"{RESULTS}/trajectories/{TRAJECTORY_MODEL}/random_jsma.h5")
     targets += [f"{RESULTS}/paths/{m}/{s}.csv" for m, s in measurements()]
     targets += [f"{RESULTS}/aggregates/{m}/{s}.csv" for m, s in aggregated_sets()]
     targets += defense_outputs(DATASET)

@@ -12,7 +12,7 @@ rule train_model:
     benchmark:
         "results/{dataset}/benchmarks/train/{model}.tsv"
     wildcard_constraints:
-        model="|".join(TRAINED_FROM_SCRATCH),
+        model="|".join([*TRAINED_FROM_SCRATCH, *USER_TRAINED]),
     conda:
         "../envs/advflow.yaml"
     threads: 4
@@ -98,3 +98,27 @@ use rule train_model as ensemble with:
         script="ensemble.py",
         code=code("ensemble.py"),
         settings=ensemble_settings,
+
+
+# A model of the user's with a checkpoint: loaded and checked, never trained (README, "Your own model and data").
+# Its checkpoint is not an input file: its content's SHA-256 is a param, so touching it reruns nothing.
+use rule train_model as import_model with:
+    output:
+        checkpoint="results/{dataset}/models/{model}.pt",
+        record="results/{dataset}/models/{model}.json",
+    log:
+        "results/{dataset}/logs/train/{model}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/train/{model}.tsv"
+    wildcard_constraints:
+        model="|".join(USER_LOADED) or "(?!)",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=gpu_request(),
+    params:
+        script="import_model.py",
+        code=code("import_model.py"),
+        settings=user_model_params,
+        seed=config["seed"],

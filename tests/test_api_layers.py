@@ -1,4 +1,4 @@
-"""The API's default conv layers for any model (advflow.information.layers) and its aggregate, shift and verdict
+"""The API's default conv layers for any model (advflow.models.layers) and its aggregate, shift and verdict
 functions: a ResNet's layers are its stem and its blocks' outputs (never a shortcut projection), a plain stack's
 are the pool or activation after each conv, an advflow ConvNet keeps conv1 ... convK, doubtful models warn; the
 shift and verdict say what their intervals say; the api module's examples run as doctests."""
@@ -21,7 +21,7 @@ from torch import nn
 import advflow
 import advflow.api
 from advflow.information.aggregate import aggregate_frame
-from advflow.information.layers import LayerChoiceWarning, default_layers
+from advflow.models.layers import LayerChoiceWarning, default_layers
 from advflow.information.shifts import Interval, layer_scale, standardized
 from advflow.models.architectures import ConvNet, architecture
 from conftest import REPO

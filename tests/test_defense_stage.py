@@ -46,7 +46,7 @@ def test_a_config_without_a_defense_block_runs_no_defense_stage():
     ({"epsilons": []}, r"defense\.epsilons: must be a non-empty list"),
     ({"epsilons": [0.1, 2.0]}, r"defense\.epsilons: 2\.0 is out of range"),
     ({"kappas": [-5]}, r"defense\.kappas: -5 is out of range"),
-    ({"classifier": "resnet"}, r"defense\.classifier: 'resnet' is not a model of the zoo; allowed: good_init"),
+    ({"classifier": "resnet"}, r"defense\.classifier: 'resnet' is not a model of the zoo nor of yours; allowed: good_init"),
     ({"classifier": "vgg_like"}, r"defense\.classifier: vgg_like is not among the config's models"),
     ({"n": 0}, r"defense\.n: must be a positive integer"),
     ({"folds": 3}, r"defense\.folds: unknown key; allowed: classifier"),

@@ -82,7 +82,7 @@ def test_layer_features_record_the_default_layers_in_eval_mode_in_batches(net, s
     net.train()
     maps = layer_features(net, x, batch_size=7)
     assert net.training  # its mode is restored
-    assert list(maps) == ["2", "5"]  # the pool after each conv + ReLU (advflow.information.layers.default_layers)
+    assert list(maps) == ["2", "5"]  # the pool after each conv + ReLU (advflow.models.layers.default_layers)
     assert [m.shape for m in maps.values()] == [(50, 4, 8, 8), (50, 8, 4, 4)]
     direct = direct_maps(net, x, ["2", "5"])
     net.train()

@@ -27,9 +27,8 @@ import yaml
 from advflow.information.aggregate import (AggregatedPath, aggregate_frame, aggregate_subsets, read_aggregate,
                                read_transfer_masks, write_aggregate)
 from advflow.information.paths import read_input_paths
-from advflow.workflow.catalog import CONTROL_PREFIX, transfer_subsets
-from advflow.report import (NORMAL, NORMAL_TRAIN, TABLE_COLUMNS, TRAJECTORY, Study, band_limits, build_report,
-                            set_name)
+from advflow.workflow.catalog import CONTROL_PREFIX, control_trajectory_set, transfer_subsets
+from advflow.report import NORMAL, NORMAL_TRAIN, TABLE_COLUMNS, Study, band_limits, build_report, set_name
 from advflow.report import findings as fx
 from advflow.report import q1, q2, q3, q4, q5
 
@@ -149,14 +148,15 @@ def make_synthetic_run(root: Path, config: dict, fooled_elsewhere: np.ndarray = 
         seeds = np.repeat(np.arange(2), TRAJECTORY_STEPS + 1)
         steps = np.tile(np.arange(TRAJECTORY_STEPS + 1), 2)
         drift = steps[:, None] * np.array([0.002, 0.004])[seeds][:, None]
-        mu_s = base_s["good_init"] + drift / 2 + rng.normal(0, 1e-4, (seeds.size, K))
-        mu_t = base_t["good_init"] + drift
+        model = study.trajectory_model  # the trajectories role's (good_init by default)
+        mu_s = base_s[model] + drift / 2 + rng.normal(0, 1e-4, (seeds.size, K))
+        mu_t = base_t[model] + drift
         predictions = np.where(steps == TRAJECTORY_STEPS, 1, 0)
-        _write_paths(results / "paths" / "good_init" / f"{TRAJECTORY}.csv", mu_s, mu_t, np.zeros(seeds.size),
+        _write_paths(results / "paths" / model / f"{study.trajectory_set}.csv", mu_s, mu_t, np.zeros(seeds.size),
                      predictions, seeds, steps)
-        _write_paths(results / "paths" / "good_init" / "random_trajectory@good_init.csv", mu_s - drift / 2,
+        _write_paths(results / "paths" / model / f"{control_trajectory_set(model)}.csv", mu_s - drift / 2,
                      mu_t - drift * 0.8, np.zeros(seeds.size), np.zeros(seeds.size), seeds, steps)
-        with h5py.File(_mkdir(results / "trajectories" / "good_init" / "jsma.h5"), "w") as h5:
+        with h5py.File(_mkdir(results / "trajectories" / model / "jsma.h5"), "w") as h5:
             h5["success"] = np.array([True, True])
     return results
 
@@ -355,7 +355,7 @@ def test_subsets_with_fewer_than_two_inputs_are_reported_as_nan(tmp_path):
 
 def test_q1_deviation_is_each_steps_distance_from_step_0(synthetic_report):
     results, tables = synthetic_report["results"], synthetic_report["tables"]
-    paths = read_rows(results / "paths" / "good_init" / f"{TRAJECTORY}.csv")
+    paths = read_rows(results / "paths" / "good_init" / f"{Study.from_config(SYNTHETIC_CONFIG).trajectory_set}.csv")
     by_input: dict[tuple[str, int], dict[str, np.ndarray]] = {}
     for r in paths:
         entry = by_input.setdefault((r["seed"], int(r["step"])), {"s": np.zeros(K), "t": np.zeros(K)})

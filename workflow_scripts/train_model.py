@@ -1,4 +1,4 @@
-"""Rule train_model: train good_init, deep_conv or vgg_like from scratch."""
+"""Rule train_model: train good_init, deep_conv, vgg_like or a model of the user's without a checkpoint from scratch."""
 from pathlib import Path
 
 from advflow.workflow import ready, start

@@ -63,8 +63,8 @@ from torch import nn
 
 from advflow.workflow.io import open_h5
 from advflow.information import shifts as _shifts
-from advflow.information.layers import LayerChoice, LayerChoiceWarning, capture_maps
-from advflow.information.layers import default_layers as _layer_rule
+from advflow.models.layers import LayerChoice, LayerChoiceWarning, capture_maps
+from advflow.models.layers import default_layers as _layer_rule
 from advflow.information.mi import DEFAULT_BUCKETS, mi_against
 from advflow.information.paths import information_paths as _paths_of
 from advflow.information.shifts import Interval
@@ -94,7 +94,7 @@ def __getattr__(name: str) -> Any:
 
 def default_layers(model: nn.Module, x: torch.Tensor | np.ndarray | None = None) -> LayerChoice:
     """Which modules' outputs the API measures as ``model``'s conv layers when not given ``layers=``
-    (:mod:`advflow.information.layers`): ``names``, ``module_names``, ``modules``, a ``reasons`` line each, the
+    (:mod:`advflow.models.layers`): ``names``, ``module_names``, ``modules``, a ``reasons`` line each, the
     ``warnings`` (also issued as :class:`LayerChoiceWarning`) and ``describe()``. ``x``: an input ``(C, H, W)`` or
     a batch (its first item is traced), in the model's input space; not needed for an advflow ConvNet.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +21,7 @@ import yaml
 
 from advflow.attacks import registry as attack_registry
 from advflow.defenses import registry as detector_registry
-from advflow.workflow.catalog import MODELS
+from advflow.workflow.catalog import MODELS, ROLES, is_user_model, roles
 from advflow.workflow.errors import ConfigError  # noqa: F401 (advflow.config.ConfigError is public)
 
 _TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
@@ -156,7 +157,10 @@ def config_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
     cannot state."""
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
-    messages = _non_finite(config) + [_describe(e) for e in errors]
+    named = name_errors(config)
+    if named:  # a built-in name with a module, a name the workflow cannot use: said plainly, not as the schema's
+        errors = [e for e in errors if list(e.absolute_path)[:1] not in (["models"], ["datasets"], ["attack_sets"])]
+    messages = _non_finite(config) + named + [_describe(e) for e in errors]
     if messages:
         return messages
     from advflow.workflow.catalog import trajectories_wanted
@@ -171,6 +175,8 @@ def config_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
     models = config["models"]
     if "compressed" in models and "good_init" not in models:
         messages.append("models.compressed is Network Trimming of good_init: add 'good_init' under 'models'")
+    messages += role_errors(config)
+    messages += dataset_errors(config)
     for target in config.get("attack_sets") or {}:
         if target not in models:
             messages.append(f"attack_sets.{target} names a model that is not under 'models'; add it there")
@@ -184,6 +190,124 @@ def config_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
         messages.append(f"models.ensemble.members names {', '.join(missing)}, which are not under 'models'; "
                         f"add them or remove them from the members")
     return messages
+
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_BUILTIN_DATASETS = ("fashion_mnist", "mnist", "cifar10", "synthetic")
+
+
+def name_errors(config: dict[str, Any]) -> list[str]:
+    """The names under ``models``, ``datasets`` and ``attack_sets`` the workflow cannot use: a built-in model given a
+    ``module`` (or a built-in dataset a ``format``), a name that is not letters, digits and underscores."""
+    messages = []
+    for section, builtins, key in (("models", MODELS, "module"), ("datasets", _BUILTIN_DATASETS, "format")):
+        block = config.get(section)
+        if not isinstance(block, dict):
+            continue
+        for name, entry in block.items():
+            if name in builtins and isinstance(entry, dict) and key in entry:
+                messages.append(f"{section}.{name}: {name!r} is advflow's own {section[:-1]}; give yours another name "
+                                f"(e.g. my_{name})")
+            elif not isinstance(name, str) or not _NAME.match(name):
+                messages.append(f"{section}.{name}: a {section[:-1]}'s name is letters, digits and underscores, "
+                                "starting with a letter (it becomes part of file names)")
+            elif name not in builtins and section == "models" and not is_user_model(entry):
+                messages.append(f"models.{name}: unknown model; advflow's are {', '.join(MODELS)}, and a model of "
+                                f"your own names its 'module' ('package.module:factory'; README, \"Your own model "
+                                "and data\")")
+            elif name not in builtins and section == "datasets" and not (isinstance(entry, dict) and "format" in entry):
+                messages.append(f"datasets.{name}: unknown dataset; advflow's are {', '.join(_BUILTIN_DATASETS)}, and "
+                                "a dataset of your own names its 'format' (npz or folder) and 'path'")
+    return messages
+
+
+def dataset_errors(config: dict[str, Any]) -> list[str]:
+    """The run's dataset: advflow's or one of the user's under ``datasets`` (its files checked cheaply:
+    :func:`advflow.workflow.catalog.custom_dataset_problems`)."""
+    from advflow.workflow.catalog import custom_dataset_problems, is_custom
+
+    name, block = config.get("dataset"), config.get("datasets") or {}
+    if name in _BUILTIN_DATASETS:
+        return []
+    settings = block.get(name)
+    if not is_custom(settings):
+        return [f"dataset is {name!r}, which is neither advflow's ({', '.join(_BUILTIN_DATASETS)}) nor one of yours "
+                f"under 'datasets' (datasets.{name}: {{format: npz or folder, path: ...}}; README, \"Your own model "
+                "and data\")"]
+    return custom_dataset_problems(name, settings)
+
+
+def role_errors(config: dict[str, Any]) -> list[str]:
+    """What the ``study`` roles ask that cannot be done: a role naming a model that is not under ``models``, an
+    ensemble role that is not advflow's ensemble, Network Trimming of a model that is not good_init, the distilled
+    role's adaptive JSMA without a temperature."""
+    study = config.get("study") or {}
+    models = config.get("models") or {}
+    messages = []
+    for role, model in study.items():
+        if role in ROLES and model is not None and model not in models:
+            messages.append(f"study.{role} names {model!r}, which is not under 'models'; add it there, or set "
+                            f"study.{role}: null (its questions then say they cannot be checked)")
+    chosen = roles(config)
+    if chosen["ensemble"] not in (None, "ensemble"):
+        messages.append(f"study.ensemble is {chosen['ensemble']!r}; the ensemble role is advflow's logit average of "
+                        "models.ensemble.members (which may be models of your own): set study.ensemble: ensemble "
+                        "or null")
+    if chosen["base"] is not None and chosen["base"] == chosen["compressed"]:
+        messages.append(f"study.base and study.compressed are both {chosen['base']!r}; Q3 compares a model with its "
+                        "compressed version: name another model for one of them, or set study.compressed: null")
+    if chosen["compressed"] == "compressed" and chosen["base"] not in (None, "good_init"):
+        messages.append(f"study.compressed is advflow's 'compressed' (Network Trimming of good_init), but study.base "
+                        f"is {chosen['base']!r}; Network Trimming applies only to advflow's ConvNets, so it cannot "
+                        f"compress {chosen['base']!r}: give a pruned checkpoint of it as a model of your own for the "
+                        "compressed role, or set study.compressed: null")
+    distilled = chosen["distilled"]
+    attacks = (config.get("attack_sets") or {}).get(distilled) or [] if distilled else []
+    if distilled and is_user_model(models.get(distilled)) and "jsma_adaptive" in attacks \
+            and (models[distilled] or {}).get("temperature") is None:
+        messages.append(f"models.{distilled}: the adaptive JSMA (attack_sets.{distilled}) attacks the softmax at "
+                        f"the temperature {distilled!r} was distilled at: set models.{distilled}.temperature")
+    return messages
+
+
+def user_model_errors(config: dict[str, Any], prepared: str | Path | None = None) -> list[str]:
+    """Build and check every model of the user's as a job will (:func:`advflow.models.user.check_user_model`): the
+    import, the factory, the checkpoint's keys, one forward pass on a blank batch of the dataset's image shape, the
+    layers. One message per model that fails; [] when there is none (then nothing heavy is imported)."""
+    users = {n: s for n, s in (config.get("models") or {}).items() if is_user_model(s)}
+    if not users:
+        return []
+    from advflow.workflow.catalog import image_shape
+
+    dataset = config.get("dataset")
+    shape = image_shape(dataset, (config.get("datasets") or {}).get(dataset), prepared)
+    if shape is None:
+        return [f"dataset {dataset!r}: its image shape cannot be read, so models {', '.join(users)} cannot be "
+                "checked; fix the dataset first"]
+    import torch
+
+    from advflow.models.user import UserModelError, check_user_model
+
+    defense = _defense(config)
+    vote = defense is not None and "dropout_vote" in defense.get("compared", []) + defense.get("detectors", [])
+    messages = []
+    for name in users:
+        try:
+            model, _ = check_user_model(name, model_settings(config, name), shape[:3], shape[3])
+        except UserModelError as error:
+            messages.append(str(error))
+            continue
+        if vote and defense["classifier"] == name and defense["dropout_vote"]["rate"] is None and not any(
+                isinstance(m, torch.nn.modules.dropout._DropoutNd) for m in model.modules()):
+            messages.append(f"defense.dropout_vote.rate: the dropout vote runs the classifier {name!r} with its own "
+                            "dropout layers, and it has none; set a rate (e.g. 0.25: dropout after each hidden "
+                            "layer), or leave dropout_vote out of defense.compared")
+    return messages
+
+
+def check_user_models(config: dict[str, Any], prepared: str | Path | None = None) -> None:
+    """Raise :class:`ConfigError` listing :func:`user_model_errors`."""
+    _raise(user_model_errors(config, prepared))
 
 
 def check_config(config: dict[str, Any], schema_path: str | Path) -> None:
@@ -286,11 +410,21 @@ def model_settings(config: dict[str, Any], model: str) -> dict[str, Any]:
     This dict is a rule's ``params``, so changing any value reruns that model (and what uses it)
     and nothing else.
     """
-    if model not in MODELS:
-        raise ConfigError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
+    own = (config.get("models") or {}).get(model)
+    if model not in MODELS and not is_user_model(own):
+        raise ConfigError(f"unknown model {model!r}; allowed: {', '.join(MODELS)} or a model of your own under "
+                          "'models' (with its 'module')")
     settings = {**TRAIN_DEFAULTS, **copy.deepcopy(MODEL_DEFAULTS.get(model, {}))}
     settings.update(config.get("training") or {})
-    settings.update((config.get("models") or {}).get(model) or {})
+    settings.update(copy.deepcopy(own or {}))
+    if is_user_model(own):  # the user's keys complete, so that a job reads them, never a default of its own
+        settings = {"kwargs": {}, "checkpoint": None, "input": None, "layers": None, **settings}
+        if settings.get("init", "lsuv") == "lsuv":
+            settings["init"] = "own"  # LSUV is advflow's ConvNets' initialisation; a user's model keeps its own
+        if "channels_last" not in own:
+            # channels-last training of a network with BatchNorm crashes PyTorch 2.14 on a multi-threaded CPU
+            # (segmentation fault in the optimizer step): a user's model trains channels-first unless it asks
+            settings["channels_last"] = False
     if model == "distilled" and settings["teacher_epochs"] is None:
         settings["teacher_epochs"] = settings["epochs"]
     if model == "ensemble":
@@ -322,8 +456,14 @@ def attack_settings(config: dict[str, Any], attack: str) -> dict[str, Any]:
     else:
         settings = {**spec.defaults, **((config.get("attacks") or {}).get(attack) or {})}
     settings.update(spec.fixed)
-    if spec.temperature_from is not None:
-        settings["temperature"] = float(model_settings(config, spec.temperature_from)["temperature"])
+    if spec.temperature_from is not None:  # the model of that role (Q4's distilled model)
+        model = roles(config).get(spec.temperature_from) or spec.temperature_from
+        temperature = model_settings(config, model).get("temperature") if model in (config.get("models") or {}) \
+            else MODEL_DEFAULTS[spec.temperature_from]["temperature"]
+        if temperature is None:
+            raise ConfigError(f"attack {attack} attacks the softmax at the temperature the {spec.temperature_from} "
+                              f"role's model {model!r} was distilled at: set models.{model}.temperature")
+        settings["temperature"] = float(temperature)
     return settings
 
 
@@ -470,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
             _merge(config, load_config_file(name))
         check_config(config, schema)
         check_sizes(config, Path("data") / f"{config['dataset']}.h5")
+        check_user_models(config, Path("data") / f"{config['dataset']}.h5")
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 1

@@ -11,6 +11,32 @@ Prepared file layout (``data/{dataset}.h5``)::
 
 Every dataset is checked by :func:`validate_dataset` before it is written and when it is read back;
 a prepared file that fails is moved aside (``<name>.damaged``) and rebuilt by the next run.
+
+Built-in datasets: ``fashion_mnist`` and ``mnist`` (IDX files), ``cifar10`` (the pickled python batches; nothing
+else is ever unpickled), ``synthetic`` (generated, :func:`make_synthetic`). A dataset of the user's own is
+configured as ``datasets: NAME: {format: npz | folder, path: ...}`` with ``dataset: NAME`` (NAME not a built-in's),
+and read by :func:`read_npz` or :func:`read_image_folder`; every message names the file, the problem and the fix.
+
+``format: npz`` -- one ``.npz`` file (``numpy.savez`` or ``savez_compressed``) holding
+
+* ``x_train``, ``x_test``: uint8 pixels (integers of another dtype are converted when they all lie in [0, 255];
+  floats are refused). Shapes: (N, H, W) is grey; a 4-D array is (N, C, H, W) when axis 1 is 1 or 3 and the last
+  axis is not, else (N, H, W, C) when the last axis is 1 or 3 -- so an ambiguous (N, 3, H, 3) is read as NHWC --
+  and refused when neither axis is 1 or 3 (:func:`advflow.workflow.catalog.image_layout`). Height and width are
+  at least 8; both splits have one image shape.
+* ``y_train``, ``y_test``: integer labels, shape (N,), one per image, in [0, K).
+* optionally ``classes``: K class names, a 1-D array of strings; without it the classes are "0".."K-1" with K one
+  more than the largest label of either split.
+
+The file is read with ``allow_pickle=False``: an array of Python objects is refused, never unpickled.
+
+``format: folder`` -- ``path/train/<class>/*.png|*.jpg|*.jpeg`` and ``path/test/<class>/...`` (extensions in any
+case; other files, hidden files and deeper folders ignored), read with Pillow. The classes are the sorted names of
+the subfolders of ``train/``; ``test/`` may lack a class but has no class ``train/`` lacks; a class folder of
+``train/`` is not empty. Images are ordered by class, then by file name. Grey images (Pillow modes L, 1 and LA --
+alpha dropped -- and 16/32-bit integer modes whose values lie in [0, 255]) give 1 channel when every image is grey;
+any other mode is converted to RGB (alpha dropped), and then every image is RGB (grey replicated). Floating-point
+images (mode F) and integer ones beyond 255 are refused. All images have one size (width x height).
 """
 
 from __future__ import annotations
@@ -27,8 +53,9 @@ import h5py
 import numpy as np
 
 from advflow.workflow.catalog import (
-    FASHION_MNIST_CLASSES, HOW_TO_GET, IDX_STEMS, MNIST_CLASSES, DatasetMissingError, cifar_folder, find_idx,
-    locate_dataset,
+    CUSTOM_EXPECTS, FASHION_MNIST_CLASSES, GREY_MODES, HOW_TO_GET, IDX_STEMS, MIN_SIDE, MNIST_CLASSES,
+    WIDE_GREY_MODES, DatasetMissingError, cifar_folder, find_idx, image_folder_listing, image_layout, is_custom,
+    locate_dataset, npz_class_names, npz_problems,
 )
 from advflow.workflow.io import CorruptFileError, atomic_h5, open_h5, quarantine
 
@@ -60,7 +87,7 @@ class Dataset:
 
 # --------------------------------------------------------------------------- validation
 
-MIN_SIDE = 8  # the smallest image height and width the models accept
+# MIN_SIDE (from advflow.workflow.catalog): the smallest image height and width the models accept.
 
 
 def _pixel_problem(images: np.ndarray) -> str | None:
@@ -297,12 +324,123 @@ def make_synthetic(
     return Dataset("synthetic", draw(n_train), draw(n_test), classes, source=f"generated (seed {seed})")
 
 
+# --------------------------------------------------------------------------- datasets of the user's own
+
+
+def to_nchw(images: np.ndarray) -> np.ndarray:
+    """An image array laid out as :func:`advflow.workflow.catalog.image_layout` says, as contiguous (N, C, H, W)."""
+    layout = image_layout(images.shape)
+    if layout == "NHW":
+        return np.ascontiguousarray(images[:, None, :, :])
+    if layout == "NHWC":
+        return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+    if layout == "NCHW":
+        return np.ascontiguousarray(images)
+    raise DataFormatError(f"images of shape {images.shape} are neither (N, H, W), (N, C, H, W) nor (N, H, W, C) "
+                          "with 1 or 3 channels")
+
+
+def read_npz(path: str | Path, name: str = "npz") -> Dataset:
+    """Read a dataset of the user's own from one .npz file (the module docstring gives the format); nothing is
+    unpickled. DatasetMissingError when ``path`` is not a file; DataFormatError naming the file, the problem and
+    the fix (:func:`advflow.workflow.catalog.npz_problems`, pixel values included) when it is not usable."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise DatasetMissingError(f"{path}: not found{' (a folder)' if path.is_dir() else ''}; format npz expects "
+                                  f"{CUSTOM_EXPECTS['npz']}")
+    problems = npz_problems(path, pixel_values=True)
+    if problems:
+        raise DataFormatError(problems[0])
+    splits = {}
+    with np.load(path, allow_pickle=False) as npz:
+        classes = npz_class_names(npz["classes"]) if "classes" in npz.files else None
+        for split in ("train", "test"):
+            images, problem = _as_pixels(np.asarray(npz[f"x_{split}"]))
+            if problem:  # npz_problems has refused these already
+                raise DataFormatError(f"{path}: x_{split} {problem}")
+            splits[split] = Split(to_nchw(images), np.asarray(npz[f"y_{split}"]).astype(np.int64))
+    if classes is None:
+        classes = [str(i) for i in range(1 + max(int(s.labels.max()) for s in splits.values()))]
+    dataset = Dataset(name, splits["train"], splits["test"], classes, source=str(path))
+    validate_dataset(dataset, str(path), fix="fix the file")
+    return dataset
+
+
+def _read_image(file: Path) -> np.ndarray:
+    """One image of a folder dataset: (H, W) uint8 when grey, (H, W, 3) uint8 else (module docstring)."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as image:
+            image.load()
+            if image.mode in GREY_MODES:
+                return np.asarray(image.convert("L"), dtype=np.uint8)
+            if image.mode in WIDE_GREY_MODES:
+                pixels, problem = _as_pixels(np.asarray(image))
+                if problem:
+                    raise DataFormatError(f"{file}: {image.mode} image, {problem}; write 8-bit images (mode L or RGB)")
+                return pixels
+            if image.mode == "F":
+                raise DataFormatError(f"{file}: floating-point image (mode F); write 8-bit images (mode L or RGB)")
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except DataFormatError:
+        raise
+    except Exception as err:  # Pillow raises many types on a damaged or foreign file
+        raise DataFormatError(f"{file}: cannot be read as an image ({type(err).__name__}: {err}); replace or "
+                              "remove the file") from err
+
+
+def read_image_folder(root: str | Path, name: str = "folder") -> Dataset:
+    """Read a dataset of the user's own from a folder of images (the module docstring gives the layout).
+    DatasetMissingError when ``root`` is not a folder; DataFormatError naming the file or folder, the problem and
+    the fix (:func:`advflow.workflow.catalog.image_folder_listing`, then each image: unreadable, another size)."""
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise DatasetMissingError(f"{root}: not found{' (a file)' if root.is_file() else ''}; format folder expects "
+                                  f"{CUSTOM_EXPECTS['folder']}")
+    classes, files, problems = image_folder_listing(root)
+    if problems:
+        raise DataFormatError(problems[0])
+    first: tuple[Path, tuple[int, int]] | None = None
+    pixels: dict[str, list[np.ndarray]] = {"train": [], "test": []}
+    for split in ("train", "test"):
+        for _, file in files[split]:
+            image = _read_image(file)
+            size = (image.shape[1], image.shape[0])
+            if first is None:
+                first = (file, size)
+            elif size != first[1]:
+                raise DataFormatError(f"{file}: image is {size[0]}x{size[1]} pixels (width x height) but the first "
+                                      f"image, {first[0]}, is {first[1][0]}x{first[1][1]}; all images must have one "
+                                      "size, resize them")
+            pixels[split].append(image)
+    colour = any(image.ndim == 3 for split in pixels.values() for image in split)
+    splits = {}
+    for split in ("train", "test"):
+        if colour:
+            images = np.stack([image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
+                               for image in pixels[split]]).transpose(0, 3, 1, 2)
+        else:
+            images = np.stack(pixels[split])[:, None, :, :]
+        labels = np.array([label for label, _ in files[split]], dtype=np.int64)
+        splits[split] = Split(np.ascontiguousarray(images), labels)
+    dataset = Dataset(name, splits["train"], splits["test"], classes, source=str(root))
+    validate_dataset(dataset, str(root), fix="fix the images")
+    return dataset
+
+
 # --------------------------------------------------------------------------- locate / load / write
 
 
 def load_raw(name: str, settings: dict[str, Any] | None = None, seed: int = 0) -> Dataset:
-    """Read dataset ``name`` from its raw files (or generate it), as configured in ``settings``."""
+    """Read dataset ``name`` from its raw files (or generate it), as configured in ``settings``. Settings with a
+    ``format`` (:data:`advflow.workflow.catalog.CUSTOM_FORMATS`) name a dataset of the user's own, read from its
+    resolved ``path`` (:func:`read_npz`, :func:`read_image_folder`); a built-in name is refused for one (ValueError),
+    a missing path raises DatasetMissingError."""
     settings = dict(settings or {})
+    if is_custom(settings):
+        path = locate_dataset(name, settings)  # ValueError (built-in name, unknown format), DatasetMissingError
+        return read_npz(path, name) if settings["format"] == "npz" else read_image_folder(path, name)
     if name == "synthetic":
         keys = ("n_train", "n_test", "size", "channels", "num_classes", "noise")
         return make_synthetic(seed=seed, **{k: settings[k] for k in keys if k in settings})
@@ -331,7 +469,8 @@ def write_prepared(dataset: Dataset, path: str | Path) -> None:
 def prepare(name: str, settings: dict[str, Any] | None, out_path: str | Path, seed: int = 0) -> Dataset:
     """Read dataset ``name`` from its raw source, check it, and write ``out_path`` (nothing when it fails)."""
     dataset = load_raw(name, settings, seed=seed)
-    fix = "change its settings in the config" if name == "synthetic" else "fix the source or fetch it again"
+    fix = ("fix the files it was read from" if is_custom(settings) else
+           "change its settings in the config" if name == "synthetic" else "fix the source or fetch it again")
     validate_dataset(dataset, f"dataset '{name}' from {dataset.source}", fix=fix)
     write_prepared(dataset, out_path)
     return dataset

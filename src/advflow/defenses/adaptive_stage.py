@@ -339,7 +339,9 @@ def adaptive_figure(target: str, rows: Sequence[Mapping[str, Any]], transfer: Ma
                     continue
                 x, y, low, high = (np.array(v, dtype=np.float64) for v in zip(*points))
                 x = x + offset * dodge  # points at one budget side by side, not on top of each other
-                ax.errorbar(x, 100 * y, yerr=[100 * (y - low), 100 * (high - y)], color=color, ls=dashes,
+                # a Wilson bound equal to its rate (0 or 1) can differ from it in the last bit: never below 0
+                errors = [np.maximum(100 * (y - low), 0), np.maximum(100 * (high - y), 0)]
+                ax.errorbar(x, 100 * y, yerr=errors, color=color, ls=dashes,
                             marker=marker, lw=2.2 if label == "adaptive" else 1.4, capsize=3, label=label)
             ax.set(title=f"{target}: {'PGD (L∞)' if attack == 'pgd' else 'C&W (L2)'}",
                    xlabel=f"{UNITS[attack]} ({'pixels in [0, 1]' if attack == 'pgd' else 'logit margin'})",

@@ -3,7 +3,7 @@ detectors", "Published baselines").
 
 :func:`layer_features` runs model-space images ``(N, C, H, W)`` through the classifier in batches, on its device, in
 eval mode (its mode is restored), and records each chosen layer's output ``(N, n_k, H_k, W_k)`` with forward hooks,
-as :func:`advflow.api.conv_layer_maps` does. The default layers are :func:`advflow.information.layers.default_layers`
+as :func:`advflow.api.conv_layer_maps` does. The default layers are :func:`advflow.models.layers.default_layers`
 (an advflow ConvNet's conv blocks ``conv1 .. convK``; for any other model each conv with what directly follows it,
 each residual block's output). :func:`channel_means` averages maps over space, as Lee et al.'s reference code does
 (``torch.mean(out.view(N, C, -1), 2)``).
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from advflow.defenses import Detector
-from advflow.information.layers import capture_maps, default_layers
+from advflow.models.layers import capture_maps, default_layers
 
 
 def resolve_layers(classifier: nn.Module, example: torch.Tensor,

@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from advflow.defenses import Detector
-from advflow.information.layers import capture_maps, default_layers
+from advflow.models.layers import capture_maps, default_layers
 from advflow.information.mi import DEFAULT_BUCKETS, mi_against
 from advflow.information.paths import information_paths
 from advflow.information.soft_mi import DEFAULT_BANDWIDTH, soft_mi_against
@@ -128,7 +128,7 @@ def path_values(classifier: nn.Module, x: torch.Tensor | np.ndarray, *, layers: 
                 buckets: int = DEFAULT_BUCKETS, batch_size: int = 64) -> np.ndarray:
     """``(N, 2K)`` float64: each input's ``mu_s`` and ``mu_t`` (nats) of each conv layer, columns
     :func:`value_names` (``iip_conv1, oip_conv1, ...``); the numbers of :func:`advflow.information_paths` with the
-    same arguments (``layers``: module names; default: :func:`advflow.information.layers.default_layers`, i.e.
+    same arguments (``layers``: module names; default: :func:`advflow.models.layers.default_layers`, i.e.
     ``conv1 ... convK`` of an advflow ConvNet)."""
     return measure(classifier, x, layers=layers, buckets=buckets, batch_size=batch_size)[1]
 
@@ -486,7 +486,7 @@ class InfoPathDetector(Detector):
         ``v + (ṽ - stop_grad(ṽ))``: its value is the real bucketized one ``v`` (:meth:`layer_values`) and its gradient
         that of the soft-histogram value ``ṽ`` (:func:`advflow.information.soft_mi.soft_mi_against`, Gaussian-kernel
         bins of ``surrogate_bandwidth`` bucket widths, on maps captured with their graph,
-        :func:`~advflow.information.layers.capture_maps` with ``grad=True``): Athalye et al.'s (2018) BPDA, the standard way to attack a
+        :func:`~advflow.models.layers.capture_maps` with ``grad=True``): Athalye et al.'s (2018) BPDA, the standard way to attack a
         non-differentiable step. Why not the soft values themselves: at a bandwidth wide enough to give every
         pixel a gradient, blurring the bins lowers the MI of the first layers by one to two clean standard deviations
         (-1.7, -1.0, -1.2 sd at 0.25 bucket widths on the test model; still -0.3 sd at 0.1), so soft values compared

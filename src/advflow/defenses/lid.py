@@ -3,7 +3,7 @@
 detectors", "Published baselines").
 
 For each recorded layer l (:func:`advflow.defenses.features.layer_features`; default the conv layers of
-:func:`advflow.information.layers.default_layers`), an input's activation a_l(x) is its maps, flattened. Its layer
+:func:`advflow.models.layers.default_layers`), an input's activation a_l(x) is its maps, flattened. Its layer
 score is the maximum-likelihood estimate of the local intrinsic dimensionality among clean reference activations,
 
     LID_l(x) = -( (1/k) sum_{i=1..k} log(r_i(x) / r_k(x)) )^{-1},
@@ -61,7 +61,7 @@ def _distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class LIDDetector(LayerScoreDetector):
     """Ma et al.'s LID detector, unsupervised, against a fixed clean reference set (module docstring).
     ``classifier``: model-space images ``(N, C, H, W)`` -> logits, run in eval mode on its own device; ``layers``:
-    module names of the layers to record (default :func:`advflow.information.layers.default_layers`); ``k``
+    module names of the layers to record (default :func:`advflow.models.layers.default_layers`); ``k``
     neighbours among ``references`` clean training activations, drawn with ``seed``. State: :meth:`state_dict`."""
 
     name = "lid"

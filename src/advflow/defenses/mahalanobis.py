@@ -2,7 +2,7 @@
 Out-of-Distribution Samples and Adversarial Attacks"; docs/method.md, "Defenses and detectors", "Published baselines").
 
 For each recorded layer l (:func:`advflow.defenses.features.layer_features`; default the conv layers of
-:func:`advflow.information.layers.default_layers`), an input's feature is its maps' **channel means** f_l(x)
+:func:`advflow.models.layers.default_layers`), an input's feature is its maps' **channel means** f_l(x)
 ``(n_l,)`` (the reference code's average over space). Fitted on clean training images and their labels:
 
 - the class means mu_{l,c} of the features of the images of class c;
@@ -51,7 +51,7 @@ def closest_class_distance(features: np.ndarray, means: np.ndarray, precision: n
 class MahalanobisDetector(LayerScoreDetector):
     """Lee et al.'s Mahalanobis detector, unsupervised (module docstring). ``classifier``: model-space images
     ``(N, C, H, W)`` -> logits, run in eval mode on its own device; ``layers``: module names of the layers to record
-    (default: :func:`advflow.information.layers.default_layers`). State: :meth:`state_dict`."""
+    (default: :func:`advflow.models.layers.default_layers`). State: :meth:`state_dict`."""
 
     name = "mahalanobis"
     adaptive_surrogate = "exact"

@@ -9,7 +9,7 @@ from typing import Any
 
 from advflow.attacks import registry as attack_registry
 from advflow.defenses import registry as detector_registry
-from advflow.workflow.catalog import MODELS
+from advflow.workflow.catalog import MODELS, user_models
 from advflow.workflow.errors import ConfigError
 
 #: Every detector the stage knows (:mod:`advflow.defenses.registry`: seed 003 on Fashion-MNIST uses magnet_l1,
@@ -91,9 +91,10 @@ def defense_settings(config: dict[str, Any]) -> dict[str, Any] | None:
         if key not in settings:
             _fail(key, f"unknown key; allowed: {', '.join(settings)}")
         settings[key] = {**settings[key], **(value or {})} if isinstance(settings[key], dict) else value
-    if settings["classifier"] not in MODELS or settings["classifier"] == "ensemble":
-        _fail("classifier", f"{settings['classifier']!r} is not a model of the zoo; allowed: "
-                            f"{', '.join(m for m in MODELS if m != 'ensemble')}")
+    own = user_models(config)
+    if (settings["classifier"] not in MODELS and settings["classifier"] not in own) or settings["classifier"] == "ensemble":
+        _fail("classifier", f"{settings['classifier']!r} is not a model of the zoo nor of yours; allowed: "
+                            f"{', '.join([*(m for m in MODELS if m != 'ensemble'), *own])}")
     if settings["classifier"] not in (config.get("models") or {}):
         _fail("classifier", f"{settings['classifier']} is not among the config's models; add it to models")
     for key in ("n", "validation", "clean"):

@@ -1,13 +1,14 @@
 """Feature maps of every conv layer, streamed to HDF5 (docs/method.md, "Information flow"; the features stage).
 
 A *conv layer* is one :class:`~advflow.models.architectures.ConvBlock`: convolution, ReLU and the max-pool that
-directly follows it, if any. A set is run through a measuring model in batches, and each batch's
+directly follows it, if any; for a user's model, each module its config's ``layers`` names or the default rule chose
+(:mod:`advflow.models.user`), named as in its network. A set is run through a measuring model in batches, and each batch's
 maps are appended to the file at once, so memory holds one batch, never the set.
 
 A features file ``features/{model}/{set}.h5`` holds::
 
     input        (N, C, H, W)        the inputs in model space: the source maps of the MI stage
-    layers/{k}   (N, n_k, H_k, W_k)  conv layer k's output maps (k = conv1 ... convK, in order)
+    layers/{k}   (N, n_k, H_k, W_k)  conv layer k's output maps (k = conv1 ... convK, or a user model's module names, in order)
     labels, predictions (N,)         true labels; the measuring model's argmax
     seed, step   (N,)                trajectory sets only: which seed and which JSMA step an input is
     attrs: model, set, layers (JSON list of names), shapes (JSON {name: [n_k, H_k, W_k]}), dtype,
@@ -74,32 +75,40 @@ def load_set(path: str | Path) -> InputSet:
                      "an adversarial set or a trajectory file of this workflow")
 
 
-def conv_blocks(model: nn.Module) -> list[nn.Module]:
-    """The conv layers of a measuring model, in order."""
-    blocks = getattr(model, "blocks", None)
-    if blocks is None:
+def measured_layers(model: nn.Module) -> Any:
+    """The conv layers a measuring model records (:class:`advflow.models.layers.LayerChoice`): an advflow
+    ConvNet's blocks ``conv1 ... convK``, or a user's model's chosen modules (named as in its network)."""
+    from advflow.models.layers import default_layers
+
+    if getattr(model, "blocks", None) is None and not callable(getattr(model, "layer_choice", None)):
         raise ValueError(f"{type(model).__name__} has no conv layers to record; features are measured on one "
                          "network (an ensemble's sets are measured on its members)")
-    return list(blocks)
+    return default_layers(model)
 
 
 def layer_names(model: nn.Module) -> list[str]:
-    return [f"conv{i + 1}" for i in range(len(conv_blocks(model)))]
+    return list(measured_layers(model).names)
+
+
+def forward_maps(model: nn.Module, x: torch.Tensor, choice: Any = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Each recorded layer's output maps for a batch, and the logits, from one forward pass in eval mode (dropout is
+    the identity)."""
+    from advflow.models.layers import capture_maps
+
+    choice = choice or measured_layers(model)
+    return capture_maps(model, x, choice.pairs(), with_output=True)
 
 
 @torch.no_grad()
 def conv_maps(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
-    """Each conv layer's output maps for a batch (the model in eval mode: dropout is the identity)."""
-    for block in conv_blocks(model):
-        maps = block.output_maps(x)
-        yield maps
-        x = block.dropout(maps)
+    """Each conv layer's output maps for a batch, in order (the model in eval mode: dropout is the identity)."""
+    yield from forward_maps(model, x)[0].values()
 
 
 def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, list[int]]:
     """{layer name: [n_k, H_k, W_k]} for inputs of shape (C, H, W)."""
     probe = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
-    return {name: list(maps.shape[1:]) for name, maps in zip(layer_names(model), conv_maps(model.eval(), probe))}
+    return {name: list(maps.shape[1:]) for name, maps in forward_maps(model.eval(), probe)[0].items()}
 
 
 def record_features(model_path: str | Path, set_file: str | Path, out_path: str | Path, *, set_name: str,
@@ -124,7 +133,7 @@ def record_features(model_path: str | Path, set_file: str | Path, out_path: str 
     elif compression == "lzf":
         options = {"compression": "lzf", "shuffle": True}
     predictions = np.zeros(n, dtype=np.int64)
-    last_block = conv_blocks(model)[-1]
+    choice = measured_layers(model)
     started = last = time.monotonic()
     with atomic_h5(out_path) as h5:
         h5.create_dataset("input", data=data.x.numpy().astype(np.float32), chunks=(1, *data.x.shape[1:]), **options)
@@ -132,11 +141,9 @@ def record_features(model_path: str | Path, set_file: str | Path, out_path: str 
                                           chunks=(1, *shape), **options) for name, shape in shapes.items()}
         for start in range(0, n, batch_size):
             x = data.x[start:start + batch_size].to(device)
-            maps = list(conv_maps(model, x))
-            with torch.no_grad():  # the head on the last maps: no second pass through the conv layers
-                logits = model.head(last_block.dropout(maps[-1]))
+            maps, logits = forward_maps(model, x, choice)  # one pass: the maps and the predictions
             predictions[start:start + len(x)] = logits.argmax(1).cpu().numpy()
-            for name, m in zip(names, maps):
+            for name, m in zip(names, maps.values()):
                 layers[name][start:start + len(x)] = m.cpu().numpy().astype(dtype)
             if time.monotonic() - last > 30 or start + batch_size >= n:
                 last = time.monotonic()

@@ -146,8 +146,14 @@ class LogitEnsemble(nn.Module):
 
 
 def build_model(arch: dict[str, Any]) -> nn.Module:
+    """The model an architecture dict describes: a :class:`ConvNet`, a :class:`LogitEnsemble` of any models, or a
+    model of the user's (:class:`advflow.models.user.UserModel`, whose factory is imported)."""
     if arch.get("kind") == "ensemble":
-        return LogitEnsemble([ConvNet(a) for a in arch["members"]], name=arch["name"])
+        return LogitEnsemble([build_model(a) for a in arch["members"]], name=arch["name"])
+    if arch.get("kind") == "user":
+        from advflow.models.user import build_user_model
+
+        return build_user_model(arch)
     return ConvNet(arch)
 
 
@@ -188,11 +194,13 @@ def save_checkpoint(model: nn.Module, path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model from :func:`save_checkpoint`'s file, in eval mode, on ``device``."""
+    from advflow.models.user import UserModelError
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         model = build_model(payload["architecture"])
         model.load_state_dict(payload["state_dict"])
-    except FileNotFoundError:
+    except (FileNotFoundError, UserModelError):  # a user's module that no longer imports: the checkpoint is fine
         raise
     except Exception as err:
         # Truncated, overwritten, of another architecture, or a pickle that would run code: never used. The

@@ -25,6 +25,7 @@ from advflow.models.architectures import (
 )
 from advflow.models.training import TrainSettings, accuracy, fit, soft_labels, split_indices
 from advflow.models.trimming import network_trimming
+from advflow.models.user import check_user_model, file_sha256, is_user_model
 
 log = logging.getLogger("advflow.models.recipes")
 
@@ -34,10 +35,14 @@ def _split(dataset: Dataset, settings: dict[str, Any], seed: int) -> tuple[np.nd
                          train_size=settings.get("train_size"), seed=seed)
 
 
-def new_model(name: str, dataset: Dataset, settings: dict[str, Any], seed: int, init_images: np.ndarray) -> ConvNet:
-    """A freshly initialised ``name`` network for ``dataset``'s image shape (seeded)."""
+def new_model(name: str, dataset: Dataset, settings: dict[str, Any], seed: int, init_images: np.ndarray
+              ) -> torch.nn.Module:
+    """A freshly initialised ``name`` network for ``dataset``'s image shape (seeded): an advflow ConvNet, or a model
+    of the user's (``settings`` has its ``module``) as its factory initialises it (no LSUV)."""
     channels, height, width = dataset.shape
     torch.manual_seed(seed)
+    if is_user_model(settings):
+        return check_user_model(name, settings, dataset.shape, len(dataset.classes), weights=False)[0].train()
     model = ConvNet(architecture(name, channels, (height, width), len(dataset.classes)))
     if settings.get("init", "lsuv") == "lsuv":
         lsuv_init(model, to_model_space(torch.as_tensor(init_images[:256]).float()))
@@ -83,7 +88,21 @@ def train_model(name: str, data_path: str | Path, settings: dict[str, Any], *, s
                   val=(dataset.train.images[val_idx], dataset.train.labels[val_idx]))
     model.arch["name"] = name
     return _write_model(model, name, dataset, settings, seed, device, out_pt, out_json,
-                        train_images=int(len(images)), history=history)
+                        train_images=int(len(images)), history=history, source="trained")
+
+
+def import_model(name: str, data_path: str | Path, settings: dict[str, Any], *, seed: int, device: torch.device,
+                 out_pt: str | Path, out_json: str | Path) -> dict[str, Any]:
+    """A model of the user's with a checkpoint: loaded (``weights_only=True``), checked, its test accuracy measured,
+    and written as a workflow checkpoint (its network, input convention and chosen layers); never trained."""
+    dataset = load_prepared(data_path)
+    checkpoint = settings["checkpoint"]
+    model, arch = check_user_model(name, settings, dataset.shape, len(dataset.classes))
+    log.info("loaded %s from %s (%s); layers %s", name, checkpoint, arch["module"], ", ".join(arch["layers"]))
+    for warning in arch.get("layer_warnings") or []:
+        log.warning("%s: %s", name, warning)
+    return _write_model(model.to(device), name, dataset, settings, seed, device, out_pt, out_json, source="checkpoint",
+                        checkpoint=str(checkpoint), checkpoint_sha256=file_sha256(checkpoint))
 
 
 def distill(data_path: str | Path, teacher_pt: str | Path, settings: dict[str, Any], *, seed: int,

@@ -7,19 +7,29 @@ exactly as the workflow decides what to measure (:class:`advflow.report.study.St
 config does not ask for is skipped with a note; a set the config asks for whose file is missing is an error
 naming the file.
 
+The questions name models by **role** (config key ``study``, :data:`advflow.workflow.catalog.ROLES`): Q1 records
+JSMA's crafting on the ``trajectories`` role's model, Q2 attacks ``base``, Q3 compares ``base`` with ``compressed``,
+Q4 attacks ``distilled``, Q5's transferability table adds ``ensemble``'s sets. By default these are good_init,
+compressed, distilled, ensemble and good_init, and the report reads as the paper's names; any role may name a
+model of the user's, and the captions, notes and claims then name it ("the base model my_resnet"). A role whose
+model the config lacks skips its question with a note naming the role and ``study.<role>``
+(:meth:`advflow.report.study.Study.role_missing`).
+
 One module per question holds its tables, figures, setting text and finding, statistical and literal:
 
 ====================================  =========================================================================
-:mod:`advflow.report.q1`              JSMA's crafting steps (Fig. 3)
-:mod:`advflow.report.q2`              attack mechanisms on good_init (Fig. 4, Tables II, III)
-:mod:`advflow.report.q3`              model complexity: good_init vs compressed (Figs. 5, 8, 9, Tables IV-VI)
+:mod:`advflow.report.q1`              JSMA's crafting steps on the trajectories role's model (Fig. 3)
+:mod:`advflow.report.q2`              attack mechanisms on the base model (Fig. 4, Tables II, III)
+:mod:`advflow.report.q3`              model complexity: base vs compressed model (Figs. 5, 8, 9, Tables IV-VI)
 :mod:`advflow.report.q4`              adaptive vs regular JSMA on the distilled model (Fig. 6)
 :mod:`advflow.report.q5`              transferability in the three-model group (Figs. 7, 10, 11, Tables VII-IX)
 ====================================  =========================================================================
 
 Each is a :class:`advflow.report.questions.Question` (``KEY``, ``TITLE``, ``CLAIM``, ``QUOTED``, ``TABLES`` (file
-name -> columns and caption) and ``add_tables(study, results, tables)``, ``figures(study, results, tables, dpi)``,
-``setting(study)``, ``cases(study, evidence)`` and ``literal(tables)``), registered in
+name -> columns and caption; ``CLAIM`` and the captions may hold ``{role}`` placeholders, ``QUOTED`` a role's
+model's name as ``{role}``, filled per study) and ``add_tables(study, results, tables)``,
+``figures(study, results, tables, dpi)``, ``setting(study)``, ``cases(study, evidence)`` and ``literal(tables)``
+(``tables.roles``: the study's roles)), registered in
 :data:`advflow.report.questions.QUESTIONS`, which the report iterates. Shared modules: :mod:`~advflow.report.study`,
 :mod:`~advflow.report.results` (reading), :mod:`~advflow.report.tables`, :mod:`~advflow.report.plotting`,
 :mod:`~advflow.report.evidence` and :mod:`~advflow.report.findings` (how a finding is decided and written),
@@ -50,13 +60,13 @@ from advflow.report.page import departures, figure_html, render_html
 from advflow.report.plotting import Figure, band_limits
 from advflow.report.questions import QUESTIONS, Question
 from advflow.report.results import ResultFiles, RunResults
-from advflow.report.study import NORMAL, NORMAL_TRAIN, TRAJECTORY, Study
+from advflow.report.study import NORMAL, NORMAL_TRAIN, Study, fill, fill_names
 from advflow.report.tables import TableSpec, Tables, write_table
 from advflow.workflow.catalog import set_name
 from advflow.workflow.figures import save, write_file
 
 __all__ = ["build_report", "compute_tables", "QUESTIONS", "TABLES", "TABLE_COLUMNS", "Study", "set_name",
-           "band_limits", "NORMAL", "NORMAL_TRAIN", "TRAJECTORY"]
+           "band_limits", "NORMAL", "NORMAL_TRAIN"]
 
 log = logging.getLogger("advflow.report")
 
@@ -73,7 +83,7 @@ def _questions() -> tuple[Question, ...]:
 
 def compute_tables(study: Study, results: RunResults, *, seed: int = 0) -> Tables:
     """Every table the config's sets allow, the statistical cases and diagnostics; notes say what was skipped."""
-    tables = Tables()
+    tables = Tables(roles=dict(study.roles))
     for question in QUESTIONS.values():
         question.add_tables(study, results, tables)
     diagnostics.add_statistics(_questions(), study, results, tables, seed=seed)
@@ -81,9 +91,11 @@ def compute_tables(study: Study, results: RunResults, *, seed: int = 0) -> Table
 
 
 def compute_findings(tables: Tables) -> tuple[dict[str, Finding], dict[str, Finding]]:
-    """Each question's statistical finding (from its cases) and the paper's literal comparison."""
-    found = {q.KEY: statistical(q.CLAIM, tables.cases.get(q.KEY, []), overall(tables.cases.get(q.KEY, [])),
-                                q.QUOTED) for q in QUESTIONS.values()}
+    """Each question's statistical finding (from its cases) and the paper's literal comparison, naming the models
+    of the tables' roles."""
+    found = {q.KEY: statistical(fill(q.CLAIM, tables.roles), tables.cases.get(q.KEY, []),
+                                overall(tables.cases.get(q.KEY, [])),
+                                tuple(fill_names(n, tables.roles) for n in q.QUOTED)) for q in QUESTIONS.values()}
     return found, {q.KEY: q.literal(tables) for q in QUESTIONS.values()}
 
 
@@ -126,7 +138,7 @@ def build_report(results: Path, config: Mapping[str, Any], *, out_html: Path, ta
     captions: dict[str, str] = {}
     for name, rows in tables.rows.items():
         write_table(tables_dir / name, rows, TABLES[name].columns)
-        captions[name] = TABLES[name].caption
+        captions[name] = TABLES[name].text(study.roles)
     figures: dict[str, list[Figure]] = {}
     for key, question in QUESTIONS.items():
         figures[key] = question.figures(study, run, tables, study.dpi)

@@ -17,7 +17,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from advflow.defenses.settings import defense_defaults, defense_settings
 from advflow.information.shifts import wilson
+from advflow.workflow.errors import ConfigError
 from advflow.report import adaptive
 from advflow.report import findings as fx
 from advflow.report.plotting import Figure, FigureBytes
@@ -300,10 +302,19 @@ def display_rows(name: str, rows: list[dict[str, Any]]) -> tuple[list[dict[str, 
     return out, keys + tuple(key for key, _ in shown)
 
 
+def classifier(study: Study) -> str:
+    """The undefended classifier the defense stage attacked, as the stage resolves it (the block's ``classifier``,
+    else :func:`advflow.defenses.settings.defense_defaults`'s): any model of the config, the user's too."""
+    try:
+        return str((defense_settings(dict(study.config)) or defense_defaults())["classifier"])
+    except (ConfigError, KeyError, TypeError, ValueError):  # a block the stage would refuse: say what it names
+        return str((study.config.get("defense") or {}).get("classifier") or defense_defaults()["classifier"])
+
+
 def setting(study: Study) -> str:
     block = dict(study.config.get("defense") or {})
     return html.escape(
-        f"Transfer (oblivious) attacks crafted on the undefended {block.get('classifier', 'good_init')} and shown to "
+        f"Transfer (oblivious) attacks crafted on the undefended {classifier(study)} and shown to "
         f"the defended classifier; detectors {', '.join(block.get('detectors') or ['magnet_l1', 'magnet_l2', 'mid'])}"
         f", the reformer {'on' if block.get('reformer', True) else 'off'}; N_d = {block.get('n', 1000)} seeds "
         f"(seed 003: 1,000). The seed's numbers are for its own classifier (94.34 % clean accuracy) and attack "

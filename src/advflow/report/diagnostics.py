@@ -14,7 +14,7 @@ from advflow.information import shifts
 from advflow.information.aggregate import fit_flags
 from advflow.report.evidence import Case, Evidence, interval_rows
 from advflow.report.results import Row, RunResults
-from advflow.report.study import NORMAL, NORMAL_TRAIN, Study, model_order
+from advflow.report.study import NORMAL, NORMAL_TRAIN, Study
 from advflow.report.tables import TableSpec, Tables
 
 KEY = "diagnostics"
@@ -75,7 +75,7 @@ def dead_map_rows(study: Study, results: RunResults) -> list[Row]:
     spread of mu_s and mu_t that scales every shift; a layer whose maps are all dead, or whose spread is 0
     (it carries no information: e.g. 1x1 target maps give an OIP identically 0), is flagged."""
     rows = []
-    for model in sorted(study.measuring_models(), key=model_order):
+    for model in sorted(study.measuring_models(), key=study.model_order):
         normal = [results.input_paths(model, p) for p in (NORMAL_TRAIN, NORMAL)]
         dead = (np.concatenate([p.dead for p in normal]) if all(p.dead is not None for p in normal) else None)
         spread_s = shifts.layer_scale(np.concatenate([p.mu_s for p in normal]))

@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from advflow.config import ConfigError, paper_departures
+from advflow.workflow.catalog import ROLES
 from advflow.report import findings as fx
 from advflow.report.findings import Finding
 from advflow.report.plotting import Figure
@@ -136,22 +137,23 @@ def format_cell(value: Any, column: str) -> str:
     return html.escape(str(value))
 
 
-def _label(value: Any, column: str) -> Any:
-    """A code name shown as a row label in words (the intervals' quantities)."""
+def _label(value: Any, column: str, roles: Mapping[str, str | None] | None = None) -> Any:
+    """A code name shown as a row label in words (the intervals' quantities, with the models of ``roles``)."""
     if column == "quantity" and isinstance(value, str) and value:
-        return quantity_words(value)
+        return quantity_words(value, roles)
     return value
 
 
 def html_table(name: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str], caption: str, *,
-               href: str | None = None) -> str:
-    """An HTML table of rows (numbers formatted), tagged ``data-table="{name}"``; ``href``: its CSV, linked."""
+               href: str | None = None, roles: Mapping[str, str | None] | None = None) -> str:
+    """An HTML table of rows (numbers formatted), tagged ``data-table="{name}"``; ``href``: its CSV, linked;
+    ``roles``: the study's (:attr:`advflow.report.study.Study.roles`), whose models quantities' words name."""
     head = "".join(f'<th class="{"num" if rows and isinstance(rows[0].get(c), (int, float)) else "text"}">'
                    f"{html.escape(COLUMN_HEADERS.get(c, c.replace('_', ' ')))}</th>" for c in columns)
     body = []
     for row in rows:
         cells = "".join(f'<td class="{"text" if isinstance(row.get(c), str) else "num"}">'
-                        f"{format_cell(_label(row.get(c), c), c)}</td>"
+                        f"{format_cell(_label(row.get(c), c, roles), c)}</td>"
                         for c in columns)
         body.append(f"<tr>{cells}</tr>")
     wrapper = ' class="scroll"' if len(rows) > 25 else ""
@@ -163,11 +165,14 @@ def html_table(name: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[s
 
 class Placer:
     """Puts a short table where it is asked for and a long one (more than :data:`INLINE_ROWS` rows) in the
-    appendix, leaving a line that says where it went; callable like :func:`html_table`."""
+    appendix, leaving a line that says where it went; callable like :func:`html_table`; ``roles``: the study's,
+    passed to every table it places."""
 
-    def __init__(self, links: Mapping[str, str] | None = None) -> None:
+    def __init__(self, links: Mapping[str, str] | None = None,
+                 roles: Mapping[str, str | None] | None = None) -> None:
         self.appendix: list[str] = []
         self.links = dict(links or {})
+        self.roles = roles
 
     def href(self, where: str | None) -> str | None:
         """``"tables:NAME.csv"`` (the report's tables folder) or ``"results:PATH"`` (the run's results folder) as a
@@ -180,7 +185,7 @@ class Placer:
     def __call__(self, name: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str], caption: str, *,
                  href: str | None = None, inline: bool | None = None) -> str:
         href = self.href(href)
-        table = html_table(name, rows, columns, caption, href=href)
+        table = html_table(name, rows, columns, caption, href=href, roles=self.roles)
         if inline if inline is not None else len(rows) <= INLINE_ROWS:
             return table
         anchor = f"appendix-{name}".replace(".", "-")
@@ -190,9 +195,11 @@ class Placer:
                 f'the <a href="#{html.escape(anchor)}">appendix</a>{link}.</p>')
 
 
-def finding_html(finding: Finding, kind: str = "statistical", cases: Sequence[Any] = ()) -> str:
-    """The statistical finding (coloured by its verdict; its cases as a short list) or the paper's raw comparison
-    (``kind="literal"``: grey whatever its verdict, below the statistical one)."""
+def finding_html(finding: Finding, kind: str = "statistical", cases: Sequence[Any] = (),
+                 roles: Mapping[str, str | None] | None = None) -> str:
+    """The statistical finding (coloured by its verdict; its cases as a short list, their quantities in words with
+    the models of the study's ``roles``) or the paper's raw comparison (``kind="literal"``: grey whatever its
+    verdict, below the statistical one)."""
     esc = html.escape
     if kind == "literal":
         return (f'<div class="finding literal" data-kind="literal" data-verdict="{esc(finding.verdict)}" '
@@ -212,7 +219,7 @@ def finding_html(finding: Finding, kind: str = "statistical", cases: Sequence[An
         untested = [c for c in cases if c not in tested]
         listed = cases if len(untested) <= UNTESTED_LISTED else tested
         for case in listed:
-            said = case_summary(case)
+            said = case_summary(case, roles)
             detail = "; ".join(d["text"] for d in said["deciding"]) or "; ".join(said["notes"])
             notes = "; ".join(said["notes"]) if said["deciding"] and said["notes"] else ""
             items.append(f'<li data-case-verdict="{esc(case.verdict)}">{esc(case.case)}: <b>{esc(case.verdict)}</b>, '
@@ -248,10 +255,61 @@ def title(study: Study) -> str:
     return str(name) if name else f"Information flow of adversarial inputs: {study.dataset}"
 
 
+#: The models table's caption; with a model of the user's, the columns it adds say what each column holds.
+MODELS_CAPTION = "Models of this run (parameters, accuracy on the whole test split)."
+USER_MODELS_CAPTION = (" Architecture: advflow's own, or yours (the module:factory that builds it); weights: loaded "
+                       "from your checkpoint, or trained by the workflow's recipe.")
+#: A model record's ``source`` in words (the models table's ``weights`` column).
+SOURCES = {"checkpoint": "loaded from checkpoint", "trained": "trained by the workflow"}
+
+
+def architecture_text(record: Mapping[str, Any]) -> str:
+    """What a model record's ``architecture`` is, in a few words: a model of the user's by its ``module`` path, the
+    ensemble by its members, else advflow's architecture by its name."""
+    arch = record.get("architecture")
+    if not isinstance(arch, Mapping):
+        return str(arch or "")
+    if arch.get("kind") == "user":
+        return f"yours: {arch.get('module', '?')}"
+    if arch.get("kind") == "ensemble":
+        members = [m.get("name", "?") if isinstance(m, Mapping) else str(m) for m in arch.get("members") or []]
+        return "advflow's logit average of " + ", ".join(members)
+    return f"advflow's {arch.get('name', '?')}"
+
+
+def model_listing(study: Study, results: RunResults) -> tuple[list[dict[str, Any]], tuple[str, ...], str]:
+    """The models table (rows, columns, caption): every model of the config (advflow's in the catalog's order, then
+    the user's in the config's) whose record ``models/{model}.json`` exists, with its parameters and test accuracy;
+    when one is a model of the user's (``architecture.kind`` ``user``), every row also says its architecture
+    (the user's ``module:factory``) and where its weights came from (``source``: a checkpoint, or trained)."""
+    records = {m: results.record(m) for m in study.models if results.files.model_record(m).is_file()}
+    rows = [{"model": m, "parameters": int(r.get("parameters", 0)),
+             "test_accuracy": float(r.get("test_accuracy", math.nan))} for m, r in records.items()]
+    users = any(isinstance(r.get("architecture"), Mapping) and r["architecture"].get("kind") == "user"
+                for r in records.values())
+    if not users:
+        return rows, ("model", "parameters", "test_accuracy"), MODELS_CAPTION
+    for row, record in zip(rows, records.values()):
+        row["architecture"] = architecture_text(record)
+        row["weights"] = SOURCES.get(str(record.get("source")), str(record.get("source") or ""))
+    return (rows, ("model", "parameters", "test_accuracy", "architecture", "weights"),
+            MODELS_CAPTION + USER_MODELS_CAPTION)
+
+
+def roles_text(study: Study) -> str | None:
+    """The study's roles in a line ("base: my_resnet; compressed: my_pruned; distilled: none; ..."), for the run
+    settings, when one names a model other than its default; None when they are the defaults (or missing)."""
+    if all(model in (None, ROLES[role]) for role, model in study.roles.items()):
+        return None
+    return "; ".join(f"{role}: {model or 'none'}" for role, model in study.roles.items())
+
+
 def _run_summary(study: Study) -> list[tuple[str, str]]:
     config, settings = study.config, study.settings
+    roles = roles_text(study)
     return [
         ("dataset", study.dataset), ("models", ", ".join(study.models)),
+        *([("roles (study)", roles)] if roles else []),
         ("N (inputs per profile)", "?" if study.n is None else str(study.n)), ("seed", str(study.seed)),
         ("transfer groups", "; ".join(", ".join(g) for g in study.transfer_groups) or "none"),
         ("JSMA trajectories (Q1)", str(study.trajectories)),
@@ -283,11 +341,9 @@ def render_html(study: Study, results: RunResults, questions: Sequence[ModuleTyp
     data, shown first; ``links`` ``{"tables": ..., "results": ...}`` the folders' paths relative to the page, for the
     CSV links."""
     esc = html.escape
-    place = Placer(links)
+    place = Placer(links, study.roles)
     generated = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    models_rows = [{"model": m, "parameters": int(r.get("parameters", 0)),
-                    "test_accuracy": float(r.get("test_accuracy", math.nan))}
-                   for m in study.models if results.files.model_record(m).is_file() for r in [results.record(m)]]
+    models_rows, models_columns, models_caption = model_listing(study, results)
     sets_rows = [{"target": t, "attacks": ", ".join(a)} for t, a in study.attack_sets.items()]
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -314,8 +370,7 @@ def render_html(study: Study, results: RunResults, questions: Sequence[ModuleTyp
         + '<li><a href="#diagnostics">Estimator diagnostics</a></li><li><a href="#appendix">Appendix: full '
           'tables</a></li></ol></nav>',
         "<h3>Models</h3>",
-        html_table("models", models_rows, ("model", "parameters", "test_accuracy"),
-                   "Models of this run (parameters, accuracy on the whole test split)."),
+        html_table("models", models_rows, models_columns, models_caption),
         "<h3>Attack sets</h3>",
         html_table("attack_sets", sets_rows, ("target", "attacks"), "Attacks crafted on each target model."),
     ]
@@ -327,10 +382,10 @@ def render_html(study: Study, results: RunResults, questions: Sequence[ModuleTyp
             parts.append(f'<p class="setting"><b>Setting.</b> {setting}</p>')
         parts += [f'<p class="note">Note: {esc(note)}</p>' for note in tables.notes.get(key, [])]
         parts += [figure_html(figure) for figure in figures.get(key, [])]
-        parts += [place(name, tables.rows[name], spec.columns, spec.caption, href=f"tables:{name}")
+        parts += [place(name, tables.rows[name], spec.columns, spec.text(study.roles), href=f"tables:{name}")
                   for name, spec in question.TABLES.items() if name in tables.rows]
         cases = tables.cases.get(key, [])
-        parts.append("<h3>Finding</h3>" + finding_html(found[key], cases=cases))
+        parts.append("<h3>Finding</h3>" + finding_html(found[key], cases=cases, roles=study.roles))
         if any(outside(i) for case in cases for i in case.intervals.values()):
             parts.append(f'<p class="note">† {esc(OUTSIDE)}.</p>')
         if any(r["question"] == key for r in tables.rows.get("intervals.csv", [])):
@@ -346,8 +401,8 @@ def render_html(study: Study, results: RunResults, questions: Sequence[ModuleTyp
     parts += [section(place) for _, _, section in extra]
     parts.append('<section id="diagnostics" data-question="diagnostics"><h2>Estimator diagnostics</h2>')
     parts += [f'<p class="note">{esc(note)}</p>' for note in tables.notes.get("diagnostics", [])]
-    parts += [place(name, tables.rows[name], specs[name].columns, specs[name].caption, href=f"tables:{name}")
-              for name in diagnostics if name in tables.rows]
+    parts += [place(name, tables.rows[name], specs[name].columns, specs[name].text(study.roles),
+                    href=f"tables:{name}") for name in diagnostics if name in tables.rows]
     parts.append("</section>")
     parts.append('<section id="appendix" data-question="appendix"><h2>Appendix: full tables</h2>'
                  '<p class="meta">The long per-set tables of the sections above; every table is also a CSV beside the '

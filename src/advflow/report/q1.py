@@ -1,10 +1,10 @@
 """Q1: How are adversarial inputs crafted to trigger DNNs to misbehave? (paper, Fig. 3)
 
-JSMA's crafting steps on good_init are recorded for the first ``trajectories.n`` seeds and each step's input is
-measured on good_init. Table ``q1_trajectory.csv`` gives each step's IIP and OIP distance from step 0's (single
-inputs' paths, not aggregates); the statistical case compares the last step's OIP shift with that of a random
-trajectory of as many steps (``random_trajectory@good_init``), over the trajectories that end in a successful
-adversarial input.
+JSMA's crafting steps on the ``trajectories`` role's model (``study.trajectories``: good_init by default) are
+recorded for the first ``trajectories.n`` seeds and each step's input is measured on that model. Table
+``q1_trajectory.csv`` gives each step's IIP and OIP distance from step 0's (single inputs' paths, not aggregates);
+the statistical case compares the last step's OIP shift with that of a random trajectory of as many steps
+(``random_trajectory@{model}``), over the trajectories that end in a successful adversarial input.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from advflow.information import shifts
-from advflow.workflow.catalog import control_trajectory_set, trajectory_set
+from advflow.workflow.catalog import ROLES, control_trajectory_set, trajectory_set
 from advflow.workflow.io import open_h5
 from advflow.information.paths import path_distance
 from advflow.report.evidence import (INCONCLUSIVE, MIN_INPUTS, NO_INFORMATION, Case, Evidence, decided,
@@ -28,7 +28,7 @@ from advflow.report.findings import Finding, Row
 from advflow.report.plotting import (LEGEND_SIZE, MARKERS, PANEL_LABELS, Figure, direction_arrows, integer_ticks,
                                      label_layers, new_figure, note_if_constant, palette, render, style)
 from advflow.report.results import RunResults
-from advflow.report.study import TRAJECTORY, Study
+from advflow.report.study import Study, role_text
 from advflow.report.tables import TableSpec, Tables
 
 KEY = "q1"
@@ -38,11 +38,12 @@ CLAIM = ("Q1: along JSMA's crafting steps the OIP moves away from the seed's fur
          "input)")
 #: The intervals each case's sentence quotes, the decisive difference first.
 QUOTED = ("oip_minus_control", "oip_shift", "control_oip_shift", "iip_minus_control")
-MODEL = "good_init"
+#: The role whose model Q1's trajectories are recorded on (:attr:`advflow.report.study.Study.trajectory_model`).
+ROLE = "trajectories"
 TABLES = {
     "q1_trajectory.csv": TableSpec(
         ("seed", "step", "input", "label", "prediction", "iip_deviation", "oip_deviation"),
-        "Q1: distance of each JSMA crafting step's IIP and OIP from step 0's (single inputs on good_init)."),
+        "Q1: distance of each JSMA crafting step's IIP and OIP from step 0's (single inputs on {trajectories})."),
 }
 
 
@@ -57,10 +58,11 @@ def _distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(path_distance(torch.as_tensor(a), torch.as_tensor(b)))
 
 
-def trajectory_rows(results: RunResults) -> list[Row]:
-    """For each trajectory seed and step, the IIP and OIP distance of that step's path from step 0's."""
-    paths = results.input_paths(MODEL, TRAJECTORY)
-    where = results.files.paths(MODEL, TRAJECTORY)
+def trajectory_rows(results: RunResults, model: str = ROLES[ROLE]) -> list[Row]:
+    """For each trajectory seed and step on ``model`` (the trajectories role's), the IIP and OIP distance of that
+    step's path from step 0's."""
+    paths = results.input_paths(model, trajectory_set(model))
+    where = results.files.paths(model, trajectory_set(model))
     if paths.seed is None or paths.step is None:
         raise ValueError(f"{where}: a trajectory paths CSV needs the columns seed and step")
     rows = []
@@ -79,20 +81,23 @@ def trajectory_rows(results: RunResults) -> list[Row]:
 
 
 def add_tables(study: Study, results: RunResults, tables: Tables) -> None:
+    model = study.trajectory_model
     if study.has_trajectories:
-        tables.rows["q1_trajectory.csv"] = trajectory_rows(results)
+        tables.rows["q1_trajectory.csv"] = trajectory_rows(results, model)
+    elif model is None:
+        tables.note(KEY, f"skipped: the config records no JSMA trajectories: {study.role_missing(ROLE)}")
     else:
-        tables.note(KEY, "skipped: the config records no JSMA trajectories on good_init (attack_sets.good_init "
-                         "lacks jsma, or trajectories.n is 0)")
+        tables.note(KEY, f"skipped: the config records no JSMA trajectories on {study.role_text(ROLE)} "
+                         f"(attack_sets.{model} lacks jsma, or trajectories.n is 0)")
 
 
 def setting(study: Study) -> str:
     """The question's setting as HTML, from the config."""
     if not study.has_trajectories:
         return ""
-    return (f"JSMA ({study.attacks_text(['jsma'])}) on good_init; every intermediate input of the first "
-            f"{study.trajectories} seeds is recorded and measured on good_init. Deviation of step i = distance of "
-            f"the single input's path from step 0's.")
+    return (f"JSMA ({study.attacks_text(['jsma'])}) on {study.role_text(ROLE)}; every intermediate input of the "
+            f"first {study.trajectories} seeds is recorded and measured on {study.trajectory_model}. Deviation of "
+            f"step i = distance of the single input's path from step 0's.")
 
 
 def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list[Figure]:
@@ -107,7 +112,7 @@ def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list
     from matplotlib.colors import Normalize
 
     rows = tables.rows["q1_trajectory.csv"]
-    paths = results.input_paths(MODEL, TRAJECTORY)
+    paths = results.input_paths(study.trajectory_model, study.trajectory_set)
     steps_of: dict[Any, int] = {}
     for row in rows:
         steps_of[row["seed"]] = max(steps_of.get(row["seed"], 0), int(row["step"]))
@@ -162,11 +167,11 @@ def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list
                              "at every step of every seed")
         bottom[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=LEGEND_SIZE, frameon=False)
         image = render(figure, dpi)
-    caption = (f"Q1 (cf. Fig. 3): JSMA crafting on good_init. Top: IIP, OIP and IOC of seed {shown} at each of its "
-               f"{last + 1} steps (black: the seed, step 0; lighter: later steps, up to the final input at step "
-               f"{last}; in the IOC, step 0's points are numbered by conv layer k, arrowheads point towards deeper "
-               f"layers). Bottom: distance of each step's IIP and OIP from step 0's, for all {len(steps_of)} "
-               f"recorded seeds.")
+    caption = (f"Q1 (cf. Fig. 3): JSMA crafting on {study.role_text(ROLE)}. Top: IIP, OIP and IOC of seed {shown} "
+               f"at each of its {last + 1} steps (black: the seed, step 0; lighter: later steps, up to the final "
+               f"input at step {last}; in the IOC, step 0's points are numbered by conv layer k, arrowheads point "
+               f"towards deeper layers). Bottom: distance of each step's IIP and OIP from step 0's, for all "
+               f"{len(steps_of)} recorded seeds.")
     return [Figure("q1_trajectory.png", image, caption)]
 
 
@@ -175,10 +180,10 @@ def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list
 
 
 def cases(study: Study, evidence: Evidence) -> list[Case]:
-    return [trajectory_case(evidence, model=MODEL)] if study.has_trajectories else []
+    return [trajectory_case(evidence, model=study.trajectory_model)] if study.has_trajectories else []
 
 
-def trajectory_case(evidence: Evidence, *, model: str = "good_init") -> Case:
+def trajectory_case(evidence: Evidence, *, model: str = ROLES[ROLE]) -> Case:
     """Q1: over the recorded JSMA trajectories that end in a successful adversarial input, the last step's OIP
     shift from step 0 exceeds that of the control trajectory (random pixels, same number of steps)."""
     jsma_set, control = trajectory_set(model), control_trajectory_set(model)
@@ -229,16 +234,16 @@ def trajectory_case(evidence: Evidence, *, model: str = "good_init") -> Case:
 
 
 def literal(tables: Tables) -> Finding:
-    return crafting_process(tables.rows.get("q1_trajectory.csv", []))
+    return crafting_process(tables.rows.get("q1_trajectory.csv", []), model=tables.roles.get(ROLE))
 
 
-def crafting_process(trajectory_rows: Iterable[Row]) -> Finding:
+def crafting_process(trajectory_rows: Iterable[Row], *, model: str | None = ROLES[ROLE]) -> Finding:
     """Q1 (Fig. 3): JSMA's crafting process gradually shifts the seed's IPs towards the adversarial ones.
 
     Rows of ``q1_trajectory.csv``: ``seed, step, iip_deviation, oip_deviation`` (deviation = distance
     of step i's path from step 0's). Per seed with at least two crafting steps, the OIP deviation at the
     last step must exceed that at step 1; over all rows, Spearman's rho of step against OIP deviation
-    must be positive.
+    must be positive. ``model``: the trajectories role's, which the claim names.
     """
     rows = fx.checked_rows(trajectory_rows, "seed", "step", "iip_deviation", "oip_deviation")
     by_seed: dict[str, dict[int, Row]] = {}
@@ -262,8 +267,8 @@ def crafting_process(trajectory_rows: Iterable[Row]) -> Finding:
     phrase, part = fx.tally(len(grew), len(checked), "seed")
     numbers = {"seeds_grew": len(grew), "seeds_checked": len(checked), "seeds_tied": ties, "spearman_oip": rho_oip,
                "spearman_iip": rho_iip, "steps": len(finite), "per_seed": checked}
-    claim = ("Q1: along the crafting process (JSMA on good_init) the IPs deviate gradually from the seed's "
-             "(step 0)")
+    claim = (f"Q1: along the crafting process (JSMA on {role_text(ROLE, model)}) the IPs deviate gradually from "
+             f"the seed's (step 0)")
     if part is None:
         why = (f"the {ties} {fx.plural(ties, 'seed')} with two or more crafting steps end where step 1 is" if ties
                else "no seed has two or more crafting steps")

@@ -1,8 +1,9 @@
 """Q2: How do adversarial inputs of different attacks differ in their mechanisms? (paper, Fig. 4, Tables II, III)
 
-Every attack on good_init is compared with normal (the clean seeds) on good_init, beside its random control of
-the same size per input. Table III gives the distances of the aggregated paths; the statistical case asks, over
-the attack's successful inputs, whether the OIP shifts more than the IIP and more than under the control.
+Every attack on the ``base`` role's model (``study.base``: good_init by default) is compared with normal (the clean
+seeds) on that model, beside its random control of the same size per input. Table III gives the distances of the
+aggregated paths; the statistical case asks, over the attack's successful inputs, whether the OIP shifts more than
+the IIP and more than under the control.
 """
 
 from __future__ import annotations
@@ -28,19 +29,20 @@ from advflow.report.tables import TableSpec, Tables, attack_rows, distance_from_
 KEY = "q2"
 TITLE = "Q2: How do adversarial inputs of different attacks differ in their mechanisms?"
 CLAIM = ("Q2: adversarial inputs shift the OIP more than the IIP, and more than a random perturbation of the same "
-         "size does (paired, standardized shifts of each attack's successful inputs on good_init)")
+         "size does (paired, standardized shifts of each attack's successful inputs on {base})")
 QUOTED = ("oip_minus_iip", "oip_minus_control", "oip_shift", "iip_shift", "control_oip_shift")
-MODEL = "good_init"
+#: The role whose model Q2 attacks; Table II adds the ``compressed`` role's (Q3's pair).
+ROLE = "base"
 ATTACK_COLUMNS = ("target", "attack", "norm", "distortion", "distortion_l2", "confidence", "success_rate", "attacked")
 TABLES = {
     "table2_attacks.csv": TableSpec(
         ATTACK_COLUMNS,
-        "Table II: adversarial sets on good_init and compressed: distortion ‖r‖p/‖x‖p in the attack's norm, "
+        "Table II: adversarial sets on {base} and {compressed}: distortion ‖r‖p/‖x‖p in the attack's norm, "
         "distortion (L2), confidence (mean softmax probability of the adversarial class over successful inputs), "
         "success rate."),
     "table3_distance_from_normal.csv": TableSpec(
         ("measured_on", "attack", "set", "normal", "iip_distance", "oip_distance", "success_rate", "gp_flag"),
-        "Table III: IIP and OIP distance of each attack's aggregated paths on good_init from normal (normal_test, "
+        "Table III: IIP and OIP distance of each attack's aggregated paths on {base} from normal (normal_test, "
         "the clean seeds); first row: normal_train for scale."),
 }
 #: Attack families, one row each in the figure (as the paper's Figs. 8-11 group them by norm): the registry's.
@@ -49,34 +51,41 @@ ATTACK_FAMILIES = tuple((family, tuple(n for n in attack_registry.names() if att
 
 
 def distance_rows(study: Study, results: RunResults) -> list[Row]:
-    """Table III: normal_train, then each attack set on good_init and its control, against normal."""
-    rows = [{**distance_from_normal(results, MODEL, NORMAL_TRAIN), "attack": "", "success_rate": math.nan}]
-    for attack in study.attacks_on(MODEL):
+    """Table III: normal_train, then each attack set on the base model and its control, against normal."""
+    model = study.role(ROLE)
+    rows = [{**distance_from_normal(results, model, NORMAL_TRAIN), "attack": "", "success_rate": math.nan}]
+    for attack in study.attacks_on(model):
         for name in (attack, control_name(attack)):  # each attack, then its random control
-            rows.append({**distance_from_normal(results, MODEL, set_name(name, MODEL)), "attack": name,
-                         "success_rate": success_rate(results, MODEL, name)})
+            rows.append({**distance_from_normal(results, model, set_name(name, model)), "attack": name,
+                         "success_rate": success_rate(results, model, name)})
     return rows
 
 
 def add_tables(study: Study, results: RunResults, tables: Tables) -> None:
-    if not study.attacks_on(MODEL):
-        tables.note(KEY, "skipped: attack_sets.good_init is empty, so there are no attack sets to compare")
+    model = study.role(ROLE)
+    if model is None:
+        tables.note(KEY, f"skipped: {study.role_missing(ROLE)}, so there are no attack sets to compare")
+        return
+    if not study.attacks_on(model):
+        tables.note(KEY, f"skipped: attack_sets.{model} is empty{study.role_note(ROLE)}, so there are no attack "
+                         f"sets to compare")
         return
     tables.rows["table3_distance_from_normal.csv"] = distance_rows(study, results)
-    targets = [MODEL] + (["compressed"] if study.q3_attacks else [])
-    table2 = attack_rows(results, targets, lambda t: study.attacks_on(t) if t == MODEL else study.q3_attacks)
+    targets = [model] + ([study.role("compressed")] if study.q3_attacks else [])
+    table2 = attack_rows(results, targets, lambda t: study.attacks_on(t) if t == model else study.q3_attacks)
     if table2:
         tables.rows["table2_attacks.csv"] = table2
 
 
 def setting(study: Study) -> str:
     """The question's setting as HTML, from the config."""
-    if not study.attacks_on(MODEL):
+    model = study.role(ROLE)
+    if not study.attacks_on(model):
         return ""
-    return (f"Attacks on {MODEL}, each on the same {study.n_text} seeds (test inputs every attacked model classifies "
-            f"correctly): {study.attacks_text(study.attacks_on(MODEL))}. Settings in the models' [-1, 1] space. "
-            f"Normal = {NORMAL} (the clean seeds); the paper's normal profile was N random training inputs, "
-            f"{NORMAL_TRAIN} here, whose distance from {NORMAL} is Table III's first row.")
+    return (f"Attacks on {study.role_text(ROLE)}, each on the same {study.n_text} seeds (test inputs every attacked "
+            f"model classifies correctly): {study.attacks_text(study.attacks_on(model))}. Settings in the models' "
+            f"[-1, 1] space. Normal = {NORMAL} (the clean seeds); the paper's normal profile was N random training "
+            f"inputs, {NORMAL_TRAIN} here, whose distance from {NORMAL} is Table III's first row.")
 
 
 def families(attacks: Iterable[str]) -> list[tuple[str, list[str]]]:
@@ -89,27 +98,28 @@ def families(attacks: Iterable[str]) -> list[tuple[str, list[str]]]:
 
 
 def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list[Figure]:
-    """Fig. 4: normal and each attack's aggregated paths on good_init, one row per attack family (each
+    """Fig. 4: normal and each attack's aggregated paths on the base model, one row per attack family (each
     attack keeps one colour across rows and its control is dotted in a lighter shade of it)."""
     if "table3_distance_from_normal.csv" not in tables.rows:
         return []
-    attacks = study.attacks_on(MODEL)
+    model = study.role(ROLE)
+    attacks = study.attacks_on(model)
     colors = dict(zip(attacks, palette(len(attacks))))
     rows = []
     for family, members in families(attacks):
-        curves = [normal_curve(results, MODEL),
-                  Curve(f"normal ({NORMAL_TRAIN})", results.aggregate(MODEL, NORMAL_TRAIN), TRAIN_COLOR, "--",
+        curves = [normal_curve(results, model),
+                  Curve(f"normal ({NORMAL_TRAIN})", results.aggregate(model, NORMAL_TRAIN), TRAIN_COLOR, "--",
                         band=False, ioc=False)]
         for a in members:
-            curves.append(Curve(a, results.aggregate(MODEL, set_name(a, MODEL)), colors[a]))
-            curves.append(Curve(f"{a} control", results.aggregate(MODEL, set_name(control_name(a), MODEL)),
+            curves.append(Curve(a, results.aggregate(model, set_name(a, model)), colors[a]))
+            curves.append(Curve(f"{a} control", results.aggregate(model, set_name(control_name(a), model)),
                                 lighter(colors[a]), ":", band=False, ioc=False))
-        rows.append((f"{family} on {MODEL}", curves))
-    caption = (f"Q2 (cf. Fig. 4): aggregated IIP, OIP and IOC on {MODEL}, one row per attack family, of the clean "
-               f"seeds ({NORMAL}, black), the normal training inputs ({NORMAL_TRAIN}, dashed grey) and the adversarial "
-               f"sets of {', '.join(attacks)} (GP posterior mean at each conv layer, shaded 95 % band), each with its "
-               f"random control of the same size per input (dotted, a lighter shade of its colour, no band; left out "
-               f"of the IOC panel, whose numbers are the conv layers k of {NORMAL}).")
+        rows.append((f"{family} on {model}", curves))
+    caption = (f"Q2 (cf. Fig. 4): aggregated IIP, OIP and IOC on {study.role_text(ROLE)}, one row per attack "
+               f"family, of the clean seeds ({NORMAL}, black), the normal training inputs ({NORMAL_TRAIN}, dashed "
+               f"grey) and the adversarial sets of {', '.join(attacks)} (GP posterior mean at each conv layer, shaded "
+               f"95 % band), each with its random control of the same size per input (dotted, a lighter shade of its "
+               f"colour, no band; left out of the IOC panel, whose numbers are the conv layers k of {NORMAL}).")
     return [Figure("q2_attacks.png", rows_figure(rows, dpi), caption)]
 
 
@@ -118,7 +128,8 @@ def figures(study: Study, results: RunResults, tables: Tables, dpi: int) -> list
 
 
 def cases(study: Study, evidence: Evidence) -> list[Case]:
-    return [attack_case(evidence, MODEL, attack) for attack in study.attacks_on(MODEL)]
+    model = study.role(ROLE)
+    return [attack_case(evidence, model, attack) for attack in study.attacks_on(model)]
 
 
 def attack_case(evidence: Evidence, model: str, attack: str) -> Case:

@@ -1,13 +1,14 @@
 """Q5: How do transferable adversarial inputs differ from non-transferable ones? (paper, Figs. 7, 10, 11,
 Tables VII-IX)
 
-Three models of a transfer group (good_init, deep_conv, vgg_like by default) each measure every set crafted on
-any of them. Table IX gives each set's distance from normal on each inference model; ``q5_transferable.csv``
-splits each set measured on another model into its transferable inputs (successful on the target and
-misclassified by the inference model) and non-transferable ones (classified correctly), each subset aggregated
-by the aggregate stage (rule ``aggregate_subsets``). The statistical cases: on each model, the set targeting it
-shifts its OIP more than a set targeting another model (paired), and transferable inputs more than
-non-transferable ones (two groups).
+Three models of a transfer group (good_init, deep_conv, vgg_like by default; the first of ``transfer_groups`` with
+three attacked models, the ensemble aside) each measure every set crafted on any of them. Table IX gives each set's
+distance from normal on each inference model; ``q5_transferable.csv`` splits each set measured on another model
+into its transferable inputs (successful on the target and misclassified by the inference model) and
+non-transferable ones (classified correctly), each subset aggregated by the aggregate stage (rule
+``aggregate_subsets``). The statistical cases: on each model, the set targeting it shifts its OIP more than a set
+targeting another model (paired), and transferable inputs more than non-transferable ones (two groups). The
+transferability table adds the sets of the ``ensemble`` role's model (``study.ensemble``) on its members.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ TABLES = {
         f"Q5: distance from normal of the transferable and non-transferable inputs of each set on each other model "
         f"(each subset GP-aggregated by the aggregate stage; n/a: fewer than {MIN_SUBSET} inputs)."),
     "q5_transferability.csv": TableSpec(
-        TRANSFER_COLUMNS, "Transferability within the three-model group and from the ensemble to its members."),
+        TRANSFER_COLUMNS,
+        "Transferability within the three-model group and from the ensemble{+ensemble} to its members."),
 }
 
 
@@ -98,8 +100,9 @@ def add_tables(study: Study, results: RunResults, tables: Tables) -> None:
     tables.rows["table8_attacks.csv"] = attack_rows(results, group, lambda t: study.q5_attacks)
     tables.rows["table9_transfer.csv"] = transfer_rows(study, results)
     tables.rows["q5_transferable.csv"] = transferable_rows(study, results)
+    ensemble = study.role("ensemble")  # its sets transfer to its members (None: the config has no ensemble role)
     transfer = [r for r in results.transfer if r["measured_on"] in group and r["attack"] in study.q5_attacks
-                and (r["target"] in group or r["target"] == "ensemble")]
+                and (r["target"] in group or r["target"] == ensemble)]
     if transfer:
         tables.rows["q5_transferability.csv"] = transfer
 

@@ -37,11 +37,13 @@ class Question(Protocol):
     KEY: str
     #: The question as the paper asks it (the section's heading).
     TITLE: str
-    #: What the statistical finding decides, in one sentence.
+    #: What the statistical finding decides, in one sentence; ``{role}`` / ``{+role}`` name a role's model, filled
+    #: per study (:func:`advflow.report.study.fill`).
     CLAIM: str
-    #: The interval names the finding's text quotes.
+    #: The interval names the finding's text quotes; ``{role}`` is a role's model's name (``oip_gap_{base}``,
+    #: :func:`advflow.report.study.fill_names`).
     QUOTED: tuple[str, ...]
-    #: The tables the question can write: file name -> columns and caption.
+    #: The tables the question can write: file name -> columns and caption (which may hold ``{role}`` too).
     TABLES: Mapping[str, TableSpec]
 
     def add_tables(self, study: Study, results: RunResults, tables: Tables) -> None:
@@ -57,7 +59,7 @@ class Question(Protocol):
         """The statistical cases its finding is decided from."""
 
     def literal(self, tables: Tables) -> Finding:
-        """The paper's literal comparison, from the tables."""
+        """The paper's literal comparison, from the tables (``tables.roles`` names the study's models)."""
 
 
 def members() -> tuple[str, ...]:

@@ -26,7 +26,7 @@ from advflow.report.adaptive import rate_text
 from advflow.report.defense import read_rows
 from advflow.report.evidence import Case
 from advflow.report.findings import Finding
-from advflow.report.study import Study
+from advflow.report.study import Study, fill, fill_names
 from advflow.workflow.catalog import CONTROL_PREFIX
 
 #: Below this many inputs per profile a run is a smoke test: the bootstrap's coverage was measured at N = 50
@@ -37,14 +37,15 @@ USEFUL_DEFENSE_N = 100
 #: How many cases of a question the summary spells out (the section lists all of them).
 CASES_SAID = 2
 
-#: Each compared quantity in words (the names of ``intervals.csv``); a difference reads "A − B".
+#: Each compared quantity in words (the names of ``intervals.csv``); a difference reads "A − B"; ``{role}``: that
+#: role's model's name (:func:`advflow.report.study.fill_names`).
 QUANTITY_WORDS = {
     "oip_shift": "OIP shift", "iip_shift": "IIP shift",
     "control_oip_shift": "control's OIP shift", "control_iip_shift": "control's IIP shift",
     "oip_minus_iip": "OIP shift − IIP shift", "oip_minus_control": "OIP shift − control's OIP shift",
     "iip_minus_control": "IIP shift − control's IIP shift",
-    "oip_gap_difference": "OIP gap on compressed − on good_init",
-    "iip_gap_difference": "IIP gap on compressed − on good_init",
+    "oip_gap_difference": "OIP gap on {compressed} − on {base}",
+    "iip_gap_difference": "IIP gap on {compressed} − on {base}",
     "adaptive_oip_shift": "adaptive JSMA's OIP shift", "regular_oip_shift": "regular JSMA's OIP shift",
     "adaptive_minus_regular": "adaptive − regular JSMA's OIP shift",
     "adaptive_control_oip_shift": "adaptive JSMA's control's OIP shift",
@@ -64,10 +65,11 @@ OUTSIDE = ("the estimate lies outside its percentile interval: a shift averages 
            "(and a difference of two shifts can be pushed either way); the verdict reads the interval")
 
 
-def quantity_words(name: str) -> str:
-    """A quantity of ``intervals.csv`` in words, e.g. ``oip_gap_good_init`` -> "OIP gap on good_init"."""
+def quantity_words(name: str, roles: Mapping[str, str | None] | None = None) -> str:
+    """A quantity of ``intervals.csv`` in words, e.g. ``oip_gap_good_init`` -> "OIP gap on good_init", with the
+    models of the study's ``roles`` (:attr:`advflow.report.study.Study.roles`; the defaults without)."""
     if name in QUANTITY_WORDS:
-        return QUANTITY_WORDS[name]
+        return fill_names(QUANTITY_WORDS[name], roles)
     for path in ("oip", "iip"):
         if name.startswith(f"{path}_gap_"):
             return f"{path.upper()} gap on {name[len(path) + 5:]}"
@@ -79,20 +81,22 @@ def outside(interval: Interval) -> bool:
     return interval.finite and not interval.lower <= interval.estimate <= interval.upper
 
 
-def interval_words(name: str, interval: Interval, verdict: str = "") -> str:
+def interval_words(name: str, interval: Interval, verdict: str = "",
+                   roles: Mapping[str, str | None] | None = None) -> str:
     """``"OIP shift − IIP shift 0.12 [0.03, 0.25]: above 0"`` (the verdict's reading), with the note when the
-    estimate lies outside its interval."""
+    estimate lies outside its interval; ``roles``: as :func:`quantity_words`'s."""
     reading = {HOLDS: "above 0", FAILS: "below 0", INCONCLUSIVE: "contains 0"}.get(verdict, "")
-    text = f"{quantity_words(name)} {interval.text()}" + (f": {reading}" if reading else "")
+    text = f"{quantity_words(name, roles)} {interval.text()}" + (f": {reading}" if reading else "")
     return text + (" †" if outside(interval) else "")
 
 
-def case_summary(case: Case) -> dict[str, Any]:
-    """One case as the summary and ``findings.json`` give it: verdict, N, the deciding intervals in words."""
-    deciding = [{"quantity": name, "words": quantity_words(name), "estimate": case.intervals[name].estimate,
+def case_summary(case: Case, roles: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+    """One case as the summary and ``findings.json`` give it: verdict, N, the deciding intervals in words (with the
+    models of ``roles``, :func:`quantity_words`)."""
+    deciding = [{"quantity": name, "words": quantity_words(name, roles), "estimate": case.intervals[name].estimate,
                  "lower": case.intervals[name].lower, "upper": case.intervals[name].upper, "verdict": verdict,
                  "outside_interval": outside(case.intervals[name]),
-                 "text": interval_words(name, case.intervals[name], verdict)}
+                 "text": interval_words(name, case.intervals[name], verdict, roles)}
                 for name, verdict in case.claims.items() if name in case.intervals]
     return {"case": case.case, "verdict": case.verdict, "inputs": case.inputs, "deciding": deciding,
             "notes": list(case.notes)}
@@ -104,17 +108,20 @@ def _said_first(cases: Sequence[Case]) -> list[Case]:
     return sorted(cases, key=lambda c: rank.get(c.verdict, 2))[:CASES_SAID]
 
 
-def question_summary(question: Any, finding: Finding, literal: Finding, cases: Sequence[Case]) -> dict[str, Any]:
-    """A question's claim, verdict, tally of its cases, N (range of inputs per case), and its first cases."""
+def question_summary(question: Any, finding: Finding, literal: Finding, cases: Sequence[Case],
+                     roles: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+    """A question's claim (naming the models of the study's ``roles``), verdict, tally of its cases, N (range of
+    inputs per case), and its first cases."""
     tally: dict[str, int] = {}
     for case in cases:
         tally[case.verdict] = tally.get(case.verdict, 0) + 1
     inputs = [c.inputs for c in cases]
-    claim = question.CLAIM.split(":", 1)[1].strip() if ":" in question.CLAIM else question.CLAIM
+    claim = fill(question.CLAIM, roles)
+    claim = claim.split(":", 1)[1].strip() if ":" in claim else claim
     return {"key": question.KEY, "title": question.TITLE, "claim": claim, "verdict": finding.verdict,
             "cases": len(cases), "tally": tally, "inputs_min": min(inputs) if inputs else 0,
             "inputs_max": max(inputs) if inputs else 0,
-            "said": [case_summary(c) for c in _said_first(cases)],
+            "said": [case_summary(c, roles) for c in _said_first(cases)],
             "literal_verdict": literal.verdict}
 
 
@@ -438,8 +445,8 @@ def provenance_html(record: Mapping[str, Any], generated: str) -> str:
 def record(questions: Sequence[Any], cases: Mapping[str, Sequence[Case]], found: Mapping[str, Finding],
            literal: Mapping[str, Finding], study: Study, results: Path) -> dict[str, Any]:
     """The summary as data: ``findings.json``'s ``summary``, ``defenses``, ``seed001`` and ``provenance``."""
-    return {"summary": {"questions": [question_summary(q, found[q.KEY], literal[q.KEY], cases.get(q.KEY, []))
-                                      for q in questions],
+    return {"summary": {"questions": [question_summary(q, found[q.KEY], literal[q.KEY], cases.get(q.KEY, []),
+                                                       study.roles) for q in questions],
                         "smoke_test": smoke_warnings(study), "n": study.n},
             "defenses": defense_record(results / "defense"),
             "seed001": seed001_record(results),

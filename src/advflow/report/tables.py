@@ -9,30 +9,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advflow.information.aggregate import AggregatedPath, aggregated_distance, fit_flags
-from advflow.workflow.catalog import control_name, is_control
+from advflow.workflow.catalog import ROLES, control_name, is_control
 from advflow.workflow.tabular import write_table  # noqa: F401 (the report's tables are written with it)
 from advflow.report.results import Row, RunResults
-from advflow.report.study import NORMAL
+from advflow.report.study import NORMAL, fill
 
 log = logging.getLogger("advflow.report")
 
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A table's CSV columns and its caption."""
+    """A table's CSV columns and its caption; the caption may name a role's model as ``{role}`` (``{+role}``),
+    filled per study by :meth:`text`."""
 
     columns: tuple[str, ...]
     caption: str
 
+    def text(self, roles: Mapping[str, str | None] | None = None) -> str:
+        """The caption with the roles' models (:func:`advflow.report.study.fill`; the defaults without ``roles``)."""
+        return fill(self.caption, roles)
+
 
 @dataclass
 class Tables:
-    """The report's tables (file name -> rows), the statistical cases of each question and notes on what was
-    skipped and why (question key -> sentences)."""
+    """The report's tables (file name -> rows), the statistical cases of each question, notes on what was
+    skipped and why (question key -> sentences), and the study's roles the tables follow (``{role: model or
+    None}``, :attr:`advflow.report.study.Study.roles`; the defaults unless given), from which the paper's literal
+    readings name their models."""
 
     rows: dict[str, list[Row]] = field(default_factory=dict)
     notes: dict[str, list[str]] = field(default_factory=dict)
     cases: dict[str, list[Any]] = field(default_factory=dict)
+    roles: dict[str, str | None] = field(default_factory=lambda: dict(ROLES))
 
     def note(self, question: str, text: str) -> None:
         self.notes.setdefault(question, []).append(text)

@@ -167,3 +167,51 @@ def release_stale_locks(snakemake_dir: str | Path = ".snakemake", host: str | No
         return removed
     _running_handle = handle
     return removed
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _content_digest(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def user_model_digests(settings: dict) -> dict[str, str | None]:
+    """``{"source_sha256", "checkpoint_sha256"}`` of a user's model (its factory's module file and its checkpoint,
+    None where there is none): a rule's params, so that editing either reruns the model, and touching neither does.
+    Hashed once per file per process."""
+    from advflow.workflow.user_source import source_file
+
+    out: dict[str, str | None] = {}
+    for key, path in (("source_sha256", source_file(settings["module"])),
+                      ("checkpoint_sha256", settings.get("checkpoint"))):
+        if path is None or not Path(path).is_file():
+            out[key] = None
+            continue
+        stat = Path(path).stat()
+        out[key] = _content_digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    return out
+
+
+def dataset_digest(path: str | Path) -> str | None:
+    """SHA-256 of a user's dataset: an npz file's content, or every file under an image folder (relative name and
+    content), None when the path is missing (the dataset's own check says so)."""
+    path = Path(path)
+    if path.is_file():
+        stat = path.stat()
+        return _content_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if not path.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(str(file.relative_to(path)).encode() + b"\0")
+        digest.update(_content_digest(str(file.resolve()), stat.st_size, stat.st_mtime_ns).encode())
+    return digest.hexdigest()

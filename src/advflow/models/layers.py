@@ -401,6 +401,8 @@ def default_layers(model: nn.Module, example: torch.Tensor | None = None, *, war
     choice = _convnet_choice(model)
     if choice is not None:
         return choice
+    if callable(getattr(model, "layer_choice", None)):  # a user's model in the workflow: its layers, chosen once
+        return model.layer_choice()
     if example is None:
         raise ValueError(f"default_layers needs one example input of {type(model).__name__} to trace its forward "
                          f"pass; or {_OVERRIDE}")
@@ -483,13 +485,14 @@ def _projection(trace: _Trace, conv: _Call, run: list[_Call], loose: list[_Call]
 
 
 def capture_maps(model: nn.Module, x: torch.Tensor, chosen: list[tuple[str, nn.Module]], *,
-                 grad: bool = False) -> dict[str, torch.Tensor]:
+                 grad: bool = False, with_output: bool = False) -> Any:
     """Each chosen ``(layer name, module)``'s output for the batch ``x``, captured by forward hooks in one forward
     pass without gradients (the model in eval mode, its mode restored), detached, keyed in the order the network runs
     the layers; with ``grad=True`` the maps keep the autograd graph instead (not detached, under the caller's grad
     mode: differentiable with respect to ``x``, for an adaptive attacker). A module that runs twice, one that does not
     run, or an output that is not maps ``(N, n, H, W)`` is a ValueError naming it. The API, the information-path
-    detector and the detectors' layer features share it."""
+    detector and the detectors' layer features share it. ``with_output=True``: ``(maps, the model's output)`` of the same
+    forward pass."""
     captured: dict[str, torch.Tensor] = {}
 
     def hook(name: str):
@@ -505,7 +508,7 @@ def capture_maps(model: nn.Module, x: torch.Tensor, chosen: list[tuple[str, nn.M
     try:
         model.eval()
         with contextlib.nullcontext() if grad else torch.no_grad():
-            model(x)
+            output = model(x)
     finally:
         model.train(was_training)
         for handle in handles:
@@ -517,4 +520,5 @@ def capture_maps(model: nn.Module, x: torch.Tensor, chosen: list[tuple[str, nn.M
         if not isinstance(maps, torch.Tensor) or maps.dim() != 4:
             raise ValueError(f"module {name!r} outputs shape {tuple(getattr(maps, 'shape', ()))}; maps must be "
                              f"(N, n, H, W)")
-    return captured  # hooks fire, and so insert, in the order the network runs the layers
+    # hooks fire, and so insert, in the order the network runs the layers
+    return (captured, output) if with_output else captured
