@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import re
 import shlex
 import subprocess
@@ -27,8 +28,8 @@ from typing import Any
 
 import yaml
 
-from advflow.config import SCHEMA_PATH, config_errors, load_config_file, load_schema, size_errors
-from advflow.workflow.catalog import split_sizes, trajectories_wanted
+from advflow.config import SCHEMA_PATH, config_errors, load_config_file, load_schema, size_errors, user_model_errors
+from advflow.workflow.catalog import role_model, split_sizes, trajectories_wanted
 from advflow.workflow.errors import ConfigError
 from advflow.workflow.worker import source_root
 
@@ -207,7 +208,17 @@ def problems(config: dict[str, Any], workdir: Path) -> list[str]:
         dataset = config["dataset"]
         sizes = split_sizes(dataset, (config.get("datasets") or {}).get(dataset),
                             workdir / "data" / f"{dataset}.h5")
-        return size_errors(config, sizes)
+        found = size_errors(config, sizes)
+        if found:
+            return found
+        # the user's models, built and run once as the workflow's check does, from the run's folder (their modules
+        # are imported from there)
+        here = Path.cwd()
+        try:
+            os.chdir(workdir if workdir.is_dir() else here)
+            return user_model_errors(config, workdir.resolve() / "data" / f"{dataset}.h5")
+        finally:
+            os.chdir(here)
     except ConfigError as error:
         return [" ".join(str(error).split())]
 
@@ -223,7 +234,7 @@ def summary(config: dict[str, Any]) -> list[str]:
     stages = ["data", "training"]
     if attack_sets:
         stages += ["attacks", "information flow (Q1-Q5)", "report"]
-        if trajectories_wanted(attack_sets, filled["trajectories"]["n"]):
+        if trajectories_wanted(attack_sets, filled["trajectories"]["n"], role_model(config, "trajectories")):
             stages.insert(3, "JSMA trajectories")
     if defense_settings(config):
         stages.append("defense (seed 003)")
