@@ -113,7 +113,8 @@ def code(script):
 
 def dataset_settings(wildcards):
     """The dataset's own section of the config (where it lives, or how it is generated); for one of the user's,
-    the SHA-256 of its files too (editing them prepares it again, touching them does not)."""
+    the SHA-256 of its files too (editing them prepares it again, touching them does not).
+    """
     settings = config["datasets"].get(wildcards.dataset) or {}
     if is_custom(settings):
         settings = {**settings, "content_sha256": dataset_digest(settings["path"])}

@@ -78,3 +78,40 @@ def test_training_leaves_subnormal_floats_as_they_were():
     train_once(images, labels, seed=3)
     tiny = torch.tensor([1e-39], dtype=torch.float32) * torch.tensor([0.5])
     assert float(tiny) > 0.0
+
+
+def test_early_stopping_stops_when_the_held_out_accuracy_stops_improving_and_keeps_the_best_epoch():
+    """patience = 2 with at most 30 epochs: training stops 2 epochs after its best held-out accuracy, and the model
+    is that epoch's (its accuracy on the held-out images, computed independently, is the best, not the last)."""
+    images, labels = toy_data()
+    val_images, _ = toy_data(30)
+    val_labels = np.random.default_rng(1).integers(0, 3, 30)  # noisy held-out labels: the accuracy goes up and down
+    torch.manual_seed(3)
+    model = ConvNet(architecture("deep_conv", 1, (8, 8), 3))
+    history = fit(model, images, labels, TrainSettings(epochs=30, batch_size=16, log_every=100, patience=2,
+                                                       lr_schedule="constant"),
+                  seed=3, device=torch.device("cpu"), val=(val_images, val_labels))
+    accuracies = history["val_accuracy"]
+    assert history["epochs_run"] == len(accuracies) < 30
+    best = max(accuracies)
+    assert history["best_epoch"] == accuracies.index(best) + 1 == len(accuracies) - 2
+    kept = float((predict_logits(model, val_images, torch.device("cpu")).argmax(1).numpy() == val_labels).mean())
+    assert round(kept, 5) == best
+    # the kept weights are the best epoch's: the same training run for exactly that many epochs
+    torch.manual_seed(3)
+    reference = ConvNet(architecture("deep_conv", 1, (8, 8), 3))
+    fit(reference, images, labels, TrainSettings(epochs=history["best_epoch"], batch_size=16, log_every=100,
+                                                 lr_schedule="constant"), seed=3, device=torch.device("cpu"))
+    for (name, ours), theirs in zip(model.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(ours, theirs), name
+
+
+def test_early_stopping_without_held_out_images_is_refused():
+    images, labels = toy_data()
+    model = ConvNet(architecture("deep_conv", 1, (8, 8), 3))
+    try:
+        fit(model, images, labels, TrainSettings(epochs=3, patience=1), seed=0, device=torch.device("cpu"))
+    except ValueError as error:
+        assert "training.patience" in str(error) and "val_size" in str(error)
+    else:
+        raise AssertionError("patience without held-out images must be refused")

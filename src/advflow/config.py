@@ -28,11 +28,12 @@ _TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a strin
                "object": "a mapping", "array": "a list", "null": "null"}
 
 #: Keys a model's own section can set that also have a run-wide default under ``training``.
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "lr_schedule", "train_size", "init", "channels_last", "log_every")
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "lr_schedule", "train_size", "init", "channels_last", "log_every",
+              "patience")
 #: Defaults used when neither ``training`` nor the model's section sets a key.
 TRAIN_DEFAULTS = {"epochs": 1, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "lr_schedule": "onecycle",
                   "train_size": None,
-                  "init": "lsuv", "channels_last": True, "log_every": 20, "val_size": 1000}
+                  "init": "lsuv", "channels_last": True, "log_every": 20, "val_size": 1000, "patience": None}
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "distilled": {"temperature": 40.0, "teacher_epochs": None},
     "compressed": {"target_ratio": 890411 / 1071542, "step": 0.05, "min_keep": 0.5, "max_rounds": 20,

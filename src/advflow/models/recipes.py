@@ -148,7 +148,8 @@ def compress(data_path: str | Path, base_pt: str | Path, settings: dict[str, Any
         idx = train_idx
         if settings.get("finetune_size") and settings["finetune_size"] < len(idx):
             idx = np.sort(rng.choice(idx, settings["finetune_size"], replace=False))
-        run = TrainSettings.from_config({**settings, "epochs": settings["finetune_epochs"]})
+        # fine-tuning runs a fixed number of epochs: no held-out accuracy to stop on (APoZ uses the held-out part)
+        run = TrainSettings.from_config({**settings, "epochs": settings["finetune_epochs"], "patience": None})
         if run.epochs > 0:
             fit(model, dataset.train.images[idx], dataset.train.labels[idx], run, seed=seed + round_index,
                 device=device, log_dir=None)
@@ -161,7 +162,8 @@ def compress(data_path: str | Path, base_pt: str | Path, settings: dict[str, Any
     if settings["epochs"] > 0:
         log.info("final fine-tuning: %d epochs", settings["epochs"])
         history = fit(model, dataset.train.images[train_idx], dataset.train.labels[train_idx],
-                      TrainSettings.from_config(settings), seed=seed, device=device, log_dir=log_dir)
+                      TrainSettings.from_config({**settings, "patience": None}), seed=seed, device=device,
+                      log_dir=log_dir)
     else:
         history = {}
     with atomic_path(out_rounds) as tmp, open(tmp, "w", newline="") as fh:

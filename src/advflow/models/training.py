@@ -38,11 +38,14 @@ class TrainSettings:
     lr_schedule: str = "onecycle"
     channels_last: bool = True
     log_every: int = 20
+    #: Early stopping: stop after this many epochs without a better held-out accuracy, keeping the best epoch's
+    #: weights (``epochs`` is then the most); None trains every epoch.
+    patience: int | None = None
 
     @classmethod
     def from_config(cls, settings: dict[str, Any]) -> "TrainSettings":
         known = {k: settings[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "lr_schedule", "channels_last",
-                           "log_every")
+                           "log_every", "patience")
                  if k in settings}
         return cls(**known)
 
@@ -157,6 +160,26 @@ class ProgressLog(L.Callback):
                  trainer.num_training_batches, duration(elapsed), self.seen / elapsed, extra={"console": True})
 
 
+class KeepBest(L.Callback):
+    """With Lightning's ``EarlyStopping`` on the held-out accuracy: keeps (in memory) the weights of the epoch with the
+    best held-out accuracy so far, and puts them back when training ends, so an early-stopped model is its best
+    epoch's, not its last's. ``best_epoch`` (1-based) and ``best`` say which."""
+
+    def __init__(self) -> None:
+        self.best, self.best_epoch, self.state = -math.inf, 0, None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        accuracy = trainer.callback_metrics.get("val_accuracy")
+        if accuracy is not None and not trainer.sanity_checking and float(accuracy) > self.best:
+            self.best, self.best_epoch = float(accuracy), trainer.current_epoch + 1
+            self.state = {k: v.detach().cpu().clone() for k, v in module.model.state_dict().items()}
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self.state is not None:
+            module.model.load_state_dict(self.state)
+            log.info("kept epoch %d's weights (held-out accuracy %.4f)", self.best_epoch, self.best)
+
+
 def make_loader(images: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor, batch_size: int,
                 seed: int, shuffle: bool = True) -> DataLoader:
     dataset = TensorDataset(torch.as_tensor(images), torch.as_tensor(targets))
@@ -180,11 +203,21 @@ def make_trainer(settings: TrainSettings, device: torch.device, log_dir: str | N
         enable_progress_bar=sys.stderr.isatty(),
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        callbacks=[ProgressLog(settings.log_every)],
+        callbacks=[ProgressLog(settings.log_every), *_early_stopping(settings)],
         # One process on one device: not a Slurm multi-task launch, even inside a Slurm job (otherwise
         # Lightning warns about srun in every training log).
         plugins=[LightningEnvironment()],
     )
+
+
+def _early_stopping(settings: TrainSettings) -> list[L.Callback]:
+    """Lightning's EarlyStopping on the held-out accuracy and :class:`KeepBest`, when ``patience`` is set."""
+    if settings.patience is None:
+        return []
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    return [EarlyStopping(monitor="val_accuracy", mode="max", patience=int(settings.patience), min_delta=0.0,
+                          check_on_train_epoch_end=False), KeepBest()]
 
 
 def fit(model: nn.Module, images: np.ndarray, targets: np.ndarray | torch.Tensor, settings: TrainSettings, *,
@@ -194,6 +227,9 @@ def fit(model: nn.Module, images: np.ndarray, targets: np.ndarray | torch.Tensor
 
     ``val``: held-out uint8 images and their int labels, whose accuracy is logged after every epoch and
     returned as ``val_accuracy`` (one value per epoch); it does not change the training."""
+    if settings.patience is not None and (val is None or not len(val[1])):
+        raise ValueError("training.patience stops on the held-out accuracy, and this training has no held-out images; "
+                         "set training.val_size, or patience: null")
     L.seed_everything(seed, workers=True, verbose=False)
     if device.type == "cpu":
         # Training at T = 40 divides every gradient by T; deep in the network they reach the subnormal
@@ -217,7 +253,10 @@ def fit(model: nn.Module, images: np.ndarray, targets: np.ndarray | torch.Tensor
     seconds = time.perf_counter() - start
     model.to(memory_format=torch.contiguous_format)
     final_loss = trainer.callback_metrics.get("train_loss_epoch")
-    return {"seconds": round(seconds, 2), "images_per_second": round(len(images) * settings.epochs / seconds, 1),
+    kept = next((c for c in trainer.callbacks if isinstance(c, KeepBest)), None)
+    stopping = {} if kept is None else {"epochs_run": int(trainer.current_epoch), "best_epoch": kept.best_epoch}
+    return {**stopping, "seconds": round(seconds, 2),
+            "images_per_second": round(len(images) * (trainer.current_epoch if kept else settings.epochs) / seconds, 1),
             "final_train_loss": None if final_loss is None else round(float(final_loss), 5),
             "val_accuracy": next(c.val_accuracy for c in trainer.callbacks if isinstance(c, ProgressLog)),
             "temperature": temperature}
