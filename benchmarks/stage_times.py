@@ -13,6 +13,10 @@ job's end to the run's end):
 - start-up: the jobs' start-up (the ``start-up: X s`` line of each job's log, written by ``advflow.workflow.ready``:
   the interpreter, Snakemake's script preamble, imports and set-up before the work) as a share of those jobs' seconds,
   over every job that is not data or training.
+
+Where jobs used CUDA, a last table gives each rule's largest ``peak GPU memory`` line (what PyTorch reserved; written
+by ``advflow.workflow.device.log_gpu_peak`` at a job's end) beside the ``gpu_mem_mb`` it declares
+(``advflow.workflow.resources.GPU_MEMORY_MB``, which includes the CUDA context): the measurements to declare.
 """
 
 from __future__ import annotations
@@ -41,6 +45,18 @@ STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]")
 
 TRAINING = STAGES["data"] + STAGES["training"]
 STARTUP = re.compile(r"start-up: ([0-9.]+) s")
+GPU_PEAK = re.compile(r"peak GPU memory: ([0-9.]+) MiB reserved")
+
+
+def gpu_peaks(workdir: Path, detailed: list) -> dict[str, float]:
+    """Rule -> the largest peak GPU memory (MiB) its jobs' logs of this run record; empty where none used CUDA."""
+    peaks: dict[str, float] = {}
+    for rule, _, _, rule_log in detailed:
+        if rule_log and (workdir / rule_log).is_file():
+            found = GPU_PEAK.findall((workdir / rule_log).read_text(errors="replace"))
+            if found:
+                peaks[rule] = max(peaks.get(rule, 0.0), float(found[-1]))
+    return peaks
 
 
 def parse_jobs(log: Path) -> list[tuple[str, dt.datetime, dt.datetime, str | None]]:
@@ -139,6 +155,17 @@ def main() -> None:
         print(f"Start-up: {figures['startup']:.0f} s of {figures['startup_job_seconds']:.0f} s over the "
               f"{figures['with_startup']} jobs whose log records it = **{100 * figures['startup_share']:.1f} %** "
               "(target <= 15 %)")
+    peaks = gpu_peaks(args.workdir, detailed)
+    if peaks:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+        from advflow.workflow.resources import CONTEXT_MB, GPU_MEMORY_MB
+
+        print(f"\n| rule | peak GPU memory reserved (MiB) | + context {CONTEXT_MB} | declared gpu_mem_mb |\n"
+              "| --- | ---: | ---: | ---: |")
+        for rule, peak in sorted(peaks.items()):
+            print(f"| {rule} | {peak:.0f} | {peak + CONTEXT_MB:.0f} | {GPU_MEMORY_MB.get(rule, '?')} |")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ rule select_inputs:
         mem_mb=4000,
         runtime=30,
         gpu=gpu_request(),
+        gpu_mem_mb=gpu_memory("select_inputs"),
     params:
         code=code("select_inputs.py"),
         n=config["inputs"]["n"],
@@ -66,6 +67,7 @@ rule attack:
         mem_mb=8000,
         runtime=240,
         gpu=gpu_request(),
+        gpu_mem_mb=gpu_memory("attack"),
     params:
         code=code("attack.py"),
         settings=attack_params,
@@ -122,6 +124,7 @@ rule jsma_trajectories:
         mem_mb=8000,
         runtime=120,
         gpu=gpu_request(),
+        gpu_mem_mb=gpu_memory("jsma_trajectories"),
     params:
         code=code("trajectories.py"),
         settings=jsma_params,

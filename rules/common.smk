@@ -31,6 +31,7 @@ if workflow.is_main_process:
         )
 
 from advflow.workflow import worker
+from advflow.workflow.resources import gpu_memory as resources_gpu_memory
 from advflow.workflow.catalog import DATASETS, TRAINED_FROM_SCRATCH, locate_dataset
 from advflow.workflow.catalog import MODELS as BUILTIN_MODELS
 from advflow.workflow.catalog import is_custom, role_model, user_models
@@ -169,6 +170,12 @@ def ensemble_settings(wildcards):
 def gpu_request():
     """One GPU for the rules that use it, unless the config pins the CPU."""
     return 0 if config["device"] == "cpu" else 1
+
+
+def gpu_memory(rule):
+    """The GPU memory a rule's job holds at most (advflow.workflow.resources): profiles/local runs GPU jobs side by
+    side within its `gpu_mem_mb` budget."""
+    return resources_gpu_memory(rule, config["device"])
 
 
 def profile_models(wildcards):

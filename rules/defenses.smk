@@ -23,6 +23,7 @@ rule defense_inputs:
         mem_mb=4000,
         runtime=30,
         gpu=gpu_request(),
+        gpu_mem_mb=gpu_memory("defense_inputs"),
     params:
         code=code("defense_inputs.py"),
         settings=lambda w: defense_params("classifier", "n", "validation", "clean"),
@@ -49,6 +50,7 @@ rule train_autoencoder:
         mem_mb=6000,
         runtime=240,
         gpu=gpu_request(),
+        gpu_mem_mb=gpu_memory("train_autoencoder"),
     params:
         code=code("train_autoencoder.py"),
         settings=lambda w: defense_params("autoencoder"),
@@ -75,6 +77,7 @@ rule fit_mid:
         mem_mb=6000,
         runtime=120,
         gpu=gpu_request(),
+        gpu_mem_mb=gpu_memory("fit_mid"),
     params:
         code=code("fit_mid.py"),
         settings=lambda w: defense_params("mine"),
@@ -102,6 +105,7 @@ rule fit_detector:
         mem_mb=6000,
         runtime=120,
         gpu=gpu_request(),
+        gpu_mem_mb=gpu_memory("fit_detector"),
     params:
         code=code("fit_detector.py"),
         settings=lambda w: defense_params(w.detector),
@@ -129,6 +133,7 @@ rule defense_attack:
         mem_mb=4000,
         runtime=240,
         gpu=gpu_request(),
+        gpu_mem_mb=gpu_memory("defense_attack"),
     params:
         code=code("defense_attack.py"),
         attack=lambda w: SWEEPS[w.sweep][0],
@@ -157,6 +162,7 @@ rule defense_scores:
         mem_mb=4000,
         runtime=60,
         gpu=gpu_request(),
+        gpu_mem_mb=gpu_memory("defense_scores"),
     params:
         code=code("defense_scores.py"),
         settings=lambda w: canonical(
@@ -245,6 +251,7 @@ rule dropout_vote:
         mem_mb=4000,
         runtime=120,
         gpu=gpu_request(),
+        gpu_mem_mb=gpu_memory("dropout_vote"),
     params:
         code=code("dropout_vote.py"),
         settings=lambda w: defense_params("dropout_vote"),
@@ -275,6 +282,7 @@ rule adaptive_attack:
         mem_mb=4000,
         runtime=240,
         gpu=gpu_request(),
+        gpu_mem_mb=gpu_memory("adaptive_attack"),
     params:
         code=code("adaptive_attack.py"),
         settings=lambda w: adaptive_params(w.target),

@@ -17,6 +17,7 @@ rule features:
         mem_mb=4000,
         runtime=60,
         gpu=gpu_request(),
+        gpu_mem_mb=gpu_memory("features"),
     params:
         code=code("features.py"),
         storage=features_params,
@@ -43,6 +44,7 @@ rule mi:
         mem_mb=4000,
         runtime=120,
         gpu=gpu_request(),
+        gpu_mem_mb=gpu_memory("mi"),
     params:
         code=code("mi.py"),
         buckets=MI["buckets"],

@@ -20,6 +20,7 @@ rule train_model:
         mem_mb=6000,
         runtime=240,
         gpu=gpu_request(),
+        gpu_mem_mb=gpu_memory("train_model"),
     params:
         script="train_model.py",
         code=code("train_model.py"),
@@ -94,6 +95,7 @@ use rule train_model as ensemble with:
         mem_mb=4000,
         runtime=60,
         gpu=gpu_request(),
+        gpu_mem_mb=gpu_memory("ensemble"),
     params:
         script="ensemble.py",
         code=code("ensemble.py"),
@@ -117,6 +119,7 @@ use rule train_model as import_model with:
         mem_mb=4000,
         runtime=30,
         gpu=gpu_request(),
+        gpu_mem_mb=gpu_memory("import_model"),
     params:
         script="import_model.py",
         code=code("import_model.py"),

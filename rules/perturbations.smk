@@ -47,6 +47,7 @@ rule average_grid:
         mem_mb=4000,
         runtime=60,
         gpu=gpu_request(),
+        gpu_mem_mb=gpu_memory("average_grid"),
     params:
         code=code("average_grid.py"),
         settings=lambda w: canonical(PERTURBATIONS["grid"]),

@@ -100,6 +100,14 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
+@pytest.fixture(scope="session")
+def synthetic_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """tests/test_report.py's synthetic run and its report, built once for every module that reads it."""
+    from test_report import build_synthetic_report
+
+    return build_synthetic_report(tmp_path_factory.mktemp("report"))
+
+
 # ------------------------------------------------------------ a small trained model for attack tests
 
 BLOB_CLASSES = 4

@@ -164,7 +164,7 @@ def test_a_run_killed_at_random_points_then_rerun_plainly_ends_with_the_uninterr
 
     # Killed (SIGKILL, the whole run) at seeded random moments, each next run starting where the last stopped.
     rng = np.random.default_rng(16)
-    for delay in rng.uniform(4.0, 30.0, size=4):
+    for delay in rng.uniform(3.0, 12.0, size=4):  # from Snakemake still starting to jobs half done
         run = _start(work, env)
         try:
             run.wait(timeout=float(delay))

@@ -200,9 +200,9 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-@pytest.fixture(scope="module")
-def synthetic_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("report")
+def build_synthetic_report(root: Path) -> dict:
+    """A synthetic run of :data:`SYNTHETIC_CONFIG` and its report under ``root`` (the session fixture
+    ``synthetic_report`` of conftest.py builds it once for every module that reads it)."""
     results = make_synthetic_run(root, SYNTHETIC_CONFIG, fit_subsets=True)
     out = {"results": results, "html": root / "report.html", "tables": root / "tables", "figures": root / "figures"}
     out["captions"] = build_report(results, SYNTHETIC_CONFIG, out_html=out["html"], tables_dir=out["tables"],

@@ -47,3 +47,21 @@ def test_every_workflow_script_logs_its_start_up(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="advflow"):
         seconds = ready()
     assert seconds > 0 and stage_times.STARTUP.search(caplog.text).group(1) == f"{seconds:.2f}"
+
+
+def test_gpu_peaks_are_read_per_rule_from_the_line_every_cuda_job_logs(tmp_path, caplog):
+    """The line a CUDA job ends its log with (advflow.workflow.device.GPU_PEAK_LINE) is what stage_times.py collects,
+    the largest per rule; a job that did not use CUDA logs none (this machine's case: log_gpu_peak returns None)."""
+    import torch
+
+    from advflow.workflow.device import GPU_PEAK_LINE, log_gpu_peak
+
+    with caplog.at_level(logging.INFO, logger="advflow"):
+        found = log_gpu_peak()
+    if not torch.cuda.is_available():
+        assert found is None and "peak GPU memory" not in caplog.text
+    for name, peak in (("a.log", 812.0), ("b.log", 1204.5), ("c.log", None)):
+        text = "rule mi: 1 thread(s)\n" + (GPU_PEAK_LINE % peak + "\n" if peak is not None else "")
+        (tmp_path / name).write_text(text)
+    detailed = [("mi", None, None, "a.log"), ("mi", None, None, "b.log"), ("features", None, None, "c.log")]
+    assert stage_times.gpu_peaks(tmp_path, detailed) == {"mi": 1204.0}  # logged as "%.0f"

@@ -17,7 +17,7 @@ from advflow.report import summary
 from advflow.report.page import Placer, format_cell
 from advflow.report.study import Study
 
-from test_report import SYNTHETIC_CONFIG, synthetic_report  # noqa: F401 (the fixture)
+from test_report import SYNTHETIC_CONFIG
 
 
 def first_screen(page: str) -> str:

@@ -35,9 +35,8 @@ DEFENSE = ("defense={classifier: my_resnet, n: 10, validation: 40, clean: 40, de
            "ead_l1: {binary_search_steps: 1, steps: 10, stepsize: 0.05}, "
            "ead_en: {binary_search_steps: 1, steps: 10, stepsize: 0.05}, dropout_vote: {k: 5, rate: 0.25}, "
            "compared: [dropout_vote, infopath, mahalanobis], infopath: {train_size: 100, buckets: 8}, "
-           "mahalanobis: {train_size: 200}, adaptive: {targets: [undefended, defense, infopath], n: 4, "
-           "epsilons: [0.3], kappas: [0], pgd: {steps: 5, restarts: 1}, "
-           "cw: {steps: 5, binary_search_steps: 1, stepsize: 0.1}, eot: 2, check_every: 5}}")
+           "mahalanobis: {train_size: 200}, adaptive: {targets: [defense, infopath], attacks: [pgd], n: 3, "
+           "epsilons: [0.3], kappas: [0], pgd: {steps: 5, restarts: 1}, check_every: 5}}")
 SEED001 = "perturbations={model: my_resnet, grid: {m: 2, steps: 5, rel_stepsize: 0.3}}"
 
 

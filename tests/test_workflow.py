@@ -472,17 +472,30 @@ def test_hdf5_locking_can_be_turned_off_from_the_command_line(tmp_path):
     assert bad.returncode != 0 and "config key 'hdf5_locking' is 'never'" in bad.stdout + bad.stderr
 
 
-def test_local_profile_offers_one_gpu_that_the_gpu_rules_request(tmp_path):
+def test_local_profile_shares_the_gpu_by_a_memory_budget_that_each_gpu_rule_declares(tmp_path):
+    """profiles/local offers a GPU memory budget instead of one GPU job at a time; every job of a GPU rule asks for
+    its declared peak (advflow.workflow.resources), which fits the budget, and CPU-only rules ask for none."""
+    from advflow.workflow.resources import GPU_MEMORY_MB
+
     profile = yaml.safe_load((REPO / "profiles" / "local" / "config.yaml").read_text())
-    assert profile["resources"] == ["gpu=1"] and profile["cores"] == "all"
+    assert profile["cores"] == "all" and [r for r in profile["resources"] if r.startswith("gpu=")] == []
+    budget = int(next(r for r in profile["resources"] if r.startswith("gpu_mem_mb=")).split("=")[1])
+    assert max(GPU_MEMORY_MB.values()) * 4 <= budget  # at least four of the largest at once
     result = snakemake("-n", "--profile", str(REPO / "profiles" / "local"), "--configfile",
                        str(REPO / "configs" / "tiny.yaml"), "--config", "device=auto", workdir=tmp_path)
     import re
 
     jobs = re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout + result.stderr)
-    attack_jobs = [j for j in jobs if re.match(r"(?:local)?rule attack:", j)]
-    assert len(attack_jobs) == 19 and all("gpu=1" in j for j in attack_jobs)
-    tables = [j for j in jobs if re.match(r"(?:local)?rule attack_tables:", j)]
-    assert len(tables) == 1 and "gpu=0" in tables[0]  # CPU-only rules do not wait for the GPU
-    controls = [j for j in jobs if re.match(r"(?:local)?rule control:", j)]
-    assert len(controls) == 16 and all("gpu=0" in j for j in controls)
+    asked = {}
+    for job in jobs:
+        rule = re.match(r"(?:local)?rule (\w+):", job)
+        memory = re.search(r"gpu_mem_mb=(\d+)", job)
+        if rule and rule.group(1) != "all":
+            asked.setdefault(rule.group(1), set()).add(int(memory.group(1)) if memory else 0)
+    for rule, values in asked.items():
+        assert values == {GPU_MEMORY_MB.get(rule, 0)}, (rule, values)
+    assert asked["attack"] == {GPU_MEMORY_MB["attack"]} and asked["mi"] == {GPU_MEMORY_MB["mi"]}
+    assert asked["attack_tables"] == {0} and asked["control"] == {0}  # CPU-only rules do not wait for the GPU
+    on_cpu = snakemake("-n", "--profile", str(REPO / "profiles" / "local"), "--configfile",
+                       str(REPO / "configs" / "tiny.yaml"), "--config", "device=cpu", workdir=tmp_path)
+    assert not re.search(r"gpu_mem_mb=[1-9]", on_cpu.stdout + on_cpu.stderr)  # the CPU run asks for no GPU memory

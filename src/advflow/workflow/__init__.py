@@ -70,6 +70,12 @@ def start(snakemake: Any) -> Any:
 
     torch.set_num_threads(max(1, int(snakemake.threads)))
     device = resolve_device(snakemake.config.get("device", "auto"))
+    if device.type == "cuda":  # the job's peak GPU memory, at its end (a warm worker's child logs it on exit)
+        import atexit
+
+        from advflow.workflow.device import log_gpu_peak
+
+        atexit.register(log_gpu_peak)
     log = logging.getLogger("advflow")
     log.info("rule %s: %d thread(s), device %s", snakemake.rule, snakemake.threads, device)
     if "SLURM_JOB_ID" in os.environ:  # which cluster job ran this, to find it in sacct/squeue

@@ -182,6 +182,10 @@ def _log_usage() -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     logging.getLogger("advflow").info("warm worker child: %.1f s CPU, peak memory %.0f MiB",
                                       usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+    if "torch" in sys.modules:
+        from advflow.workflow.device import log_gpu_peak
+
+        log_gpu_peak()
 
 
 def serve(path: str, parent: int, idle: float = IDLE_SECONDS) -> None:
