@@ -106,6 +106,10 @@ def render(figure: Any, dpi: int) -> FigureBytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     png = FigureBytes(buffer.getvalue())
+    # The PNG's draw solved the constrained layout; the PDF keeps those positions instead of solving it again (the
+    # layout is in inches and points, the same at any dpi), which halves the layout work of every figure.
+    if figure.get_layout_engine() is not None:
+        figure.set_layout_engine("none")
     vector = io.BytesIO()
     figure.savefig(vector, format="pdf", metadata={"Creator": None, "Producer": None, "CreationDate": None})
     png.pdf = vector.getvalue()
