@@ -182,3 +182,9 @@ def test_a_users_model_without_a_checkpoint_is_trained_by_the_workflows_recipe(s
     assert trained.arch["layers"] == ["stem.2", "layer1", "layer2"]
     changed = [k for k, v in trained.net.state_dict().items() if k.endswith("weight") and not torch.equal(v, before[k])]
     assert changed, "training changed no weight"
+
+
+def test_advflow_check_says_the_users_models_are_loaded_not_trained(study, capsys):
+    assert cli.main(["check", "study.yaml", "-d", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert "models: my_net" in out and "stages: data, models (loaded from their checkpoints), attacks" in out

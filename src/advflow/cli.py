@@ -231,7 +231,9 @@ def summary(config: dict[str, Any]) -> list[str]:
 
     filled = with_defaults(config)
     attack_sets = {t: list(a) for t, a in (config.get("attack_sets") or {}).items() if a}
-    stages = ["data", "training"]
+    models = config.get("models") or {}
+    loaded = [m for m, entry in models.items() if isinstance(entry, dict) and entry.get("module") and entry.get("checkpoint")]
+    stages = ["data", "training" if len(loaded) < len(models) else "models (loaded from their checkpoints)"]
     if attack_sets:
         stages += ["attacks", "information flow (Q1-Q5)", "report"]
         if trajectories_wanted(attack_sets, filled["trajectories"]["n"], role_model(config, "trajectories")):
