@@ -188,3 +188,23 @@ def test_advflow_check_says_the_users_models_are_loaded_not_trained(study, capsy
     assert cli.main(["check", "study.yaml", "-d", str(study)]) == 0
     out = capsys.readouterr().out
     assert "models: my_net" in out and "stages: data, models (loaded from their checkpoints), attacks" in out
+
+
+def test_a_datasets_digest_follows_its_files_content_not_their_times(tmp_path):
+    """rule prepare_data's param for a dataset of yours: an npz file's or an image folder's content."""
+    from advflow.workflow.digests import dataset_digest
+    from user_fixtures import class_names, write_image_folder
+
+    x_train, y_train, x_test, y_test = make_image_dataset(n_train=12, n_test=6)
+    npz, folder = tmp_path / "d.npz", tmp_path / "folder"
+    write_npz(npz, x_train, y_train, x_test, y_test)
+    write_image_folder(folder, x_train, y_train, x_test, y_test, class_names(3))
+    before = {path: dataset_digest(path) for path in (npz, folder)}
+    for file in [npz, *folder.rglob("*.png")]:
+        os.utime(file, (1_000_000_000, 1_000_000_000))  # touched: other times, the same bytes
+    assert {path: dataset_digest(path) for path in (npz, folder)} == before
+    write_npz(npz, x_train, (y_train + 1) % 3, x_test, y_test)  # other labels
+    images = sorted(folder.rglob("*.png"))
+    images[0].write_bytes(images[1].read_bytes())  # one image replaced by another's content
+    assert dataset_digest(npz) != before[npz] and dataset_digest(folder) != before[folder]
+    assert dataset_digest(tmp_path / "missing.npz") is None
