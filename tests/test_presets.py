@@ -149,3 +149,20 @@ def test_resolved_config_is_written_and_a_different_one_is_kept(tmp_path):
     assert kept is not None and yaml.safe_load(kept.read_text())["attacks"]["fgsm"] == {"epsilon": 0.2}
     assert yaml.safe_load(target.read_text())["attacks"]["fgsm"] == {"epsilon": 0.1}
     assert sorted(p.name for p in target.parent.iterdir()) == sorted([target.name, kept.name])
+
+
+def test_the_gpu_preset_plans_every_stage_at_the_papers_scale(tmp_path):
+    """configs/gpu.yaml (issue 31): its dry run plans every stage of the study, the defense stage with its adaptive
+    attacks and seed 001, from a fresh folder; its GPU jobs ask for GPU memory (profiles/local shares the GPU)."""
+    preset = REPO / "configs" / "gpu.yaml"
+    stated = yaml.safe_load(preset.read_text())
+    assert stated["inputs"]["n"] == 200 and stated["trajectories"]["n"] >= 20 and stated["defense"]["n"] == 1000
+    assert stated["training"]["patience"] and stated["models"]["distilled"]["temperature"] == 100
+    planned = planned_jobs(snakemake("-n", "--configfile", str(preset), workdir=tmp_path))
+    for rule in ("prepare_data", "train_model", "train_distillation_teacher", "distill", "compress", "ensemble",
+                 "select_inputs", "attack", "control", "jsma_trajectories", "features", "mi", "aggregate",
+                 "aggregate_subsets", "attack_tables", "report", "defense_inputs", "train_autoencoder", "fit_mid",
+                 "fit_detector", "defense_attack", "defense_scores", "defense_tables", "dropout_vote",
+                 "adaptive_attack", "adaptive_tables", "perturbation_stats", "average_grid"):
+        assert planned.get(rule, 0) >= 1, (rule, planned)
+    assert planned["train_model"] == 3 and planned["adaptive_attack"] > 50
