@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from advflow.config import SCHEMA_PATH, config_errors, load_config_file, load_schema, size_errors, user_model_errors
-from advflow.workflow.catalog import role_model, split_sizes, trajectories_wanted
+from advflow.workflow.catalog import is_user_model, role_model, split_sizes, trajectories_wanted
 from advflow.workflow.errors import ConfigError
 from advflow.workflow.worker import source_root
 
@@ -232,7 +232,7 @@ def summary(config: dict[str, Any]) -> list[str]:
     filled = with_defaults(config)
     attack_sets = {t: list(a) for t, a in (config.get("attack_sets") or {}).items() if a}
     models = config.get("models") or {}
-    loaded = [m for m, entry in models.items() if isinstance(entry, dict) and entry.get("module") and entry.get("checkpoint")]
+    loaded = [m for m, entry in models.items() if is_user_model(entry) and entry.get("checkpoint")]
     stages = ["data", "training" if len(loaded) < len(models) else "models (loaded from their checkpoints)"]
     if attack_sets:
         stages += ["attacks", "information flow (Q1-Q5)", "report"]

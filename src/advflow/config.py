@@ -21,7 +21,7 @@ import yaml
 
 from advflow.attacks import registry as attack_registry
 from advflow.defenses import registry as detector_registry
-from advflow.workflow.catalog import MODELS, ROLES, is_user_model, roles
+from advflow.workflow.catalog import DATASETS, MODELS, ROLES, is_user_model, roles
 from advflow.workflow.errors import ConfigError  # noqa: F401 (advflow.config.ConfigError is public)
 
 _TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
@@ -194,14 +194,13 @@ def config_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
 
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_BUILTIN_DATASETS = ("fashion_mnist", "mnist", "cifar10", "synthetic")
 
 
 def name_errors(config: dict[str, Any]) -> list[str]:
     """The names under ``models``, ``datasets`` and ``attack_sets`` the workflow cannot use: a built-in model given a
     ``module`` (or a built-in dataset a ``format``), a name that is not letters, digits and underscores."""
     messages = []
-    for section, builtins, key in (("models", MODELS, "module"), ("datasets", _BUILTIN_DATASETS, "format")):
+    for section, builtins, key in (("models", MODELS, "module"), ("datasets", DATASETS, "format")):
         block = config.get(section)
         if not isinstance(block, dict):
             continue
@@ -217,7 +216,7 @@ def name_errors(config: dict[str, Any]) -> list[str]:
                                 f"your own names its 'module' ('package.module:factory'; README, \"Your own model "
                                 "and data\")")
             elif name not in builtins and section == "datasets" and not (isinstance(entry, dict) and "format" in entry):
-                messages.append(f"datasets.{name}: unknown dataset; advflow's are {', '.join(_BUILTIN_DATASETS)}, and "
+                messages.append(f"datasets.{name}: unknown dataset; advflow's are {', '.join(DATASETS)}, and "
                                 "a dataset of your own names its 'format' (npz or folder) and 'path'")
     return messages
 
@@ -228,11 +227,11 @@ def dataset_errors(config: dict[str, Any]) -> list[str]:
     from advflow.workflow.catalog import custom_dataset_problems, is_custom
 
     name, block = config.get("dataset"), config.get("datasets") or {}
-    if name in _BUILTIN_DATASETS:
+    if name in DATASETS:
         return []
     settings = block.get(name)
     if not is_custom(settings):
-        return [f"dataset is {name!r}, which is neither advflow's ({', '.join(_BUILTIN_DATASETS)}) nor one of yours "
+        return [f"dataset is {name!r}, which is neither advflow's ({', '.join(DATASETS)}) nor one of yours "
                 f"under 'datasets' (datasets.{name}: {{format: npz or folder, path: ...}}; README, \"Your own model "
                 "and data\")"]
     return custom_dataset_problems(name, settings)
@@ -285,12 +284,12 @@ def user_model_errors(config: dict[str, Any], prepared: str | Path | None = None
     if shape is None:
         return [f"dataset {dataset!r}: its image shape cannot be read, so models {', '.join(users)} cannot be "
                 "checked; fix the dataset first"]
-    import torch
-
+    from advflow.defenses.dropout import dropout_layers
+    from advflow.defenses.settings import uses_dropout_vote
     from advflow.models.user import UserModelError, check_user_model
 
     defense = _defense(config)
-    vote = defense is not None and "dropout_vote" in defense.get("compared", []) + defense.get("detectors", [])
+    vote = uses_dropout_vote(defense)
     messages = []
     for name in users:
         try:
@@ -298,8 +297,8 @@ def user_model_errors(config: dict[str, Any], prepared: str | Path | None = None
         except UserModelError as error:
             messages.append(str(error))
             continue
-        if vote and defense["classifier"] == name and defense["dropout_vote"]["rate"] is None and not any(
-                isinstance(m, torch.nn.modules.dropout._DropoutNd) for m in model.modules()):
+        if vote and defense["classifier"] == name and defense["dropout_vote"]["rate"] is None \
+                and not dropout_layers(model):
             messages.append(f"defense.dropout_vote.rate: the dropout vote runs the classifier {name!r} with its own "
                             "dropout layers, and it has none; set a rate (e.g. 0.25: dropout after each hidden "
                             "layer), or leave dropout_vote out of defense.compared")

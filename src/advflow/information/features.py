@@ -105,10 +105,10 @@ def conv_maps(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
     yield from forward_maps(model, x)[0].values()
 
 
-def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, list[int]]:
-    """{layer name: [n_k, H_k, W_k]} for inputs of shape (C, H, W)."""
+def layer_shapes(model: nn.Module, input_shape: tuple[int, ...], choice: Any = None) -> dict[str, list[int]]:
+    """{layer name: [n_k, H_k, W_k]} for inputs of shape (C, H, W) (``choice``: the layers, when already chosen)."""
     probe = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
-    return {name: list(maps.shape[1:]) for name, maps in forward_maps(model.eval(), probe)[0].items()}
+    return {name: list(maps.shape[1:]) for name, maps in forward_maps(model.eval(), probe, choice)[0].items()}
 
 
 def record_features(model_path: str | Path, set_file: str | Path, out_path: str | Path, *, set_name: str,
@@ -125,7 +125,8 @@ def record_features(model_path: str | Path, set_file: str | Path, out_path: str 
     model = load_checkpoint(model_path, device).eval()
     data = load_set(set_file)
     n = len(data.labels)
-    shapes = layer_shapes(model, tuple(data.x.shape[1:]))
+    choice = measured_layers(model)
+    shapes = layer_shapes(model, tuple(data.x.shape[1:]), choice)
     names = list(shapes)
     options: dict[str, Any] = {}
     if compression == "gzip":
@@ -133,7 +134,6 @@ def record_features(model_path: str | Path, set_file: str | Path, out_path: str 
     elif compression == "lzf":
         options = {"compression": "lzf", "shuffle": True}
     predictions = np.zeros(n, dtype=np.int64)
-    choice = measured_layers(model)
     started = last = time.monotonic()
     with atomic_h5(out_path) as h5:
         h5.create_dataset("input", data=data.x.numpy().astype(np.float32), chunks=(1, *data.x.shape[1:]), **options)

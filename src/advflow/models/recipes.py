@@ -25,7 +25,9 @@ from advflow.models.architectures import (
 )
 from advflow.models.training import TrainSettings, accuracy, fit, soft_labels, split_indices
 from advflow.models.trimming import network_trimming
-from advflow.models.user import check_user_model, file_sha256, is_user_model
+from advflow.models.user import check_user_model
+from advflow.workflow.catalog import is_user_model
+from advflow.workflow.digests import file_sha256
 
 log = logging.getLogger("advflow.models.recipes")
 

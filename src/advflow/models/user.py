@@ -37,11 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advflow.workflow.user_source import (  # noqa: F401 (source_file re-exported)
-    UserModelError, _working_directory_importable, source_file, split_path,
-)
-from advflow.workflow.catalog import is_user_model  # noqa: F401 (re-exported)
-from advflow.workflow.digests import file_sha256  # noqa: F401 (re-exported)
+from advflow.workflow.user_source import UserModelError, _working_directory_importable, split_path
 
 #: The keys of a user model's config entry that describe the model (the training keys may sit beside them).
 USER_KEYS = ("module", "kwargs", "checkpoint", "input", "layers", "temperature")

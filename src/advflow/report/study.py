@@ -137,8 +137,7 @@ class Study:
         """The name the config gives ``role`` (``study.<role>``, else the default), under ``models`` or not; None
         when ``study.<role>`` is null."""
         self.role(role)
-        given = self.config.get("study") or {}
-        return given[role] if role in given else ROLES[role]
+        return catalog.chosen_roles(dict(self.config))[role]
 
     def role_text(self, role: str) -> str:
         """``role``'s model as a sentence names it (:func:`role_text`): "good_init", "the base model my_resnet"."""

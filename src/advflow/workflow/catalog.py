@@ -29,12 +29,18 @@ def user_models(config: dict[str, Any]) -> list[str]:
     return [name for name, entry in ((config or {}).get("models") or {}).items() if is_user_model(entry)]
 
 
+def chosen_roles(config: dict[str, Any]) -> dict[str, str | None]:
+    """``{role: the name the config gives it}``: ``study.<role>`` (None where null), else :data:`ROLES`'s default,
+    whether or not that model is under ``models``."""
+    given = (config or {}).get("study") or {}
+    return {role: given.get(role, default) for role, default in ROLES.items()}
+
+
 def roles(config: dict[str, Any]) -> dict[str, str | None]:
-    """``{role: model}`` of a config: ``study.<role>`` (else :data:`ROLES`'s default) when that model is under
-    ``models``, else None (the questions of that role say "cannot be checked")."""
-    chosen = {**ROLES, **((config or {}).get("study") or {})}
+    """``{role: model}`` of a config: its :func:`chosen_roles` model when that model is under ``models``, else None
+    (the questions of that role say "cannot be checked")."""
     models = (config or {}).get("models") or {}
-    return {role: (chosen.get(role) if chosen.get(role) in models else None) for role in ROLES}
+    return {role: (model if model in models else None) for role, model in chosen_roles(config).items()}
 
 
 def role_model(config: dict[str, Any], role: str) -> str | None:
