@@ -53,7 +53,9 @@ onstart:
     deployed = getattr(workflow.deployment_settings, "deployment_method", None)
     local = workflow.local_exec and not workflow.touch and not deployed
     if local and config["warm_worker"]:
-        worker.launch(".snakemake/log/advflow-worker.log")
+        worker.launch(
+            ".snakemake/log/advflow-worker.log", cuda_workers=config["cuda_workers"]
+        )
 
 
 onsuccess:

@@ -1,16 +1,21 @@
-"""A job's start-up with and without the warm worker (advflow.workflow.worker), side by side in alternating rounds.
+"""A job's start-up and wall time in its own process, in a child forked by the warm worker, and in a CUDA worker
+(advflow.workflow.worker), side by side in rotating rounds.
 
-Each round runs the same job script twice: once in its own process (as with ``warm_worker: false``) and once
-handed to a worker launched as the Snakefile's ``onstart`` launches it. The script is what a workflow script does
-before its work: the imports of the ``mi`` rule (torch, advflow.information.stage), then ``advflow.workflow.ready``'s
-start-up figure. Prints each round's two wall times (process start to the job's exit) and the medians' ratio.
+Each round runs the same job script three ways: in its own process (as with ``warm_worker: false``), handed to a
+worker that forks a child per job (``cuda_workers: 0``), and handed to a worker whose one CUDA worker runs the jobs
+one after another (``ADVFLOW_WORKER_REUSE=all``, so that it runs on a CPU too). The script is what a GPU rule's
+job does before and at the start of its work: the imports of the ``mi`` rule, ``advflow.workflow.start`` (which
+creates the CUDA context where the device is a GPU), ``ready``'s start-up figure, then one forward and backward
+pass of good_init on a batch of 64 images on the device (cuBLAS and cuDNN load at their first use). Prints each
+round's wall times (process start to the job's exit) and start-ups, and the medians.
 
-    python benchmarks/warm_worker.py [--rounds 7]
+    python benchmarks/warm_worker.py [--rounds 7] [--device auto|cpu|cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -19,63 +24,94 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+SRC = Path(__file__).resolve().parents[1] / "src"
+sys.path.insert(0, str(SRC))
 from advflow.workflow import worker  # noqa: E402
 
 JOB = """
-import os, sys
+import json, os, sys, time, types
 __real_file__ = __file__
-from advflow.workflow import worker
-from advflow.workflow import process_age
-status = worker.delegate(__real_file__, process_age()) if os.environ.get("USE_WORKER") else None
-if status is not None:
-    os._exit(status)
+snakemake = types.SimpleNamespace(log=["job.log"], threads=1, config={"device": os.environ["BENCH_DEVICE"]},
+                                  rule="bench", wildcards={}, resources={"gpu_mem_mb": 1600})
+from advflow.workflow import ready, start
+device = start(snakemake)
 import torch
 from advflow.information.stage import measure_set
-print(f"{process_age():.3f}")
+from advflow.models.architectures import ConvNet, architecture
+startup = ready()
+began = time.perf_counter()
+torch.manual_seed(0)
+model = ConvNet(architecture("good_init", 1, (28, 28), 10)).to(device)
+x = torch.rand(64, 1, 28, 28, device=device)
+model(x).sum().backward()
+if device.type == "cuda":
+    torch.cuda.synchronize()
+with open("result.json", "w") as fh:
+    json.dump({"startup": startup, "work": time.perf_counter() - began}, fh)
 """
 
+MODES = ("own process", "forked child", "CUDA worker")
 
-def run(script: Path, use_worker: bool) -> tuple[float, float]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    env.pop("USE_WORKER", None)
-    if use_worker:
-        env["USE_WORKER"] = "1"
+
+def run(folder: Path, mode: str, device: str) -> tuple[float, float, float]:
+    env = {**os.environ, "PYTHONPATH": str(SRC), "BENCH_DEVICE": device}
+    env.pop(worker.SOCKET_ENV, None)
+    if mode != "own process":
+        env[worker.SOCKET_ENV] = SOCKETS[mode]
     began = time.perf_counter()
-    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, check=True).stdout
-    return time.perf_counter() - began, float(out.split()[-1])
+    subprocess.run([sys.executable, "job.py"], cwd=folder, env=env, check=True)
+    wall = time.perf_counter() - began
+    result = json.loads((folder / "result.json").read_text())
+    return wall, result["startup"], result["work"]
+
+
+SOCKETS: dict[str, str] = {}
+
+
+def launch(log: Path, cuda_workers: int) -> str:
+    if cuda_workers:
+        os.environ[worker.REUSE_ENV] = "all"
+    worker.launch(log, cuda_workers=cuda_workers)
+    os.environ.pop(worker.REUSE_ENV, None)
+    path = os.environ.pop(worker.SOCKET_ENV)
+    while not os.path.exists(path):
+        time.sleep(0.1)
+    return path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
-    os.environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")  # the worker's, as the jobs'
+    os.environ["PYTHONPATH"] = str(SRC)  # the workers', as the jobs'
+    results: dict[str, list[tuple[float, float, float]]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "job.py"
-        script.write_text(JOB)
-        worker.launch(Path(tmp) / "worker.log")
-        path = os.environ[worker.SOCKET_ENV]
-        while not os.path.exists(path):
-            time.sleep(0.1)
-        own, warm = [], []
-        print("| round | own process: wall (s) | start-up (s) | warm worker: wall (s) | start-up (s) |")
-        print("| ---: | ---: | ---: | ---: | ---: |")
+        folder = Path(tmp)
+        (folder / "job.py").write_text(JOB)
         try:
+            SOCKETS["forked child"] = launch(folder / "forking.log", cuda_workers=0)
+            SOCKETS["CUDA worker"] = launch(folder / "reusing.log", cuda_workers=1)
+            print("| round | " + " | ".join(f"{m}: wall (s) | start-up (s) | work (s)" for m in MODES) + " |")
+            print("| ---: |" + " ---: | ---: | ---: |" * len(MODES))
             for i in range(args.rounds):
-                first = (i % 2 == 0)
-                a = run(script, use_worker=not first)
-                b = run(script, use_worker=first)
-                plain, forked = (a, b) if first else (b, a)
-                own.append(plain)
-                warm.append(forked)
-                print(f"| {i + 1} | {plain[0]:.2f} | {plain[1]:.2f} | {forked[0]:.2f} | {forked[1]:.2f} |", flush=True)
+                order = MODES[i % 3:] + MODES[:i % 3]  # each mode first in turn
+                for mode in order:
+                    results[mode].append(run(folder, mode, args.device))
+                row = " | ".join(f"{w:.2f} | {s:.2f} | {k:.3f}" for w, s, k in (results[m][-1] for m in MODES))
+                print(f"| {i + 1} | {row} |", flush=True)
         finally:
             worker.stop()
-    own_s, warm_s = statistics.median(w for w, _ in own), statistics.median(w for w, _ in warm)
-    print(f"\nmedian wall: own process {own_s:.2f} s, warm worker {warm_s:.2f} s: {own_s / warm_s:.1f}x less")
-    print(f"median start-up logged: own process {statistics.median(s for _, s in own):.2f} s, "
-          f"warm worker {statistics.median(s for _, s in warm):.2f} s")
+        served = (folder / "reusing.log").read_text()
+    print()
+    for mode in MODES:
+        walls, startups, works = zip(*results[mode])
+        print(f"{mode}: median wall {statistics.median(walls):.2f} s, start-up {statistics.median(startups):.2f} s, "
+              f"work {statistics.median(works):.3f} s")
+    base = statistics.median(w for w, _, _ in results["forked child"])
+    reused = statistics.median(w for w, _, _ in results["CUDA worker"])
+    print(f"CUDA worker against forked child: {base / reused:.2f}x the wall time's inverse "
+          f"({base:.2f} s / {reused:.2f} s); worker log: {served.strip().splitlines()[-1]}")
 
 
 if __name__ == "__main__":

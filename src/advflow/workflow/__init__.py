@@ -70,12 +70,16 @@ def start(snakemake: Any) -> Any:
 
     torch.set_num_threads(max(1, int(snakemake.threads)))
     device = resolve_device(snakemake.config.get("device", "auto"))
-    if device.type == "cuda":  # the job's peak GPU memory, at its end (a warm worker's child logs it on exit)
-        import atexit
+    if device.type == "cuda":
+        # The CUDA context, created here so that the job's start-up (ready()) counts it: a job in a CUDA worker
+        # (docs/warm-worker.md) finds it made.
+        torch.empty(1, device=device)
+        if "ADVFLOW_WORKER_CHILD" not in os.environ:  # the job's peak GPU memory at its end (the worker logs its own)
+            import atexit
 
-        from advflow.workflow.device import log_gpu_peak
+            from advflow.workflow.device import log_gpu_peak
 
-        atexit.register(log_gpu_peak)
+            atexit.register(log_gpu_peak)
     log = logging.getLogger("advflow")
     log.info("rule %s: %d thread(s), device %s", snakemake.rule, snakemake.threads, device)
     if "SLURM_JOB_ID" in os.environ:  # which cluster job ran this, to find it in sacct/squeue
@@ -129,17 +133,26 @@ def console_progress(stream: Any, label: str, interval: float = CONSOLE_INTERVAL
 
 
 def process_age() -> float:
-    """Seconds since this job's process started (from ``/proc``; on systems without it, since this module was
-    imported); in a warm worker's child, since the job's own process started."""
-    try:
-        import psutil  # a dependency of Snakemake
-
-        age = time.time() - psutil.Process().create_time()
-    except Exception:  # pragma: no cover - no /proc (not Linux) or no psutil
-        age = time.time() - _IMPORTED
-    # In a warm worker's child: plus the job's own process's time before it handed over.
+    """Seconds since this job's process started; in a warm worker's child or CUDA worker, since that process took the
+    job, plus the job's own process's time before it handed over."""
+    taken = os.environ.get("ADVFLOW_WORKER_TAKEN")
+    age = time.time() - float(taken) if taken else _own_age()
     return age + float(os.environ.get("ADVFLOW_WORKER_CHILD", "0"))
 
+
+def _own_age() -> float:
+    """This process's age from the kernel's clock since boot (``/proc/uptime`` less the process's start in
+    ``/proc/self/stat``), to 10 ms. Not psutil's create_time: it adds the boot time, which Linux gives in whole
+    seconds, so every age came out too long by the same fraction of a second (0.93 s on one machine). Where there is
+    no ``/proc``: since this module was imported."""
+    try:
+        with open("/proc/self/stat") as fh:
+            started = int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime, in clock ticks
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        return max(0.0, uptime - started / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return time.time() - _IMPORTED
 
 
 def ready() -> float:

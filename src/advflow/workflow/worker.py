@@ -15,6 +15,18 @@ Where there is no worker (a dry run, a Slurm run, ``warm_worker: false``, the wo
 the environment differs from the worker's in a variable read when torch is imported, the job runs in its own
 process as before. The worker stops when Snakemake's run ends (``onsuccess``/``onerror``), when Snakemake's
 process is gone, or after an hour without a job.
+
+**CUDA workers.** A child forked per job creates its own CUDA context (CUDA does not survive a fork), which costs a
+GPU job more than its work when the work is a second. So where the GPU is used, a job that declares GPU memory
+(``resources: gpu_mem_mb``, :mod:`advflow.workflow.resources`) runs in one of at most ``cuda_workers`` (config key)
+persistent *CUDA workers* instead: processes forked from the worker once, which create their CUDA context and load
+cuBLAS/cuDNN once (:func:`_warm_cuda`) and then run one job after another in-process (:func:`_runner`). Between jobs a
+CUDA worker puts back what a job may change in a process (streams, directory, environment, arguments, import path,
+logging handlers, warning filters, signal handlers, thread counts; PyTorch's cached GPU memory and peak statistics),
+so each job sees what a fresh child would. A CUDA worker retires after a job that failed or after
+:data:`RUNNER_JOBS` jobs; when every one is busy and there are ``cuda_workers`` of them, a job forks a child as
+before. The environment variable ``ADVFLOW_WORKER_REUSE=all`` makes every job eligible, on any machine: how the
+tests and ``benchmarks/warm_worker.py`` check on a CPU that a reused process gives a fresh one's results.
 """
 
 from __future__ import annotations
@@ -34,14 +46,26 @@ from pathlib import Path
 #: The environment variable that names the worker's socket; set by :func:`launch` in Snakemake's process, so
 #: that every job it starts (and only those) finds it.
 SOCKET_ENV = "ADVFLOW_WORKER_SOCKET"
-#: Set in a forked child: the job's start-up so far (seconds, in the job's own process before it delegated).
+#: Set in a forked child or CUDA worker: the job's start-up so far (seconds, in the job's own process before it
+#: delegated).
 CHILD_ENV = "ADVFLOW_WORKER_CHILD"
+#: Set there too: when the worker's process took the job (``time.time()``); ``advflow.workflow.process_age`` counts
+#: from it, since that process is older than the job.
+TAKEN_ENV = "ADVFLOW_WORKER_TAKEN"
 #: Modules the worker imports before it serves: those of the workflow's many small jobs.
 PRELOAD = (
     "torch", "numpy", "scipy.stats", "h5py", "snakemake.iocontainers", "snakemake.logging",
     "advflow.workflow", "advflow.workflow.device", "advflow.config", "advflow.models.architectures", "advflow.models.recipes", "advflow.information.features",
     "advflow.information.stage", "advflow.information.paths", "advflow.information.aggregate", "advflow.attacks.sets", "advflow.attacks.controls",
     "advflow.defenses.stage", "advflow.defenses.magnet", "advflow.defenses.metrics",
+)  # fmt: skip
+#: Modules a CUDA worker imports once, beyond :data:`PRELOAD`: those of the GPU rules' larger jobs (training with
+#: Lightning, attacks with Foolbox, the defense stage's detectors). Imported before its first job, what they set up
+#: when imported (Lightning's logging handlers) is part of the process every job finds, as in a forked child.
+RUNNER_PRELOAD = (
+    "lightning.pytorch", "foolbox", "advflow.models.recipes", "advflow.attacks.sets", "advflow.attacks.profiles",
+    "advflow.attacks.controls", "advflow.defenses.stage", "advflow.defenses.adaptive_stage", "advflow.defenses.vote",
+    "advflow.perturbations.grid",
 )  # fmt: skip
 #: Variables read when these modules are imported (devices, hashing, paths): a job whose value differs from the
 #: worker's runs in its own process.
@@ -55,6 +79,12 @@ IMPORT_TIME_ENV = (
 THREAD_ENV = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 IDLE_SECONDS = 3600.0
+#: A CUDA worker retires (and a later job starts a fresh one) after this many jobs: bounds what a job may leave
+#: behind in a process (memory the allocator keeps, caches of imported modules).
+RUNNER_JOBS = 64
+#: ``all``: every job may run in a reused process (:data:`REUSE_ENV`, for tests and the benchmark); otherwise only
+#: jobs that declare GPU memory, where the worker finds CUDA.
+REUSE_ENV = "ADVFLOW_WORKER_REUSE"
 _HEADER = struct.Struct("!I")
 
 
@@ -84,7 +114,7 @@ def delegate(script: str, startup: float) -> int | None:
         conn.close()
         return None
     request = json.dumps({"script": script, "cwd": os.getcwd(), "env": dict(os.environ), "startup": startup,
-                          "argv": sys.argv, "python": sys.executable}).encode()
+                          "argv": sys.argv, "python": sys.executable, "gpu": _declares_gpu()}).encode()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     try:
@@ -127,84 +157,334 @@ def delegate(script: str, startup: float) -> int | None:
     return 1
 
 
+def _declares_gpu() -> bool:
+    """Whether this job's rule declares GPU memory (``resources: gpu_mem_mb`` above 0): the job Snakemake's
+    preamble describes in ``__main__`` (the script's ``snakemake`` object)."""
+    job = getattr(sys.modules.get("__main__"), "snakemake", None)
+    try:
+        return float(job.resources.get("gpu_mem_mb", 0) or 0) > 0
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
 # --- the worker's side ------------------------------------------------------------------------------------------
+
+
+def _become_job(request: dict, fds: list[int]) -> None:
+    """Take on the job's signals, streams (``fds``: its stdin, stdout, stderr), directory, environment and
+    arguments."""
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for target, fd in zip((0, 1, 2), fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.argv = list(request["argv"])
+
+
+def _run_script(script: str) -> int:
+    """Run the job's script as ``__main__``; its exit status, as the interpreter would give it."""
+    import runpy
+
+    try:
+        runpy.run_path(script, run_name="__main__")
+        return 0
+    except SystemExit as exit_:
+        if not isinstance(exit_.code, (int, type(None))):
+            print(exit_.code, file=sys.stderr)
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except BaseException:  # noqa: BLE001 - as the interpreter does for an uncaught error (or Ctrl-C): report, fail
+        import traceback
+
+        traceback.print_exc()
+        return 1
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # the job's streams closed: nothing left to write to
+            pass
 
 
 def _run_child(request: dict, fds: list[int]) -> None:
     """In the forked child: become the job (streams, directory, environment, signals) and run its script."""
     code = 1
     try:
-        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(signum, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        for target, fd in zip((0, 1, 2), fds):
-            os.dup2(fd, target)
-            os.close(fd)
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
+        taken = time.time()
+        _become_job(request, fds)
         os.environ[CHILD_ENV] = repr(float(request["startup"]))
-        sys.argv = list(request["argv"])
+        os.environ[TAKEN_ENV] = repr(taken)
         threads = os.environ.get("OMP_NUM_THREADS", "1")
         if threads != "1" and threads.isdigit():  # the worker's BLAS and OpenMP pools were set up for one thread
             from threadpoolctl import threadpool_limits
 
             threadpool_limits(int(threads))
-        import runpy
-
-        try:
-            runpy.run_path(request["script"], run_name="__main__")
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-            if not isinstance(exit_.code, (int, type(None))):
-                print(exit_.code, file=sys.stderr)
-        except BaseException:  # noqa: BLE001 - as the interpreter does for an uncaught error (or Ctrl-C): report, fail
-            import traceback
-
-            traceback.print_exc()
-            code = 1
-        _log_usage()
+        code = _run_script(request["script"])
+        _log_usage("warm worker child: %.1f s CPU, peak memory %.0f MiB")
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):  # the job's streams closed: nothing left to write to
-                pass
+        _flush()
         os._exit(code)
 
 
-def _log_usage() -> None:
-    """The child's CPU time and peak memory: Snakemake's benchmark files measure the job's own (waiting) process."""
+def _log_usage(line: str, cpu_before: float = 0.0) -> None:
+    """The job's CPU time and its process's peak memory (``line`` formats the two), and its peak GPU memory:
+    Snakemake's benchmark files measure the job's own (waiting) process."""
     import logging
     import resource
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    logging.getLogger("advflow").info("warm worker child: %.1f s CPU, peak memory %.0f MiB",
-                                      usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+    logging.getLogger("advflow").info(line, usage.ru_utime + usage.ru_stime - cpu_before, usage.ru_maxrss / 1024)
     if "torch" in sys.modules:
         from advflow.workflow.device import log_gpu_peak
 
         log_gpu_peak()
 
 
-def serve(path: str, parent: int, idle: float = IDLE_SECONDS) -> None:
-    """Import :data:`PRELOAD`, then fork a child per request on the Unix socket ``path`` until ``parent`` (the
-    Snakemake process) is gone, SIGTERM arrives, or ``idle`` seconds pass without a job."""
+# --- a CUDA worker: one process that runs many jobs, one after another -------------------------------------------
+
+
+def _probe_cuda() -> bool:
+    """Whether CUDA is usable here, asked in a forked child: a CUDA call in the worker itself would break CUDA in
+    every child it forks later."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            import torch
+
+            code = 0 if torch.cuda.is_available() else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def _warm_cuda() -> None:
+    """Create the CUDA context and load cuBLAS and cuDNN (a matrix product, a convolution and its gradient), once
+    per CUDA worker instead of once per job."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    x = torch.ones(4, 1, 8, 8, device="cuda", requires_grad=True)
+    kernel = torch.ones(2, 1, 3, 3, device="cuda")
+    (torch.nn.functional.conv2d(x, kernel).sum() + (x.flatten(1) @ x.flatten(1).T).sum()).backward()
+    torch.cuda.synchronize()
+
+
+def _loggers() -> list:
+    import logging
+
+    return [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                   if isinstance(lg, logging.Logger))]
+
+
+class _Fresh:
+    """The process-wide state of PyTorch, NumPy and ``random`` that a job may change (random streams, grad mode,
+    default dtype, thread count, cuDNN and TF32 flags, deterministic algorithms, matmul precision), as a CUDA worker
+    has it before its first job: :meth:`apply` sets it again before each job, as a fresh child would find it."""
+
+    def __init__(self) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        self.random, self.numpy, self.torch = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        self.grad, self.dtype, self.threads = torch.is_grad_enabled(), torch.get_default_dtype(), torch.get_num_threads()
+        self.flags = self._flags()
+        self.deterministic = (torch.are_deterministic_algorithms_enabled(),
+                              torch.is_deterministic_algorithms_warn_only_enabled())
+        self.precision = torch.get_float32_matmul_precision()
+
+    @staticmethod
+    def _flags() -> dict:
+        import torch
+
+        return {"cudnn.benchmark": torch.backends.cudnn.benchmark, "cudnn.deterministic": torch.backends.cudnn.deterministic,
+                "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+                "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32}
+
+    def apply(self) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        random.setstate(self.random)
+        np.random.set_state(self.numpy)
+        torch.set_rng_state(self.torch)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state_all(self.cuda)
+        torch.set_grad_enabled(self.grad)
+        torch.set_default_dtype(self.dtype)
+        torch.set_num_threads(self.threads)
+        torch.backends.cudnn.benchmark = self.flags["cudnn.benchmark"]
+        torch.backends.cudnn.deterministic = self.flags["cudnn.deterministic"]
+        torch.backends.cudnn.allow_tf32 = self.flags["cudnn.allow_tf32"]
+        torch.backends.cuda.matmul.allow_tf32 = self.flags["cuda.matmul.allow_tf32"]
+        torch.use_deterministic_algorithms(self.deterministic[0], warn_only=self.deterministic[1])
+        torch.set_float32_matmul_precision(self.precision)
+
+
+class _Kept:
+    """What a job changes in its process's Python state (streams and their descriptors, directory, environment,
+    arguments, import path, signal handlers, logging handlers and levels), as it was before the job:
+    :meth:`restore` puts it back after the job."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2)
+
+    def __init__(self) -> None:
+        self.fds = [os.dup(fd) for fd in (0, 1, 2)]
+        self.streams = (sys.stdin, sys.stdout, sys.stderr)
+        self.cwd, self.env, self.argv, self.path = os.getcwd(), dict(os.environ), list(sys.argv), list(sys.path)
+        self.signals = {signum: signal.getsignal(signum) for signum in self.SIGNALS}
+        self.loggers = {id(lg): (list(lg.handlers), lg.level, lg.propagate, lg.disabled) for lg in _loggers()}
+
+    def restore(self) -> None:
+        import logging
+
+        _flush()
+        kept_streams = {id(stream) for stream in (*self.streams, sys.__stdout__, sys.__stderr__)}
+        for lg in _loggers():  # close the job's handlers (its log file, its console) and put back the others
+            handlers, level, propagate, disabled = self.loggers.get(id(lg), ([], logging.NOTSET, True, False))
+            for handler in [h for h in lg.handlers if h not in handlers]:
+                handler.close()
+                stream = getattr(handler, "stream", None)
+                if stream is not None and id(stream) not in kept_streams:
+                    try:
+                        stream.close()
+                    except (OSError, ValueError):
+                        pass
+            lg.handlers[:] = handlers
+            if id(lg) in self.loggers:
+                lg.setLevel(level)
+                lg.propagate, lg.disabled = propagate, disabled
+        for stream in (sys.stdout, sys.stderr):  # the job's log file, where start() opened one
+            if id(stream) not in kept_streams:
+                try:
+                    stream.close()
+                except (OSError, ValueError):
+                    pass
+        sys.stdin, sys.stdout, sys.stderr = self.streams
+        for target, fd in zip((0, 1, 2), self.fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(self.cwd)
+        os.environ.clear()
+        os.environ.update(self.env)
+        sys.argv[:] = self.argv
+        sys.path[:] = self.path
+        for signum, handler in self.signals.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def _run_reused(request: dict, fds: list[int], began: float, fresh: _Fresh, label: str) -> int:
+    """Run one job in this CUDA worker as :func:`_run_child` runs it in a fresh child, then put the process back as
+    it was (:class:`_Kept`, :class:`_Fresh`) and free the GPU memory PyTorch cached for the job."""
+    import gc
+    import warnings
+
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    kept = _Kept()
+    code = 1
+    limits = None
+    try:
+        fresh.apply()
+        if torch.cuda.is_initialized():
+            for device in range(torch.cuda.device_count()):
+                torch.cuda.reset_peak_memory_stats(device)
+        _become_job(request, fds)
+        os.environ[CHILD_ENV] = repr(float(request["startup"]))
+        os.environ[TAKEN_ENV] = repr(began)
+        threads = os.environ.get("OMP_NUM_THREADS", "1")
+        limits = threadpool_limits(int(threads) if threads.isdigit() else 1)
+        cpu = sum(os.times()[:2])
+        with warnings.catch_warnings():
+            code = _run_script(request["script"])
+            _log_usage(label + ": %.1f s CPU, peak memory %.0f MiB (the process's so far)", cpu)
+    finally:
+        kept.restore()
+        if limits is not None:
+            limits.restore_original_limits()
+        gc.collect()
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+    return code
+
+
+def _runner(channel: socket.socket) -> None:
+    """A CUDA worker's life (forked from the worker): warm CUDA up, then run the jobs the worker sends on ``channel``
+    one at a time, answering each with ``exit N``; it ends after a failed job, after :data:`RUNNER_JOBS` jobs,
+    or when the worker is gone."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as the worker: a Ctrl-C stops the jobs, not the idle process
+    try:
+        _preload(RUNNER_PRELOAD)
+        _warm_cuda()
+        fresh = _Fresh()
+        for served in range(1, RUNNER_JOBS + 1):
+            header, fds, _flags, _addr = socket.recv_fds(channel, _HEADER.size, 3)
+            if not header:  # the worker is gone
+                break
+            request = json.loads(_recv_exact(channel, _HEADER.unpack(header)[0]))
+            code = _run_reused(request, fds, time.time(), fresh,
+                               f"warm worker's CUDA worker {os.getpid()}, job {served}")
+            channel.sendall(f"exit {code}\n".encode())
+            if code != 0:  # a failed job may have left the process (or its CUDA context) in a bad state
+                break
+    except BaseException:  # noqa: BLE001 - the worker reports the job as failed when this process ends
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        _flush()
+        os._exit(0)
+
+
+class _Runner:
+    """The worker's record of one CUDA worker: its process, its end of the channel, the job's connection while it
+    runs one."""
+
+    def __init__(self, pid: int, channel: socket.socket) -> None:
+        self.pid, self.channel = pid, channel
+        self.conn: socket.socket | None = None
+        self.open = True
+
+
+def _preload(names: tuple[str, ...]) -> None:
     import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # a module that cannot be imported is imported by the job itself
+            print(f"advflow worker: not preloaded {name}: {error}", file=sys.stderr)
+
+
+def serve(path: str, parent: int, idle: float = IDLE_SECONDS, cuda_workers: int = 0) -> None:
+    """Import :data:`PRELOAD`, then fork a child per request on the Unix socket ``path`` (or hand the job to one of
+    at most ``cuda_workers`` CUDA workers: see the module's docstring) until ``parent`` (the Snakemake process) is
+    gone, SIGTERM arrives, or ``idle`` seconds pass without a job."""
     import warnings
 
     began = time.time()
     for key in THREAD_ENV:
         os.environ[key] = "1"
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except Exception as error:  # a module that cannot be imported is imported by the job itself
-            print(f"advflow worker: not preloaded {name}: {error}", file=sys.stderr)
+    _preload(PRELOAD)
     # Python 3.12+ warns of a fork while threads run (OpenBLAS' idle pool, which its own fork handler resets).
     warnings.filterwarnings("ignore", message=r".*multi-threaded, use of fork\(\)", category=DeprecationWarning)
     environment = {key: os.environ.get(key) for key in IMPORT_TIME_ENV}
+    reuse_all = os.environ.get(REUSE_ENV) == "all"
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     # The worker and its children stay in Snakemake's process group, as the jobs' own processes would be: a Ctrl-C
@@ -215,12 +495,84 @@ def serve(path: str, parent: int, idle: float = IDLE_SECONDS) -> None:
     listener.bind(partial)
     listener.listen(64)
     os.replace(partial, path)  # the socket appears only when the worker is ready
-    print(f"advflow worker: ready after {time.time() - began:.1f} s, pid {os.getpid()}, socket {path}",
+    print(f"advflow worker: ready after {time.time() - began:.1f} s, pid {os.getpid()}, socket {path}"
+          + (f", up to {cuda_workers} CUDA worker(s)" + (" for every job" if reuse_all else "") if cuda_workers else ""),
           file=sys.stderr, flush=True)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}
-    served, last = 0, time.time()
+    runners: dict[int, _Runner] = {}
+    cuda: list[bool] = []  # whether CUDA is usable, asked once (_probe_cuda) at the first GPU job
+    served, reused, last = 0, 0, time.time()
+
+    def reusable(request: dict) -> bool:
+        if cuda_workers <= 0:
+            return False
+        if reuse_all:
+            return True
+        if not request.get("gpu"):
+            return False
+        if not cuda:
+            cuda.append(_probe_cuda())
+            print(f"advflow worker: CUDA {'found' if cuda[0] else 'not found'}: GPU jobs run in "
+                  + ("CUDA workers" if cuda[0] else "forked children"), file=sys.stderr, flush=True)
+        return cuda[0]
+
+    def fork(target, *args) -> int:
+        """A child that closes the worker's sockets (and ``args``' descriptors are its to use) and runs target."""
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:
+            selector.close()
+            listener.close()
+            for other in children.values():
+                other.close()
+            for runner in runners.values():
+                runner.channel.close()
+                if runner.conn is not None:
+                    runner.conn.close()
+            target(*args)
+        return pid
+
+    def hand_to_runner(request: dict, fds: list[int], conn: socket.socket) -> _Runner | None:
+        idle_runner = next((r for r in runners.values() if r.open and r.conn is None), None)
+        if idle_runner is None and sum(r.open for r in runners.values()) < cuda_workers:
+            ours, theirs = socket.socketpair()
+
+            def start_runner() -> None:
+                ours.close()
+                conn.close()  # the job's connection is the worker's: a copy here would outlive the worker
+                for fd in fds:  # the job's streams are sent to it below: the inherited copies would hold them open
+                    os.close(fd)
+                _runner(theirs)
+
+            pid = fork(start_runner)
+            theirs.close()
+            idle_runner = runners[pid] = _Runner(pid, ours)
+            selector.register(ours, selectors.EVENT_READ, ("runner", pid))
+        if idle_runner is None:
+            return None
+        payload = json.dumps(request).encode()
+        try:
+            socket.send_fds(idle_runner.channel, [_HEADER.pack(len(payload))], fds)
+            idle_runner.channel.sendall(payload)
+        except OSError:
+            idle_runner.open = False
+            return None
+        return idle_runner
+
+    def finish(conn: socket.socket, message: str) -> None:
+        try:
+            conn.sendall(f"{message}\n".encode())
+        except OSError:
+            pass
+        try:
+            selector.unregister(conn)
+        except (KeyError, ValueError):  # already unregistered: its job's process closed first
+            pass
+        conn.close()
+
     while True:
         for key, _ in selector.select(timeout=0.1):
             if key.fileobj is listener:
@@ -238,24 +590,38 @@ def serve(path: str, parent: int, idle: float = IDLE_SECONDS) -> None:
                     conn.sendall(b"refused\n")
                     conn.close()
                     continue
-                for stream in (sys.stdout, sys.stderr):
-                    stream.flush()
-                pid = os.fork()
-                if pid == 0:
-                    selector.close()
-                    listener.close()
-                    for other in children.values():
-                        other.close()
-                    conn.close()
-                    _run_child(request, fds)
+                runner = hand_to_runner(request, fds, conn) if reusable(request) else None
+                if runner is not None:
+                    pid = runner.pid
+                    runner.conn = conn
+                    reused += 1
+                else:
+                    def start_child() -> None:
+                        conn.close()
+                        _run_child(request, fds)
+
+                    pid = fork(start_child)
+                    children[pid] = conn
                 for fd in fds:
                     os.close(fd)
-                children[pid] = conn
-                selector.register(conn, selectors.EVENT_READ, pid)
+                selector.register(conn, selectors.EVENT_READ, ("job", pid))
                 conn.sendall(f"pid {pid}\n".encode())
                 served += 1
-            else:  # a job's process: a signal to forward, or closed (the job was killed): stop its child
-                conn, pid = key.fileobj, key.data
+            elif key.data[0] == "runner":  # a CUDA worker: a job's exit status, or closed (it ended)
+                runner = runners[key.data[1]]
+                try:
+                    data = runner.channel.recv(64)
+                except OSError:
+                    data = b""
+                if data.startswith(b"exit") and runner.conn is not None:
+                    finish(runner.conn, data.decode().split("\n")[0])
+                    runner.conn = None
+                    last = time.time()
+                if not data:
+                    selector.unregister(runner.channel)
+                    runner.open = False
+            else:  # a job's process: a signal to forward, or closed (the job was killed): stop its process
+                conn, pid = key.fileobj, key.data[1]
                 try:
                     data = conn.recv(64)
                 except OSError:
@@ -268,29 +634,37 @@ def serve(path: str, parent: int, idle: float = IDLE_SECONDS) -> None:
                         os.kill(pid, signum)
                     except OSError:
                         pass
-        while children:
+        while children or runners:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
                 break
-            conn = children.pop(pid)
             message = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                        else f"exit {os.waitstatus_to_exitcode(status)}")
-            try:
-                conn.sendall(f"{message}\n".encode())
-            except OSError:
-                pass
-            try:
-                selector.unregister(conn)
-            except (KeyError, ValueError):  # already unregistered: its job's process closed first
-                pass
-            conn.close()
+            if pid in children:
+                finish(children.pop(pid), message)
+            elif pid in runners:
+                runner = runners.pop(pid)
+                if runner.conn is not None:  # it ended mid-job: its status (or the one it sent first) is the job's
+                    try:
+                        runner.channel.setblocking(False)
+                        sent = runner.channel.recv(64).decode()
+                    except (OSError, UnicodeDecodeError):
+                        sent = ""
+                    finish(runner.conn, sent.split("\n")[0] if sent.startswith("exit") else
+                           message if os.WIFSIGNALED(status) else "exit 1")
+                try:
+                    selector.unregister(runner.channel)
+                except (KeyError, ValueError):
+                    pass
+                runner.channel.close()
             last = time.time()
+        busy = children or any(r.conn is not None for r in runners.values())
         gone = stopping or os.getppid() != parent
-        if gone or (not children and time.time() - last > idle):
-            for pid in children:
+        if gone or (not busy and time.time() - last > idle):
+            for pid in [*children, *runners]:
                 try:
                     os.kill(pid, signal.SIGTERM)
                 except OSError:
@@ -298,7 +672,8 @@ def serve(path: str, parent: int, idle: float = IDLE_SECONDS) -> None:
             break
     listener.close()
     Path(path).unlink(missing_ok=True)
-    print(f"advflow worker: stopped after {served} job(s)", file=sys.stderr, flush=True)
+    print(f"advflow worker: stopped after {served} job(s)"
+          + (f", {reused} of them in CUDA workers" if cuda_workers else ""), file=sys.stderr, flush=True)
 
 
 # --- Snakemake's side -------------------------------------------------------------------------------------------
@@ -313,17 +688,17 @@ def source_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def launch(log: str | os.PathLike) -> subprocess.Popen:
+def launch(log: str | os.PathLike, cuda_workers: int = 0) -> subprocess.Popen:
     """Start the run's worker from Snakemake's process (the Snakefile's ``onstart``; its lines go to ``log``) and
     name its socket in this process's environment, which every job inherits. It does not wait: jobs run in their
-    own processes until it is ready."""
+    own processes until it is ready. ``cuda_workers``: the config key of that name (see the module's docstring)."""
     directory = tempfile.mkdtemp(prefix="advflow-worker-")  # short: a socket path has at most 107 bytes
     path = os.path.join(directory, "socket")
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     source = str(source_root())  # this advflow, installed or not
-    code = f"import sys; sys.path.insert(0, {source!r}); from advflow.workflow.worker import serve; serve(sys.argv[1], int(sys.argv[2]))"
+    code = f"import sys; sys.path.insert(0, {source!r}); from advflow.workflow.worker import serve; serve(sys.argv[1], int(sys.argv[2]), cuda_workers=int(sys.argv[3]))"
     with open(log, "a") as out:
-        process = subprocess.Popen([sys.executable, "-c", code, path, str(os.getpid())],
+        process = subprocess.Popen([sys.executable, "-c", code, path, str(os.getpid()), str(int(cuda_workers))],
                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     os.environ[SOCKET_ENV] = path
     _LAUNCHED.append(process)
