@@ -110,7 +110,7 @@ def main() -> None:
               f"work {statistics.median(works):.3f} s")
     base = statistics.median(w for w, _, _ in results["forked child"])
     reused = statistics.median(w for w, _, _ in results["CUDA worker"])
-    print(f"CUDA worker against forked child: {base / reused:.2f}x the wall time's inverse "
+    print(f"CUDA worker against forked child: {base / reused:.2f}x as fast "
           f"({base:.2f} s / {reused:.2f} s); worker log: {served.strip().splitlines()[-1]}")
 
 

@@ -77,3 +77,24 @@ def test_one_training_epoch_on_the_gpu_reaches_the_cpus_accuracy_within_a_point(
             seed=0, device=device)
         found[device.type] = accuracy(net, data.test.images, data.test.labels, device)
     assert abs(found["cuda"] - found["cpu"]) <= 0.01, found
+
+
+def test_gpu_jobs_run_one_after_another_in_a_cuda_worker_that_keeps_its_context(tmp_path):
+    """Without ADVFLOW_WORKER_REUSE: jobs that declare GPU memory go to a CUDA worker where the worker finds CUDA;
+    the second job finds the context made, and each logs its own peak GPU memory."""
+    from test_cuda_workers import launch, run_job, stop_only
+
+    log = tmp_path / "worker.log"
+    process, path = launch(log, cuda_workers=1, reuse=None)
+    try:
+        jobs = [run_job(tmp_path / name, path, name, JOB_DEVICE="cuda", JOB_GPU_MB="1600") for name in ("a", "b")]
+    finally:
+        stop_only(process)
+    for job, _, err, seen in jobs:
+        assert job.returncode == 0, err
+        assert seen["cuda"] and seen["ppid"] == process.pid
+    assert jobs[0][3]["pid"] == jobs[1][3]["pid"]
+    assert "CUDA found: GPU jobs run in CUDA workers" in log.read_text()
+    for name in ("a", "b"):
+        text = (tmp_path / name / "job.log").read_text()
+        assert "warm worker's CUDA worker" in text and "peak GPU memory" in text and "device cuda" in text

@@ -30,7 +30,7 @@ JOB = textwrap.dedent("""
     import json, logging, os, signal, sys, time, types
     __real_file__ = __file__
     snakemake = types.SimpleNamespace(log=["job.log"], threads=int(os.environ.get("JOB_THREADS", "1")),
-                                      config={"device": "cpu"}, rule="a_rule", wildcards={},
+                                      config={"device": os.environ.get("JOB_DEVICE", "cpu")}, rule="a_rule", wildcards={},
                                       resources={"gpu_mem_mb": int(os.environ.get("JOB_GPU_MB", "0"))})
     from advflow.workflow import ready, start
     start(snakemake)
@@ -45,7 +45,7 @@ JOB = textwrap.dedent("""
             "pools": sorted({pool["num_threads"] for pool in threadpool_info()}),
             "benchmark": torch.backends.cudnn.benchmark, "precision": torch.get_float32_matmul_precision(),
             "root": len(logging.getLogger().handlers), "extra": len(logging.getLogger("a.job.logger").handlers),
-            "sigterm": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL}
+            "sigterm": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, "cuda": torch.cuda.is_initialized()}
     with open("seen.json", "w") as fh:
         json.dump(seen, fh)
     # What a careless job leaves in its process.
@@ -84,6 +84,13 @@ def launch(log: Path, cuda_workers: int, reuse: str | None) -> tuple[subprocess.
         assert time.time() < deadline, "the worker was not ready within 120 s"
         time.sleep(0.2)
     return process, path
+
+
+def stop_only(process: subprocess.Popen) -> None:
+    """Stop this worker only (worker.stop() stops every worker this process launched)."""
+    worker._LAUNCHED.remove(process)
+    process.terminate()
+    process.wait(30)
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +137,7 @@ def test_jobs_run_one_after_another_in_one_cuda_worker_each_as_a_fresh_child_wou
         assert f"{line} first" in log1 and f"{line} second" not in log1
         assert f"{line} second" in log2 and f"{line} first" not in log2
     assert f"warm worker's CUDA worker {seen1['pid']}, job 2:" in log2
+    assert "warm worker's CUDA worker" in log1 and "warm worker child" not in log1 + log2
     # What the first job left behind is gone: the second sees what the first saw.
     for key in ("leftover", "path", "torch", "numpy", "random", "grad", "dtype", "threads", "pools", "benchmark",
                 "precision", "root", "extra", "sigterm"):
@@ -222,7 +230,7 @@ def test_without_cuda_a_gpu_job_forks_a_child(tmp_path):
     try:
         results = [run_job(tmp_path / name, path, name, JOB_GPU_MB=mb) for name, mb in (("gpu", "2000"), ("cpu", "0"))]
     finally:
-        worker.stop()
+        stop_only(process)
     for job, _, err, seen in results:
         assert job.returncode == 0, err
         assert seen["ppid"] == process.pid
