@@ -290,7 +290,7 @@ def test_a_run_whose_jobs_share_one_cuda_worker_gives_the_tiny_runs_results(tiny
     import shutil
 
     from conftest import TINY_ARGS, assert_same_h5, planned_jobs, snakemake
-    from test_slurm import CHAIN, CHAIN_JOBS, DELETED, LOGS, TEACHER
+    from test_slurm import CHAIN, CHAIN_H5, CHAIN_JOBS, CHAIN_TABLES, DELETED, LOGS, TEACHER
 
     work = tmp_path / "run"
     shutil.copytree(tiny_run, work, symlinks=True)
@@ -316,10 +316,7 @@ def test_a_run_whose_jobs_share_one_cuda_worker_gives_the_tiny_runs_results(tiny
         ours = torch.load(work / D / f"models/{model}.pt", weights_only=True)["state_dict"]
         local = torch.load(tiny_run / D / f"models/{model}.pt", weights_only=True)["state_dict"]
         assert ours.keys() == local.keys() and all(torch.equal(ours[k], local[k]) for k in local), model
-    for h5 in ["inputs/normal_train.h5", "inputs/normal_test.h5", "adv/good_init/fgsm.h5",
-               "features/good_init/normal_train.h5", "features/good_init/fgsm@good_init.h5",
-               "mi/good_init/normal_train.h5", "mi/good_init/fgsm@good_init.h5"]:
+    for h5 in CHAIN_H5:
         assert_same_h5(work / D / h5, tiny_run / D / h5)
-    for table in ["paths/good_init/normal_train.csv", "paths/good_init/fgsm@good_init.csv",
-                  "aggregates/good_init/normal_train.csv"]:
+    for table in CHAIN_TABLES:
         assert (work / D / table).read_text() == (tiny_run / D / table).read_text(), table

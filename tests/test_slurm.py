@@ -34,6 +34,12 @@ DELETED = ["inputs/normal_train.h5", "inputs/normal_test.h5", "adv/good_init/fgs
 TEACHER = [D / "models/distilled_teacher.pt"]
 LOGS = ["inputs.log", "normal_train.log", "attack/good_init/fgsm.log", "train/distilled_teacher.log", "aggregate/good_init/normal_train.log",
         *(f"{stage}/good_init/{s}.log" for stage in ("features", "mi") for s in ("normal_train", "fgsm@good_init"))]
+#: The chain's files, compared with the local run's.
+CHAIN_H5 = ["inputs/normal_train.h5", "inputs/normal_test.h5", "adv/good_init/fgsm.h5",
+            "features/good_init/normal_train.h5", "features/good_init/fgsm@good_init.h5",
+            "mi/good_init/normal_train.h5", "mi/good_init/fgsm@good_init.h5"]
+CHAIN_TABLES = ["paths/good_init/normal_train.csv", "paths/good_init/fgsm@good_init.csv",
+                "aggregates/good_init/normal_train.csv"]
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +100,9 @@ def test_tiny_config_through_slurm_runs_every_job_as_a_slurm_job_with_the_local_
     ours = torch.load(work / D / "models/distilled_teacher.pt", weights_only=True)["state_dict"]
     local = torch.load(tiny_run / D / "models/distilled_teacher.pt", weights_only=True)["state_dict"]
     assert ours.keys() == local.keys() and all(torch.equal(ours[k], local[k]) for k in local)
-    for h5 in ["inputs/normal_train.h5", "inputs/normal_test.h5", "adv/good_init/fgsm.h5",
-               "features/good_init/normal_train.h5", "features/good_init/fgsm@good_init.h5",
-               "mi/good_init/normal_train.h5", "mi/good_init/fgsm@good_init.h5"]:
+    for h5 in CHAIN_H5:
         assert_same_h5(work / D / h5, tiny_run / D / h5)
-    for table in ["paths/good_init/normal_train.csv", "paths/good_init/fgsm@good_init.csv",
-                  "aggregates/good_init/normal_train.csv"]:
+    for table in CHAIN_TABLES:
         assert _rows(work / D / table) == _rows(tiny_run / D / table), table
 
 

@@ -473,7 +473,7 @@ class _Runner:
     def __init__(self, pid: int, channel: socket.socket) -> None:
         self.pid, self.channel = pid, channel
         self.conn: socket.socket | None = None
-        self.open, self.freed = True, time.monotonic()
+        self.open, self.freed, self.served = True, time.monotonic(), 0
 
 
 def _preload(names: tuple[str, ...]) -> None:
@@ -631,8 +631,12 @@ def serve(path: str, parent: int, idle: float = IDLE_SECONDS, cuda_workers: int 
                 except OSError:
                     data = b""
                 if data.startswith(b"exit") and runner.conn is not None:
-                    finish(runner.conn, data.decode().split("\n")[0])
+                    status = data.decode().split("\n")[0]
+                    finish(runner.conn, status)
                     runner.conn, runner.freed = None, time.monotonic()
+                    runner.served += 1
+                    if status != "exit 0" or runner.served >= RUNNER_JOBS:  # it retires (_runner): no more jobs
+                        runner.open = False
                     last = time.time()
                 if not data:
                     selector.unregister(runner.channel)
