@@ -324,3 +324,11 @@ def test_a_run_whose_jobs_share_one_cuda_worker_gives_the_tiny_runs_results(tiny
         assert_same_h5(work / D / h5, tiny_run / D / h5)
     for table in CHAIN_TABLES:
         assert (work / D / table).read_text() == (tiny_run / D / table).read_text(), table
+
+
+def test_an_idle_cuda_workers_context_fits_in_what_any_gpu_job_declares():
+    """docs/warm-worker.md: an idle CUDA worker holds its context in memory its last job declared and freed, so every
+    GPU rule declares more than a context."""
+    from advflow.workflow.resources import CONTEXT_MB, GPU_MEMORY_MB
+
+    assert min(GPU_MEMORY_MB.values()) >= 1600 > CONTEXT_MB
