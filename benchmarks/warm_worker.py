@@ -51,6 +51,8 @@ with open("result.json", "w") as fh:
 """
 
 MODES = ("own process", "forked child", "CUDA worker")
+#: Each worker's socket, by mode (launched in main()).
+SOCKETS: dict[str, str] = {}
 
 
 def run(folder: Path, mode: str, device: str) -> tuple[float, float, float]:
@@ -65,14 +67,8 @@ def run(folder: Path, mode: str, device: str) -> tuple[float, float, float]:
     return wall, result["startup"], result["work"]
 
 
-SOCKETS: dict[str, str] = {}
-
-
 def launch(log: Path, cuda_workers: int) -> str:
-    if cuda_workers:
-        os.environ[worker.REUSE_ENV] = "all"
-    worker.launch(log, cuda_workers=cuda_workers)
-    os.environ.pop(worker.REUSE_ENV, None)
+    worker.launch(log, cuda_workers=cuda_workers, reuse="all" if cuda_workers else "")
     path = os.environ.pop(worker.SOCKET_ENV)
     while not os.path.exists(path):
         time.sleep(0.1)

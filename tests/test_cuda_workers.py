@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from advflow.workflow import worker
+from test_worker import gone
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,15 +69,7 @@ JOB = textwrap.dedent("""
 
 def launch(log: Path, cuda_workers: int, reuse: str | None) -> tuple[subprocess.Popen, str]:
     """A worker launched as the Snakefile's onstart does; ``reuse``: ADVFLOW_WORKER_REUSE in its environment."""
-    saved = os.environ.pop(worker.REUSE_ENV, None)
-    if reuse:
-        os.environ[worker.REUSE_ENV] = reuse
-    try:
-        process = worker.launch(log, cuda_workers=cuda_workers)
-    finally:
-        os.environ.pop(worker.REUSE_ENV, None)
-        if saved is not None:
-            os.environ[worker.REUSE_ENV] = saved
+    process = worker.launch(log, cuda_workers=cuda_workers, reuse=reuse or "")
     path = os.environ[worker.SOCKET_ENV]
     deadline = time.time() + 120
     while not os.path.exists(path):
@@ -169,17 +162,6 @@ def test_a_failed_job_gets_its_status_and_retires_its_cuda_worker(reusing_worker
     assert after[0].returncode == 0
     assert after[3]["pid"] != failed["pid"]  # a fresh CUDA worker: the failed job's process is gone
     assert gone(failed["pid"])
-
-
-def gone(pid: int, timeout: float = 30) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def wait_for(path: Path, timeout: float = 120) -> dict:

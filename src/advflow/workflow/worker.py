@@ -298,18 +298,17 @@ class _Fresh:
         self.random, self.numpy, self.torch = random.getstate(), np.random.get_state(), torch.get_rng_state()
         self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
         self.grad, self.dtype, self.threads = torch.is_grad_enabled(), torch.get_default_dtype(), torch.get_num_threads()
-        self.flags = self._flags()
+        self.flags = [(owner, name, getattr(owner, name)) for owner, name in self._flag_owners()]
         self.deterministic = (torch.are_deterministic_algorithms_enabled(),
                               torch.is_deterministic_algorithms_warn_only_enabled())
         self.precision = torch.get_float32_matmul_precision()
 
     @staticmethod
-    def _flags() -> dict:
+    def _flag_owners() -> tuple:
         import torch
 
-        return {"cudnn.benchmark": torch.backends.cudnn.benchmark, "cudnn.deterministic": torch.backends.cudnn.deterministic,
-                "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
-                "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32}
+        return ((torch.backends.cudnn, "benchmark"), (torch.backends.cudnn, "deterministic"),
+                (torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32"))
 
     def apply(self) -> None:
         import random
@@ -325,10 +324,8 @@ class _Fresh:
         torch.set_grad_enabled(self.grad)
         torch.set_default_dtype(self.dtype)
         torch.set_num_threads(self.threads)
-        torch.backends.cudnn.benchmark = self.flags["cudnn.benchmark"]
-        torch.backends.cudnn.deterministic = self.flags["cudnn.deterministic"]
-        torch.backends.cudnn.allow_tf32 = self.flags["cudnn.allow_tf32"]
-        torch.backends.cuda.matmul.allow_tf32 = self.flags["cuda.matmul.allow_tf32"]
+        for owner, name, value in self.flags:
+            setattr(owner, name, value)
         torch.use_deterministic_algorithms(self.deterministic[0], warn_only=self.deterministic[1])
         torch.set_float32_matmul_precision(self.precision)
 
@@ -709,18 +706,20 @@ def source_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def launch(log: str | os.PathLike, cuda_workers: int = 0) -> subprocess.Popen:
+def launch(log: str | os.PathLike, cuda_workers: int = 0, reuse: str | None = None) -> subprocess.Popen:
     """Start the run's worker from Snakemake's process (the Snakefile's ``onstart``; its lines go to ``log``) and
     name its socket in this process's environment, which every job inherits. It does not wait: jobs run in their
-    own processes until it is ready. ``cuda_workers``: the config key of that name (see the module's docstring)."""
+    own processes until it is ready. ``cuda_workers``: the config key of that name (see the module's docstring);
+    ``reuse``: :data:`REUSE_ENV` for the worker alone (None: as in this process)."""
     directory = tempfile.mkdtemp(prefix="advflow-worker-")  # short: a socket path has at most 107 bytes
     path = os.path.join(directory, "socket")
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     source = str(source_root())  # this advflow, installed or not
     code = f"import sys; sys.path.insert(0, {source!r}); from advflow.workflow.worker import serve; serve(sys.argv[1], int(sys.argv[2]), cuda_workers=int(sys.argv[3]))"
+    env = os.environ if reuse is None else {**os.environ, REUSE_ENV: reuse}
     with open(log, "a") as out:
         process = subprocess.Popen([sys.executable, "-c", code, path, str(os.getpid()), str(int(cuda_workers))],
-                                   stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env)
     os.environ[SOCKET_ENV] = path
     _LAUNCHED.append(process)
     return process
